@@ -1,0 +1,43 @@
+# Two commands set everything up on a fresh machine:  make run   and   make test
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Models come from local packages/directories; set HF_HUB_OFFLINE=0 to allow hub downloads.
+HF_HUB_OFFLINE ?= 1
+export HF_HUB_OFFLINE
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: run test stop services venv migrate demo clean-services
+
+venv: $(STAMP)
+$(STAMP): requirements.txt
+	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -r requirements.txt
+	@$(PY) -c "import torch; print('torch', torch.__version__, 'cuda available:', torch.cuda.is_available())"
+	touch $@
+
+services:
+	$(PYTHON) scripts/services.py start
+
+migrate: venv
+	$(PY) manage.py migrate --noinput
+
+demo: migrate
+	$(PY) manage.py load_demo
+
+## Everything in the foreground: Elasticsearch + Redis (background daemons), then the web
+## server and both Celery workers under honcho; Ctrl-C stops the three processes, `make stop`
+## the services.
+run: venv services migrate
+	$(PY) manage.py ensure_superuser
+	@echo "Search: http://127.0.0.1:$${WEB_PORT:-8000}/   admin: /admin/   health: /healthz"
+	$(VENV)/bin/honcho -f Procfile start
+
+test: venv services
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+stop:
+	$(PYTHON) scripts/services.py stop

@@ -1,0 +1,28 @@
+"""Test-run isolation, set before Django reads its settings.
+
+Each pytest run gets its own Elasticsearch index prefix, Redis key prefix (Celery queues) and
+SQLite database file, so a test run never touches the data of `make run` (or of another test
+run) on the same Elasticsearch and Redis. Worker processes started by the tests inherit these.
+"""
+import os
+import secrets
+import tempfile
+from pathlib import Path
+
+RUN_ID = secrets.token_hex(4)
+TMP = Path(tempfile.mkdtemp(prefix=f"searchsite-test-{RUN_ID}-"))
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "searchsite.settings")
+os.environ["ELASTICSEARCH_INDEX_PREFIX"] = f"test-{RUN_ID}"
+os.environ["CELERY_KEY_PREFIX"] = f"test-{RUN_ID}:"
+os.environ["TEST_DATABASE_NAME"] = str(TMP / "test.sqlite3")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ["SEARCHSITE_TEST_TMP"] = str(TMP)
+
+import django  # noqa: E402
+
+# pytest-django finds DJANGO_SETTINGS_MODULE only if it is set before this file is read, so
+# set Django up here, after the variables above.
+django.setup()

