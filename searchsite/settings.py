@@ -190,6 +190,8 @@ EMBEDDING_MODEL = env("EMBEDDING_MODEL", "sentence-transformers/all-MiniLM-L6-v2
 # "auto" picks cuda (fp16) when present, else mps, else cpu.
 EMBEDDING_DEVICE = env("EMBEDDING_DEVICE", "auto")
 EMBEDDING_BATCH_SIZE = env_int("EMBEDDING_BATCH_SIZE", 64)
+# Documents per indexing task (primary keys in one Celery message).
+INDEX_BATCH_SIZE = env_int("INDEX_BATCH_SIZE", 32)
 
 # --------------------------------------------------------------------------- Health
 
