@@ -19,6 +19,7 @@ Only the standard library is used: this runs before the virtualenv exists.
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import pwd
 import secrets
@@ -43,9 +44,18 @@ ES_TRANSPORT_PORT = int(os.environ.get("ES_TRANSPORT_PORT", str(ES_PORT + 100)))
 # models, and HNSW graphs live off-heap in the page cache anyway.
 ES_HEAP = os.environ.get("ES_HEAP", "2g")
 ES_USER = os.environ.get("ES_RUN_AS", "elasticsearch")
-ES_HOME = STATE / f"elasticsearch-{ES_VERSION}"
-ES_DATA = STATE / "es-data"
-ES_LOGS = STATE / "es-logs"
+# As root, Elasticsearch runs as an unprivileged user that may not be able to enter the
+# checkout (a clone under a mode-700 temp dir, say), so its files live under /var/lib, one
+# folder per checkout.
+if os.geteuid() == 0:
+    _checkout_id = hashlib.sha1(str(ROOT).encode()).hexdigest()[:10]
+    ES_RUNTIME = Path(os.environ.get("ES_RUNTIME_DIR", f"/var/lib/searchsite/es-{_checkout_id}"))
+else:
+    ES_RUNTIME = Path(os.environ.get("ES_RUNTIME_DIR", STATE))
+ES_HOME = ES_RUNTIME / f"elasticsearch-{ES_VERSION}"
+ES_DATA = ES_RUNTIME / "es-data"
+ES_LOGS = ES_RUNTIME / "es-logs"
+ES_TMP = ES_RUNTIME / "es-tmp"
 ES_PIDFILE = STATE / "es.pid"
 ES_PASSWORD_FILE = STATE / "elastic-password"
 ES_CLUSTER = "searchsite"
@@ -155,11 +165,12 @@ def ensure_es_user() -> str | None:
 
 def install_es() -> None:
     STATE.mkdir(parents=True, exist_ok=True)
+    ES_RUNTIME.mkdir(parents=True, exist_ok=True)
     if not (ES_HOME / "bin" / "elasticsearch").exists():
         zip_path = fetch_distribution()
-        say(f"unpacking {zip_path.name}")
+        say(f"unpacking {zip_path.name} into {ES_RUNTIME}")
         with zipfile.ZipFile(zip_path) as zf:
-            zf.extractall(STATE)
+            zf.extractall(ES_RUNTIME)
         for f in (ES_HOME / "bin").iterdir():
             f.chmod(0o755)
     ES_DATA.mkdir(exist_ok=True)
@@ -196,7 +207,7 @@ action.destructive_requires_name: false
                 fail(f"elasticsearch-keystore {args[0]} failed: {result.stdout}{result.stderr}")
     user = ensure_es_user()
     if user:
-        for path in (ES_HOME, ES_DATA, ES_LOGS):
+        for path in (ES_RUNTIME, ES_HOME, ES_DATA, ES_LOGS):
             subprocess.run(["chown", "-R", f"{user}:", str(path)], check=True)
 
 
@@ -239,13 +250,13 @@ def start_es() -> None:
         os.environ,
         ES_JAVA_HOME=str(java_home),
         ES_PATH_CONF=str(ES_HOME / "config"),
-        ES_TMPDIR=str(STATE / "es-tmp"),
+        ES_TMPDIR=str(ES_TMP),
     )
-    (STATE / "es-tmp").mkdir(exist_ok=True)
+    ES_TMP.mkdir(exist_ok=True)
     cmd = [str(ES_HOME / "bin" / "elasticsearch"), "-d", "-p", str(pid_tmp)]
     user = ensure_es_user()
     if user:
-        subprocess.run(["chown", f"{user}:", str(STATE / "es-tmp")], check=True)
+        subprocess.run(["chown", f"{user}:", str(ES_TMP)], check=True)
         cmd = ["runuser", "-u", user, "--", "env",
                *[f"{k}={env[k]}" for k in ("ES_JAVA_HOME", "ES_PATH_CONF", "ES_TMPDIR")], *cmd]
     log = ES_LOGS / f"{ES_CLUSTER}.log"
