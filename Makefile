@@ -31,7 +31,7 @@ demo: migrate
 ## Everything in the foreground: Elasticsearch + Redis (background daemons), then the web
 ## server and both Celery workers under honcho; Ctrl-C stops the three processes, `make stop`
 ## the services.
-run: venv services migrate
+run: venv services migrate demo
 	$(PY) manage.py ensure_superuser
 	@echo "Search: http://127.0.0.1:$${WEB_PORT:-8000}/   admin: /admin/   health: /healthz"
 	$(VENV)/bin/honcho -f Procfile start

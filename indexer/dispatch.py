@@ -10,6 +10,7 @@ from collections.abc import Iterable
 
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from .models import Document
 
@@ -20,18 +21,26 @@ def _batches(ids: list[int], size: int) -> Iterable[list[int]]:
         yield ids[i : i + size]
 
 
-def queue_for_indexing(document_ids: Iterable[int], batch_size: int | None = None) -> int:
-    """Mark documents queued and send them to the `embed` queue after commit."""
+def queue_for_indexing(document_ids: Iterable[int], batch_size: int | None = None,
+                       build_id: int | None = None) -> int:
+    """Mark documents queued and send them to the `embed` queue after commit.
+
+    `build_id` sends them to that rebuild's index only (indexer/builds.py). `updated_at` is set
+    by hand (`update()` skips auto_now): reconcile_index uses it to tell a message that is
+    probably lost from one still waiting in the queue.
+    """
     ids = sorted(set(document_ids))
     if not ids:
         return 0
-    Document.objects.filter(pk__in=ids).update(status=Document.Status.QUEUED, last_error="")
+    Document.objects.filter(pk__in=ids).update(
+        status=Document.Status.QUEUED, last_error="", updated_at=timezone.now()
+    )
 
     def send():
         from .tasks import index_documents
 
         for batch in _batches(ids, batch_size or settings.INDEX_BATCH_SIZE):
-            index_documents.delay(batch)
+            index_documents.delay(batch, build_id=build_id)
 
     transaction.on_commit(send)
     return len(ids)

@@ -49,6 +49,11 @@ def load_embedding_model(model_id: str, device: str | None = None):
     model = SentenceTransformer(resolve_model_path(model_id), device=device)
     if device.startswith("cuda"):
         model.half()
-    log.info("loaded embedding model %s on %s (dim %s)", model_id, device,
-             model.get_sentence_embedding_dimension())
+    log.info("loaded embedding model %s on %s (dim %s)", model_id, device, embedding_dimension(model))
     return model
+
+
+def embedding_dimension(model) -> int:
+    """Vector size of a loaded model (the method was renamed in sentence-transformers 6)."""
+    get = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    return get()

@@ -52,6 +52,18 @@ class Collection(models.Model):
         max_length=500, blank=True,
         help_text="Cross-encoder id or directory for this collection; empty uses the site default.",
     )
+    # Index layout of the next build (indexer/builds.py). The default is the best kNN recall@10
+    # measured by bench/indexing.py on SciFact (300 queries, num_candidates 100): bbq_hnsw 1.000
+    # (binary quantised, rescored from the float vectors), hnsw 0.997, int8_hnsw 0.975; BBQ also
+    # needs the least memory. BBQ needs at least 64 dimensions.
+    index_options = models.CharField(
+        max_length=20, choices=[(t, t) for t in ("hnsw", "int8_hnsw", "bbq_hnsw")], default="bbq_hnsw",
+        help_text="HNSW vector storage of the index: float32, int8 or binary (BBQ) quantised.",
+    )
+    keep_old_indices = models.PositiveIntegerField(
+        default=1, validators=[MaxValueValidator(20)],
+        help_text="Previous build indices kept after a rebuild swaps the alias (for rollback).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -119,3 +131,83 @@ class Document(models.Model):
 
     def refresh_hash(self) -> None:
         self.content_hash = self.compute_hash(self.title, self.text, self.metadata)
+
+
+class IndexBuild(models.Model):
+    """One Elasticsearch index of a collection, built by the `embed` workers (indexer/builds.py).
+
+    A rebuild fills a new index while the collection's alias keeps serving the previous one, then
+    swaps the alias. Document statuses follow the newest index (the one being built, if any), so
+    progress is counted from them; the counters below are a snapshot refreshed after each batch.
+    """
+
+    class Status(models.TextChoices):
+        BUILDING = "building", "Building"
+        FINALIZING = "finalizing", "Checking and swapping"
+        LIVE = "live", "Live (alias points here)"
+        RETIRED = "retired", "Retired"
+        FAILED = "failed", "Failed"
+
+    IN_PROGRESS = (Status.BUILDING, Status.FINALIZING)
+
+    collection = models.ForeignKey(Collection, on_delete=models.CASCADE, related_name="builds")
+    index_name = models.CharField(max_length=255, unique=True)
+    model_id = models.CharField(max_length=300)
+    dims = models.PositiveIntegerField(null=True, blank=True)
+    index_options = models.CharField(max_length=20)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.BUILDING, db_index=True)
+    error = models.TextField(blank=True)
+    requested_by = models.CharField(max_length=150, blank=True)
+    total_documents = models.PositiveIntegerField(default=0)
+    done_documents = models.PositiveIntegerField(default=0)
+    failed_documents = models.PositiveIntegerField(default=0)
+    done_chunks = models.PositiveIntegerField(default=0)
+    check_rounds = models.PositiveSmallIntegerField(
+        default=0, help_text="Times the final check sent documents back to be indexed again.")
+    index_deleted = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    progress_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            # Only one build per collection at a time, enforced by the database itself.
+            models.UniqueConstraint(
+                fields=["collection"], condition=models.Q(status__in=["building", "finalizing"]),
+                name="one_build_in_progress_per_collection",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.index_name
+
+    @property
+    def in_progress(self) -> bool:
+        return self.status in self.IN_PROGRESS
+
+    @property
+    def elapsed_seconds(self) -> float:
+        from django.utils import timezone
+
+        end = self.finished_at or (timezone.now() if self.in_progress else self.progress_at) or self.created_at
+        return max((end - self.created_at).total_seconds(), 0.0)
+
+    @property
+    def documents_per_second(self) -> float | None:
+        elapsed = self.elapsed_seconds
+        return self.done_documents / elapsed if elapsed > 0 and self.done_documents else None
+
+    @property
+    def chunks_per_second(self) -> float | None:
+        elapsed = self.elapsed_seconds
+        return self.done_chunks / elapsed if elapsed > 0 and self.done_chunks else None
+
+    @property
+    def eta_seconds(self) -> float | None:
+        """Remaining documents at the average rate so far (None until there is a rate)."""
+        rate = self.documents_per_second
+        if not self.in_progress or not rate:
+            return None
+        remaining = max(self.total_documents - self.done_documents - self.failed_documents, 0)
+        return remaining / rate

@@ -1,8 +1,33 @@
 """Tasks of the `rerank` queue."""
+import time
+
 from celery import shared_task
+
+from .cross_encoder import configured_model, load_cross_encoder, score_pairs
 
 
 @shared_task(name="reranker.tasks.ping", bind=True)
 def ping(self) -> dict:
     """A round trip through a rerank worker (health checks and tests)."""
     return {"queue": self.request.delivery_info.get("routing_key"), "worker": self.request.hostname}
+
+
+@shared_task(name="reranker.tasks.rerank", bind=True)
+def rerank(self, query: str, passages: list[str], model: str = "") -> dict:
+    """Score (query, passage) pairs with the cross-encoder; one raw logit per passage, in order.
+
+    `model` is a collection's own reranker; empty uses this worker's RERANKER_MODEL setting.
+    Raises RerankerUnavailable when neither is set: the web process shows "not reranked".
+    """
+    model_id = configured_model(model)
+    started = time.perf_counter()
+    loaded = load_cross_encoder(model_id)
+    logits = score_pairs(model_id, query, passages)
+    return {
+        "logits": [float(x) for x in logits],
+        "model": model_id,
+        "device": str(loaded.device),
+        "predict_ms": round((time.perf_counter() - started) * 1000, 2),
+        "worker": self.request.hostname,
+        "max_length": loaded.max_seq_length,
+    }

@@ -1,0 +1,186 @@
+"""Admin of index builds (indexer/builds.py): progress that refreshes itself, the rebuild page,
+a "Rebuild index" action on collections, and the rebuild offer when a collection's model changes.
+
+Registered from indexer/admin.py (which owns the Collection and Document admin).
+"""
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from .builds import BuildInProgress, live_build, start_build
+from .index import INDEX_OPTION_TYPES
+from .models import Collection, IndexBuild
+
+# Seconds between reloads of the build list and page while a build runs.
+REFRESH_SECONDS = 3
+
+
+def rebuild_url(collection_id: int, model_id: str | None = None) -> str:
+    url = reverse("admin:indexer_indexbuild_rebuild", args=[collection_id])
+    return url + (f"?model={model_id}" if model_id else "")
+
+
+def format_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+class RebuildForm(forms.Form):
+    model_id = forms.CharField(label="Embedding model", max_length=300,
+                               help_text="A sentence-transformers id or a local directory.")
+    index_options = forms.ChoiceField(label="Index options", choices=[(t, t) for t in INDEX_OPTION_TYPES])
+
+    def clean_model_id(self):
+        from .management.commands.rebuild_index import check_model_id
+        from django.core.management.base import CommandError
+
+        model_id = self.cleaned_data["model_id"].strip()
+        try:
+            check_model_id(model_id)
+        except CommandError as exc:
+            raise forms.ValidationError(str(exc)) from None
+        return model_id
+
+
+@admin.register(IndexBuild)
+class IndexBuildAdmin(admin.ModelAdmin):
+    list_display = ("index_name", "collection", "status", "model_id", "index_options", "progress",
+                    "failed_documents", "done_chunks", "rate", "eta", "created_at")
+    list_filter = ("status", "collection")
+    list_select_related = ("collection",)
+    readonly_fields = ("collection", "index_name", "status", "error", "model_id", "dims", "index_options",
+                       "progress", "failed_documents", "done_chunks", "rate", "eta", "elapsed", "check_rounds",
+                       "requested_by", "index_deleted", "created_at", "progress_at", "finished_at")
+    fields = readonly_fields
+    actions = ("rebuild_collections",)
+    change_list_template = "admin/indexer/indexbuild/change_list.html"
+    change_form_template = "admin/indexer/indexbuild/change_form.html"
+
+    def has_add_permission(self, request):
+        return False  # builds are started with the rebuild page or `rebuild_index`
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # the record is the history of the collection's indices
+
+    @admin.display(description="Progress")
+    def progress(self, build):
+        done = build.done_documents + build.failed_documents
+        percent = 100 * done / build.total_documents if build.total_documents else 100
+        return f"{build.done_documents}/{build.total_documents} documents ({percent:.0f}%)"
+
+    @admin.display(description="Rate")
+    def rate(self, build):
+        docs, chunks = build.documents_per_second, build.chunks_per_second
+        return f"{docs:.1f} docs/s, {chunks:.1f} chunks/s" if docs and chunks else "-"
+
+    @admin.display(description="ETA")
+    def eta(self, build):
+        return format_seconds(build.eta_seconds)
+
+    @admin.display(description="Elapsed")
+    def elapsed(self, build):
+        return format_seconds(build.elapsed_seconds)
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {
+            **(extra_context or {}),
+            "refresh_seconds": REFRESH_SECONDS if IndexBuild.objects.filter(status__in=IndexBuild.IN_PROGRESS).exists() else None,
+            "model_changes": collections_with_changed_model(),
+        }
+        return super().changelist_view(request, extra_context)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        build = IndexBuild.objects.filter(pk=object_id).first()
+        extra_context = {**(extra_context or {}),
+                         "refresh_seconds": REFRESH_SECONDS if build and build.in_progress else None}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    @admin.action(description="Rebuild the selected builds' collections (their current model)")
+    def rebuild_collections(self, request, queryset):
+        start_rebuilds(self, request, Collection.objects.filter(pk__in=queryset.values("collection_id")))
+
+    def get_urls(self):
+        return [path("rebuild/<int:collection_id>/", self.admin_site.admin_view(self.rebuild_view),
+                     name="indexer_indexbuild_rebuild"), *super().get_urls()]
+
+    def rebuild_view(self, request, collection_id):
+        """Confirm page: rebuild a collection, optionally with another model or index options."""
+        collection = get_object_or_404(Collection, pk=collection_id)
+        if not self.admin_site._registry[Collection].has_change_permission(request, collection):
+            raise PermissionDenied
+        live = live_build(collection.pk)
+        initial = {"model_id": request.GET.get("model") or collection.embedding_model,
+                   "index_options": collection.index_options}
+        form = RebuildForm(request.POST or None, initial=initial)
+        if request.method == "POST" and form.is_valid():
+            try:
+                build = start_build(collection, model_id=form.cleaned_data["model_id"],
+                                    index_options=form.cleaned_data["index_options"],
+                                    requested_by=request.user.get_username())
+            except BuildInProgress as exc:
+                self.message_user(request, f"{collection} already has a build in progress.", messages.ERROR)
+                return redirect(reverse("admin:indexer_indexbuild_change", args=[exc.build.pk]))
+            self.message_user(request, f"Rebuilding {collection} into {build.index_name}; the alias keeps "
+                                       "serving the current index until the new one is complete.", messages.SUCCESS)
+            return redirect(reverse("admin:indexer_indexbuild_change", args=[build.pk]))
+        context = {**self.admin_site.each_context(request), "opts": self.model._meta,
+                   "title": f"Rebuild the index of {collection}", "collection": collection, "live": live,
+                   "form": form, "has_view_permission": True}
+        return TemplateResponse(request, "admin/indexer/indexbuild/rebuild.html", context)
+
+
+def start_rebuilds(model_admin, request, collections) -> None:
+    for collection in collections:
+        try:
+            build = start_build(collection, requested_by=request.user.get_username())
+        except BuildInProgress:
+            model_admin.message_user(request, f"{collection}: a build is already in progress.", messages.WARNING)
+            continue
+        model_admin.message_user(request, format_html(
+            '{}: rebuilding into <a href="{}">{}</a> with {}.', collection,
+            reverse("admin:indexer_indexbuild_change", args=[build.pk]), build.index_name, build.model_id,
+        ), messages.SUCCESS)
+
+
+def collections_with_changed_model() -> list[dict]:
+    """Collections whose configured model is not the one their live index was built with."""
+    changed = []
+    for build in IndexBuild.objects.filter(status=IndexBuild.Status.LIVE).select_related("collection"):
+        if build.model_id != build.collection.embedding_model:
+            changed.append({"collection": build.collection, "serving": build.model_id,
+                            "configured": build.collection.embedding_model,
+                            "url": rebuild_url(build.collection.pk, build.collection.embedding_model)})
+    return changed
+
+
+@admin.action(description="Rebuild the index of the selected collections", permissions=["change"])
+def rebuild_index_action(model_admin, request, queryset):
+    start_rebuilds(model_admin, request, queryset)
+
+
+def add_rebuild_to_collection_admin(collection_admin_class) -> None:
+    """Give the collection admin a "Rebuild index" action and, when a save changed the embedding
+    model, a message offering the rebuild (the live index keeps serving the old model until then:
+    vectors of two models cannot be mixed in one index)."""
+    collection_admin_class.actions = (*(collection_admin_class.actions or ()), rebuild_index_action)
+    response_change = collection_admin_class.response_change
+
+    def response_change_offering_rebuild(self, request, obj):
+        live = live_build(obj.pk)
+        if live is not None and live.model_id != obj.embedding_model:
+            self.message_user(request, format_html(
+                'The index of {} still serves {}. <a href="{}">Rebuild it with {}</a> (no downtime: '
+                "the current index answers searches until the new one is ready).",
+                obj, live.model_id, rebuild_url(obj.pk, obj.embedding_model), obj.embedding_model,
+            ), messages.WARNING)
+        return response_change(self, request, obj)
+
+    collection_admin_class.response_change = response_change_offering_rebuild

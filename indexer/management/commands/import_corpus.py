@@ -1,0 +1,118 @@
+"""python manage.py import_corpus <collection-slug> <path> [--create] [--format beir|jsonl|csv|files]
+
+Upserts documents by external id (indexer/importing.py), prints a summary and the number of
+chunks the changed documents make at the collection's chunk settings, and exits non-zero when
+anything was rejected.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+from tqdm import tqdm
+
+from indexer.importing import (FORMATS, ImportOptions, collection_chunker, detect_format, import_sources,
+                               sources_from_path)
+from indexer.models import Collection, Document
+
+# Rejections listed one by one in the summary; the rest are counted.
+MAX_LISTED_REJECTIONS = 50
+
+
+class Command(BaseCommand):
+    help = ("Import a BEIR folder (corpus.jsonl), a JSONL file, a CSV file or a folder of "
+            ".txt/.md/.html/.pdf files into a collection, creating or updating documents by external id.")
+
+    def add_arguments(self, parser):
+        parser.add_argument("slug", help="slug of the collection")
+        parser.add_argument("path", type=Path, help="BEIR folder, .jsonl file, .csv file, or folder of documents")
+        parser.add_argument("--create", action="store_true",
+                            help="create the collection (with default settings) if it does not exist")
+        parser.add_argument("--name", help="name of a collection created with --create (default: the slug)")
+        parser.add_argument("--format", choices=FORMATS, help="default: detected from the path")
+        parser.add_argument("--id-column", help="JSONL field / CSV column of the external id (default _id or id)")
+        parser.add_argument("--title-column", help="JSONL field / CSV column of the title (default title)")
+        parser.add_argument("--text-column", help="JSONL field / CSV column of the text (default text)")
+        parser.add_argument("--encoding", help="encoding the files are in (enforced); default: UTF-8 for "
+                            "JSONL/CSV, detected for .txt/.md, <meta charset> for HTML")
+        parser.add_argument("--max-bytes", type=int, help="largest file accepted (default: settings.UPLOAD_MAX_BYTES)")
+        parser.add_argument("--no-chunk-count", action="store_true",
+                            help="skip counting the chunks of the changed documents (it loads the tokenizer)")
+
+    def handle(self, *args, slug, path, create, name, format, id_column, title_column, text_column,
+               encoding, max_bytes, no_chunk_count, verbosity, **options):
+        started = time.monotonic()
+        path = path.expanduser()
+        try:
+            fmt = format or detect_format(path)
+            sources = sources_from_path(path, fmt)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+
+        collection = Collection.objects.filter(slug=slug).first()
+        if collection is None:
+            if not create:
+                raise CommandError(f"no collection with slug {slug!r}; pass --create to create it")
+            collection = Collection(name=name or slug, slug=slug)
+            try:
+                collection.full_clean()
+            except ValidationError as exc:
+                raise CommandError(f"cannot create collection {slug!r}: {'; '.join(exc.messages)}") from None
+            # Created only together with its documents: an import that crashes leaves nothing.
+        options = ImportOptions(id_column, title_column, text_column, encoding, max_bytes)
+
+        self.stdout.write(f"Importing {path} ({fmt}, {len(sources)} file(s)) into collection {slug!r}")
+        with tqdm(desc="documents", unit="doc", disable=verbosity == 0) as bar, transaction.atomic():
+            if collection.pk is None:
+                collection.save()
+                self.stdout.write(f"Created collection {slug!r}.")
+
+            def advance(done: int, total: int) -> None:
+                bar.total = total
+                bar.update(done)
+
+            report = import_sources(collection, sources, options, progress=advance)
+
+        self.print_report(report)
+        if report.changed_ids and not no_chunk_count:
+            self.print_chunk_count(collection, report.changed_ids, verbosity)
+        self.stdout.write(f"Took {time.monotonic() - started:.1f}s.")
+        if report.has_rejections:
+            raise CommandError(
+                f"{report.rejected_files} file(s) and {report.rejected_records} record(s) were rejected; "
+                "everything else was imported"
+            )
+
+    def print_report(self, report) -> None:
+        listed = 0
+        for file_report in report.files:
+            if file_report.error:
+                self.stderr.write(f"REJECTED {file_report.name}: {file_report.error}")
+            for rejection in file_report.rejected:
+                if listed < MAX_LISTED_REJECTIONS:
+                    self.stderr.write(f"rejected {file_report.name} {rejection}")
+                listed += 1
+        if listed > MAX_LISTED_REJECTIONS:
+            self.stderr.write(f"... and {listed - MAX_LISTED_REJECTIONS} more rejected records")
+        self.stdout.write(
+            f"Created {report.created}, updated {report.updated}, unchanged {report.unchanged}, "
+            f"rejected {report.rejected_records} record(s) and {report.rejected_files} file(s); "
+            f"{len(report.changed_ids)} document(s) queued for indexing."
+        )
+
+    def print_chunk_count(self, collection, document_ids, verbosity) -> None:
+        chunker, max_tokens, overlap = collection_chunker(collection)
+        total = 0
+        with tqdm(total=len(document_ids), desc="chunking", unit="doc", disable=verbosity == 0) as bar:
+            for start in range(0, len(document_ids), 500):
+                batch = document_ids[start:start + 500]
+                for text in Document.objects.filter(pk__in=batch).values_list("text", flat=True):
+                    total += len(chunker(text))
+                bar.update(len(batch))
+        self.stdout.write(
+            f"The {len(document_ids)} changed document(s) make {total} chunk(s) at "
+            f"{max_tokens} tokens with {overlap} overlap ({collection.embedding_model})."
+        )

@@ -1,0 +1,33 @@
+"""python manage.py load_demo: the `scifact` demo collection, created and imported once.
+
+Safe to run at every `make run`: a second run finds every document unchanged and queues nothing.
+The data set is ../shared/datasets/scifact next to the project, or the folder in DEMO_DATASET.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+
+DEMO_SLUG = "scifact"
+
+
+class Command(BaseCommand):
+    help = "Create the scifact demo collection and import its corpus (idempotent)."
+
+    def handle(self, *args, verbosity, **options):
+        explicit = os.environ.get("DEMO_DATASET")
+        path = Path(explicit).expanduser() if explicit else settings.BASE_DIR.parent / "shared" / "datasets" / "scifact"
+        if not (path / "corpus.jsonl").is_file():
+            if explicit:
+                raise CommandError(f"DEMO_DATASET={explicit}: no BEIR corpus.jsonl there")
+            # Without the data set the site still runs; say so instead of failing `make run`.
+            self.stdout.write(self.style.WARNING(
+                f"No demo data set at {path} (set DEMO_DATASET to a BEIR folder); skipping the demo collection."))
+            return
+        self.stdout.write(f"Demo collection {DEMO_SLUG!r} from {path}:")
+        call_command("import_corpus", DEMO_SLUG, str(path), create=True, name="SciFact", format="beir",
+                     verbosity=verbosity, stdout=self.stdout, stderr=self.stderr)

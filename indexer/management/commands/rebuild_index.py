@@ -1,0 +1,71 @@
+"""Rebuild a collection's index without downtime, through the `embed` workers.
+
+    python manage.py rebuild_index <collection-slug> [--model ID] [--index-options int8_hnsw]
+
+The alias keeps serving the previous index until the new one is complete and checked; then it
+swaps atomically. Needs a running `embed` worker (`make run` starts one).
+"""
+from __future__ import annotations
+
+import time
+
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+
+from indexer.builds import BuildInProgress, start_build
+from indexer.embedding import resolve_model_path
+from indexer.index import INDEX_OPTION_TYPES
+from indexer.models import Collection, IndexBuild
+
+
+def check_model_id(model_id: str) -> None:
+    """Fail here, with a clear message, rather than in a worker minutes later."""
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(resolve_model_path(model_id))
+    except Exception as exc:
+        raise CommandError(f"cannot load model {model_id!r}: {exc}") from None
+
+
+class Command(BaseCommand):
+    help = "Build a new index for a collection (optionally with another model) and swap the alias to it."
+
+    def add_arguments(self, parser):
+        parser.add_argument("collection", help="collection slug")
+        parser.add_argument("--model", help="embedding model id or directory (default: the collection's)")
+        parser.add_argument("--index-options", choices=INDEX_OPTION_TYPES,
+                            help="HNSW vector storage (default: the collection's)")
+        parser.add_argument("--no-wait", action="store_true", help="start the build and return")
+        parser.add_argument("--poll", type=float, default=1.0, help="seconds between progress updates")
+
+    def handle(self, *args, collection, model=None, index_options=None, no_wait=False, poll=1.0, **options):
+        try:
+            coll = Collection.objects.get(slug=collection)
+        except Collection.DoesNotExist:
+            raise CommandError(f"no collection with slug {collection!r}") from None
+        if model:
+            check_model_id(model)
+        try:
+            build = start_build(coll, model_id=model, index_options=index_options, requested_by="rebuild_index")
+        except BuildInProgress as exc:
+            raise CommandError(f"{collection}: a build is already in progress ({exc.build}); "
+                               "wait for it or see it in the admin") from None
+        self.stdout.write(f"build {build.index_name}: {build.total_documents} documents, model "
+                          f"{build.model_id}, {build.index_options}")
+        if no_wait:
+            return
+        with tqdm(total=build.total_documents, unit="doc", desc=collection) as bar:
+            while build.in_progress:
+                time.sleep(poll)
+                build.refresh_from_db()
+                bar.total = build.total_documents
+                bar.n = build.done_documents + build.failed_documents
+                bar.set_postfix(chunks=build.done_chunks, failed=build.failed_documents, status=build.status)
+        if build.status != IndexBuild.Status.LIVE:
+            raise CommandError(f"build {build.index_name} {build.status}: {build.error}")
+        rate = build.chunks_per_second or 0
+        self.stdout.write(self.style.SUCCESS(
+            f"{collection} now serves {build.index_name}: {build.done_documents} documents, "
+            f"{build.done_chunks} chunks in {build.elapsed_seconds:.1f}s ({rate:.1f} chunks/s)"
+        ))

@@ -1,0 +1,370 @@
+"""The indexing stage: database rows -> chunks -> vectors -> Elasticsearch, and the statuses back.
+
+`index_documents(ids)` is what an `embed` worker runs for one batch of primary keys:
+
+1. read the rows (the current text: a late message never writes stale content);
+2. for every *target* index of the collection (the live index behind the alias and, during a
+   rebuild, the index being built; each with its own model) chunk the documents with that
+   model's tokenizer, sort the chunks by length (less padding), encode them in batches with
+   normalised output, and bulk-write them with deterministic `_id`s (re-indexing overwrites,
+   never duplicates), deleting the chunks a shrunken document no longer has;
+3. update the statuses of the whole batch in one transaction.
+
+Errors worth retrying (Elasticsearch unreachable, timeouts, 429/503, a locked database) are raised
+as they are so the Celery task retries with backoff (indexer/tasks.py); anything else is raised too
+and ends, after the last retry, with the documents `failed` and the error text.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from elasticsearch import ApiError, NotFoundError, helpers
+
+from .chunking import Chunk, chunk_id, chunk_text, load_tokenizer, model_max_tokens
+from .embedding import load_embedding_model
+from .es import get_client
+from .models import Collection, Document, IndexBuild
+
+log = logging.getLogger(__name__)
+
+# Tokens kept free in every chunk for the document title, which is embedded in front of each
+# chunk: the title carries the topic of a passage (it helps retrieval on SciFact-like corpora),
+# and a fixed reserve keeps chunk boundaries independent of the title's length.
+TITLE_RESERVE_TOKENS = 32
+# HTTP statuses Elasticsearch answers when it is busy or (re)starting: worth a retry.
+TRANSIENT_STATUSES = {429, 502, 503, 504}
+# Stale chunks are looked up by id with realtime GETs in runs of this many.
+STALE_PROBE = 16
+
+
+class TransientIndexError(Exception):
+    """Elasticsearch refused part of a request for a reason that goes away (429, 503...)."""
+
+
+class IndexingError(Exception):
+    """A permanent problem (mapping rejected a chunk, ...): retrying will not help."""
+
+
+class IndexMissing(IndexingError):
+    pass
+
+
+@dataclass(frozen=True)
+class Target:
+    """An index the collection's documents are written to, with the model of its vectors."""
+
+    index: str
+    model_id: str
+    build_id: int
+
+
+@dataclass
+class PlannedChunk:
+    document: Document
+    chunk: Chunk
+    embed_text: str  # what the model reads: title + chunk text, within the model's limit
+
+
+# --------------------------------------------------------------------------- chunk planning
+
+
+def chunk_limits(collection: Collection, tokenizer, model_max_seq_length: int | None) -> tuple[int, int]:
+    """(tokens per chunk, overlap) for a collection under a model, leaving room for the title."""
+    model_limit = model_max_tokens(tokenizer, model_max_seq_length)
+    size = max(min(collection.chunk_size, model_limit - TITLE_RESERVE_TOKENS), 8)
+    overlap = min(collection.chunk_overlap, size // 2)
+    return size, overlap
+
+
+def title_prefix(title: str, tokenizer) -> str:
+    """The title cut to fit its reserve (one token stays free for the separator)."""
+    title = " ".join(title.split())
+    if not title:
+        return ""
+    enc = tokenizer(title, add_special_tokens=False, return_offsets_mapping=True)
+    offsets = enc["offset_mapping"]
+    if len(offsets) > TITLE_RESERVE_TOKENS - 1:
+        title = title[: offsets[TITLE_RESERVE_TOKENS - 2][1]]
+    return title + "\n"
+
+
+def plan_chunks(documents: list[Document], collection: Collection, model_id: str) -> list[PlannedChunk]:
+    """Every chunk of `documents` as the pipeline embeds it (also used by bench/indexing.py)."""
+    model = load_embedding_model(model_id)
+    tokenizer = load_tokenizer(model_id)
+    size, overlap = chunk_limits(collection, tokenizer, model.max_seq_length)
+    planned = []
+    for document in documents:
+        prefix = title_prefix(document.title, tokenizer)
+        for chunk in chunk_text(document.text, tokenizer, size, overlap):
+            planned.append(PlannedChunk(document, chunk, prefix + chunk.text))
+    return planned
+
+
+def encode_chunks(model_id: str, planned: list[PlannedChunk], batch_size: int | None = None) -> np.ndarray:
+    """Unit-length float32 vectors in the order of `planned`; encoded longest first, so each
+    batch holds chunks of similar length and little padding."""
+    if not planned:
+        return np.zeros((0, 0), dtype=np.float32)
+    model = load_embedding_model(model_id)
+    order = sorted(range(len(planned)), key=lambda i: -planned[i].chunk.tokens)
+    vectors = model.encode(
+        [planned[i].embed_text for i in order],
+        batch_size=batch_size or settings.EMBEDDING_BATCH_SIZE,
+        normalize_embeddings=True,
+        convert_to_numpy=True,
+        show_progress_bar=False,
+    ).astype(np.float32)
+    # fp16 (cuda) rounding can leave a norm just outside the tolerance of Elasticsearch's
+    # `dot_product`, which rejects non-unit vectors: normalise again in float32.
+    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    result = np.empty_like(vectors)
+    result[order] = vectors
+    return result
+
+
+# --------------------------------------------------------------------------- targets
+
+
+def write_targets(collection: Collection, build_id: int | None = None) -> list[Target]:
+    """The indices a batch must be written to, newest last.
+
+    A batch of a rebuild (`build_id` of a build still in progress) goes to that build's index
+    only. Any other batch goes to the live index and, during a rebuild, to the new index too,
+    so an edit made during the rebuild is in the new index when the alias swaps. Concrete index
+    names are used, not the alias: a swap in the middle of a batch must not put vectors of the
+    old model into the new index.
+    """
+    from .builds import ensure_live_build
+
+    building = IndexBuild.objects.filter(collection=collection, status__in=IndexBuild.IN_PROGRESS).first()
+    if building is not None and building.dims is None:
+        building = None  # its index does not exist yet; prepare_build re-queues every document
+    if build_id is not None and building is not None and building.pk == build_id:
+        return [Target(building.index_name, building.model_id, building.pk)]
+    live = IndexBuild.objects.filter(collection=collection, status=IndexBuild.Status.LIVE).first()
+    if live is None and building is None:
+        live = ensure_live_build(collection)
+    targets = [Target(b.index_name, b.model_id, b.pk) for b in (live, building) if b is not None]
+    return targets
+
+
+# --------------------------------------------------------------------------- Elasticsearch
+
+
+def raise_for_api_error(exc: ApiError) -> None:
+    if exc.meta.status in TRANSIENT_STATUSES:
+        raise TransientIndexError(f"Elasticsearch answered {exc.meta.status}: {exc.message}") from exc
+    raise exc
+
+
+def stale_chunk_ids(index: str, first_stale: dict[str, int]) -> list[str]:
+    """Ids of chunks numbered from `first_stale[prefix]` on, for each `<collection>/<external>`
+    prefix. Chunks of a document are numbered without gaps, so probing runs of ids with
+    realtime multi-GETs finds them all, including chunks written a moment ago and not yet
+    visible to search."""
+    client = get_client()
+    found: list[str] = []
+    pending = dict(first_stale)
+    while pending:
+        ids = [f"{prefix}/{n}" for prefix, start in pending.items() for n in range(start, start + STALE_PROBE)]
+        try:
+            docs = client.mget(index=index, ids=ids, source=False, realtime=True)["docs"]
+        except ApiError as exc:
+            raise_for_api_error(exc)
+        hits = {d["_id"] for d in docs if d.get("found")}
+        found.extend(i for i in ids if i in hits)
+        # A full run of hits means there may be more after it.
+        pending = {prefix: start + STALE_PROBE for prefix, start in pending.items()
+                   if f"{prefix}/{start + STALE_PROBE - 1}" in hits}
+    return found
+
+
+def bulk_write(actions: list[dict]) -> int:
+    """Bulk-write actions; 429s are retried by the helper itself, what is left is raised."""
+    if not actions:
+        return 0
+    client = get_client()
+    try:
+        ok, errors = helpers.bulk(
+            client, actions, chunk_size=500, max_retries=3, initial_backoff=1,
+            raise_on_error=False, raise_on_exception=True, stats_only=False,
+        )
+    except ApiError as exc:
+        raise_for_api_error(exc)
+    errors = [e for e in errors if not _is_missing_delete(e)]
+    if errors:
+        statuses = {next(iter(e.values())).get("status") for e in errors}
+        sample = next(iter(errors[0].values()))
+        message = f"{len(errors)} of {len(actions)} bulk actions failed, e.g. {sample.get('error')}"
+        if statuses & TRANSIENT_STATUSES:
+            raise TransientIndexError(message)
+        raise IndexingError(message)
+    return ok
+
+
+def _is_missing_delete(error: dict) -> bool:
+    """Deleting a chunk that is already gone is what we wanted."""
+    return "delete" in error and error["delete"].get("status") == 404
+
+
+def chunk_source(item: PlannedChunk, vector: np.ndarray) -> dict:
+    document, chunk = item.document, item.chunk
+    return {
+        "collection": document.collection.slug,
+        "document_id": document.pk,
+        "external_id": document.external_id,
+        "title": document.title,
+        "text": chunk.text,
+        "chunk": chunk.number,
+        "start": chunk.start,
+        "end": chunk.end,
+        "content_hash": document.content_hash,
+        "metadata": document.metadata or {},
+        "embedding": vector.tolist(),
+    }
+
+
+def write_to_target(target: Target, collection: Collection, documents: list[Document],
+                    batch_size: int | None = None) -> dict[int, int]:
+    """Chunk, encode and write `documents` into one target index; returns chunk counts by pk."""
+    if not get_client().indices.exists(index=target.index):
+        # Never let a bulk write auto-create it with a guessed mapping.
+        raise IndexMissing(f"index {target.index} does not exist (deleted, or the cluster lost its data); "
+                           "run rebuild_index")
+    started = time.perf_counter()
+    planned = plan_chunks(documents, collection, target.model_id)
+    planned_at = time.perf_counter()
+    vectors = encode_chunks(target.model_id, planned, batch_size)
+    encoded_at = time.perf_counter()
+    counts = {d.pk: 0 for d in documents}
+    for item in planned:
+        counts[item.document.pk] += 1
+    actions = [
+        {"_op_type": "index", "_index": target.index,
+         "_id": chunk_id(collection.slug, item.document.external_id, item.chunk.number),
+         "_source": chunk_source(item, vector)}
+        for item, vector in zip(planned, vectors)
+    ]
+    stale = stale_chunk_ids(
+        target.index, {f"{collection.slug}/{d.external_id}": counts[d.pk] for d in documents}
+    )
+    actions += [{"_op_type": "delete", "_index": target.index, "_id": i} for i in stale]
+    bulk_write(actions)
+    log.info("%s: %d documents, %d chunks (%d stale deleted): chunking %.2fs, encoding %.2fs, writing %.2fs",
+             target.index, len(documents), len(planned), len(stale), planned_at - started,
+             encoded_at - planned_at, time.perf_counter() - encoded_at)
+    return counts
+
+
+def remove_chunks(index: str, document_ids: list[int]) -> int:
+    """Delete every chunk of these documents from one index (the rows may be gone already)."""
+    client = get_client()
+    try:
+        client.indices.refresh(index=index)  # deletions must see chunks written a moment ago
+        body = {"query": {"terms": {"document_id": document_ids}}, "_source": False}
+        hits = helpers.scan(client, index=index, query=body, size=1000)
+        actions = [{"_op_type": "delete", "_index": index, "_id": h["_id"]} for h in hits]
+    except NotFoundError:
+        return 0  # the index itself is gone
+    except ApiError as exc:
+        raise_for_api_error(exc)
+    return bulk_write(actions)
+
+
+# --------------------------------------------------------------------------- the task bodies
+
+
+def index_documents(document_ids: list[int], build_id: int | None = None,
+                    batch_size: int | None = None) -> dict:
+    """Index one batch of documents (see the module docstring). Returns a small report."""
+    ids = sorted(set(document_ids))
+    rows = list(Document.objects.select_related("collection").filter(pk__in=ids)
+                .exclude(status=Document.Status.REMOVED))
+    if not rows:
+        return {"indexed": 0, "skipped": len(ids)}
+    Document.objects.filter(pk__in=[d.pk for d in rows]).update(
+        status=Document.Status.INDEXING, updated_at=timezone.now()
+    )
+    report = {"indexed": 0, "chunks": 0, "skipped": len(ids) - len(rows)}
+    by_collection: dict[int, list[Document]] = {}
+    for row in rows:
+        by_collection.setdefault(row.collection_id, []).append(row)
+    for documents in by_collection.values():
+        collection = documents[0].collection
+        targets = write_targets(collection, build_id)
+        counts: dict[int, int] = {}
+        for target in targets:
+            try:
+                counts = write_to_target(target, collection, documents, batch_size)
+            except (NotFoundError, IndexMissing):
+                if target is targets[-1]:
+                    raise
+                # An older index retired and deleted by a swap in the meantime: nothing to update.
+                log.info("index %s is gone, skipping it", target.index)
+        mark_indexed(documents, counts, targets[-1])
+        report["indexed"] += len(documents)
+        report["chunks"] += sum(counts.values())
+        from .builds import after_batch
+
+        after_batch(collection.pk)
+    return report
+
+
+def mark_indexed(documents: list[Document], counts: dict[int, int], target: Target) -> None:
+    """Statuses of one batch in one transaction. A row edited while we worked keeps its newer
+    `queued` status: its own message indexes the new text."""
+    now = timezone.now()
+    with transaction.atomic():
+        for document in documents:
+            Document.objects.filter(pk=document.pk, content_hash=document.content_hash).exclude(
+                status=Document.Status.REMOVED
+            ).update(
+                status=Document.Status.INDEXED, indexed_hash=document.content_hash,
+                indexed_model=target.model_id, chunk_count=counts.get(document.pk, 0),
+                indexed_at=now, updated_at=now, last_error="",
+            )
+
+
+def mark_failed(document_ids: list[int], error: str) -> int:
+    """After the last retry: the documents are `failed`, with the error text for the admin."""
+    with transaction.atomic():
+        return Document.objects.filter(pk__in=document_ids).exclude(
+            status__in=[Document.Status.REMOVED, Document.Status.INDEXED]
+        ).update(status=Document.Status.FAILED, last_error=error[:5000], updated_at=timezone.now())
+
+
+def collection_indices(collection_id: int) -> list[str]:
+    """Every index of a collection that still exists (live, building, kept old ones)."""
+    return list(IndexBuild.objects.filter(collection_id=collection_id, index_deleted=False)
+                .exclude(dims=None).values_list("index_name", flat=True))
+
+
+def remove_documents(document_ids: list[int]) -> dict:
+    """"Remove from index": the rows stay (status `removed`), their chunks go from every index."""
+    rows = list(Document.objects.filter(pk__in=document_ids).values_list("pk", "collection_id"))
+    removed = 0
+    for collection_id in {c for _, c in rows}:
+        pks = [pk for pk, c in rows if c == collection_id]
+        for index in collection_indices(collection_id):
+            removed += remove_chunks(index, pks)
+        with transaction.atomic():
+            Document.objects.filter(pk__in=pks).update(
+                status=Document.Status.REMOVED, chunk_count=0, indexed_hash="", indexed_model="",
+                indexed_at=None, last_error="", updated_at=timezone.now(),
+            )
+    return {"documents": len(rows), "chunks_deleted": removed}
+
+
+def remove_deleted_documents(collection_id: int, document_ids: list[int]) -> dict:
+    """Chunks of documents deleted from the database."""
+    removed = 0
+    for index in collection_indices(collection_id):
+        removed += remove_chunks(index, list(document_ids))
+    return {"chunks_deleted": removed}

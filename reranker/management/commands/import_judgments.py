@@ -1,0 +1,31 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from indexer.models import Collection
+from reranker.judgments import JudgmentFileError, import_judgments, read_qrels, read_queries
+
+
+class Command(BaseCommand):
+    help = ("Import BEIR relevance judgments (queries.jsonl + qrels TSV) into a collection. "
+            "Corpus ids are the collection's document external ids; re-importing is idempotent.")
+
+    def add_arguments(self, parser):
+        parser.add_argument("collection", help="collection slug")
+        parser.add_argument("--queries", required=True, help="BEIR queries.jsonl")
+        parser.add_argument("--qrels", required=True, help="qrels TSV (query-id, corpus-id, score)")
+
+    def handle(self, *args, **options):
+        try:
+            collection = Collection.objects.get(slug=options["collection"])
+        except Collection.DoesNotExist:
+            raise CommandError(f"no collection with slug {options['collection']!r}") from None
+        try:
+            queries = read_queries(options["queries"])
+            qrels = read_qrels(options["qrels"])
+        except JudgmentFileError as exc:
+            raise CommandError(f"{exc} (nothing imported)") from None
+        report = import_judgments(collection, queries, qrels)
+        self.stdout.write(f"{collection.slug}: {report.summary()}")
+        if report.skipped_lines:
+            examples = sorted(report.unknown_documents)[:5] or sorted(report.unknown_queries)[:5]
+            raise CommandError(f"{report.skipped_lines} qrels lines were not imported, e.g. {examples}; "
+                               "the other judgments were imported")

@@ -1,0 +1,66 @@
+"""Relevance judgments: which documents of a collection answer which query, and how well.
+
+A judgment is the unit both evaluation (reranker/metrics.py, `evaluate`) and training
+(reranker/training.py, `train_reranker`) read. They come from imported qrels (BEIR format,
+reranker/judgments.py) or from staff marking search results relevant or not (reranker/views.py).
+"""
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator
+from django.db import models
+
+from indexer.models import Collection, Document
+
+QUERY_MAX_LENGTH = 1000
+# Graded relevance as in TREC/BEIR qrels: 0 = not relevant, 1 = relevant, higher = more relevant.
+MAX_GRADE = 3
+
+
+def normalize_query(text: str) -> str:
+    """One spelling per query, so that the same question typed twice is one judged query."""
+    return " ".join(text.split())
+
+
+class Judgment(models.Model):
+    class Source(models.TextChoices):
+        IMPORT = "import", "Imported qrels"
+        SEARCH = "search", "Marked on the search page"
+        ADMIN = "admin", "Entered in the admin"
+
+    collection = models.ForeignKey(Collection, on_delete=models.CASCADE, related_name="judgments")
+    query = models.CharField(max_length=QUERY_MAX_LENGTH)
+    query_id = models.CharField(
+        max_length=255, blank=True,
+        help_text="The query's id in imported qrels (kept so that an export gives the same ids back).",
+    )
+    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="judgments")
+    grade = models.PositiveSmallIntegerField(
+        validators=[MaxValueValidator(MAX_GRADE)],
+        help_text=f"0 = not relevant, 1 = relevant, up to {MAX_GRADE} = highly relevant.",
+    )
+    source = models.CharField(max_length=20, choices=Source.choices, default=Source.ADMIN)
+    judged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["collection", "query", "-grade"]
+        constraints = [
+            models.UniqueConstraint(fields=["collection", "query", "document"], name="unique_judgment_per_query_document"),
+        ]
+        indexes = [models.Index(fields=["collection", "query"])]
+
+    def __str__(self) -> str:
+        return f"{self.query[:60]!r} → {self.document} = {self.grade}"
+
+    def clean(self):
+        from django.core.exceptions import ValidationError
+
+        self.query = normalize_query(self.query)
+        if not self.query:
+            raise ValidationError({"query": "The query is empty."})
+        if self.document_id and self.collection_id and self.document.collection_id != self.collection_id:
+            raise ValidationError({"document": "The document belongs to another collection."})

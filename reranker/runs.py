@@ -1,0 +1,78 @@
+"""The project's own search, as evaluation and training see it.
+
+`evaluate` and `train_reranker` must measure and mine exactly what users get, so they call the
+first stage the views call (`searchsite.search.first_stage`), send the reranker the same
+passage text (`searchsite.ranking.passage_text`), reorder with the same function
+(`searchsite.ranking.apply_logits`, top N chunks by logit) and group per document the same way
+(`searchsite.ranking.build_results`). Only the transport differs: the logits come from
+`reranker.cross_encoder.score_pairs` in this process (the function the rerank worker runs),
+not through the queue, so that an evaluation never silently counts a timed-out, unreranked
+answer as reranked.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from indexer.models import Collection
+
+MODES = ("keyword", "semantic", "hybrid")
+
+
+def first_stage_hits(collection: Collection, query: str, mode: str, depth: int) -> list:
+    """The first stage's chunks for `query` in one collection (searchsite.search.Hit), best first."""
+    from searchsite.search import first_stage
+
+    return first_stage(query, mode, [collection], depth=depth).hits
+
+
+def passage(hit) -> str:
+    from searchsite.ranking import passage_text
+
+    return passage_text(hit)
+
+
+def document_ranking(hits: list) -> list[str]:
+    """External ids of the documents in the order the search page shows them (grouped)."""
+    from searchsite.ranking import build_results
+
+    return [item["external_id"] for item in build_results(hits, group=True)]
+
+
+def reranked_hits(hits: list, logits: np.ndarray) -> list:
+    """The chunks reordered as the search reorders them: the scored head by logit, then the rest."""
+    from searchsite.ranking import apply_logits
+
+    return apply_logits(list(hits), [float(x) for x in logits])
+
+
+class PairScorer:
+    """Raw logits of (query, passage) pairs by a reranker model, each pair scored once: modes
+    share most of their candidates, and a pair's logit does not depend on the other candidates."""
+
+    def __init__(self, model_id: str):
+        from reranker.cross_encoder import load_cross_encoder
+
+        self.model_id = model_id
+        self.model = load_cross_encoder(model_id)  # fails here, clearly, if the model is unusable
+        self.cache: dict[tuple[str, str], float] = {}
+        self.scored_here = 0  # pairs scored in this process (the others came from --pair-scores)
+
+    def logits(self, query: str, passages: list[str]) -> np.ndarray:
+        from reranker.cross_encoder import score_pairs
+
+        missing = list(dict.fromkeys(p for p in passages if (query, p) not in self.cache))
+        if missing:
+            values = score_pairs(self.model_id, query, missing)
+            self.scored_here += len(missing)
+            self.cache.update({(query, p): float(v) for p, v in zip(missing, values)})
+        return np.array([self.cache[(query, p)] for p in passages], dtype=np.float32)
+
+    def timed_logits(self, query: str, passages: list[str]) -> float:
+        """Seconds to score these passages from scratch (what one search's rerank costs)."""
+        from reranker.cross_encoder import score_pairs
+
+        started = time.perf_counter()
+        score_pairs(self.model_id, query, passages)
+        return time.perf_counter() - started

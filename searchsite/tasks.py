@@ -1,0 +1,11 @@
+"""Query embedding on the `embed` queue (setting QUERY_EMBEDDING=queue): the embed workers have
+the bi-encoder loaded already, so the web process does not need torch or the model in memory."""
+from celery import shared_task
+
+
+@shared_task(name="searchsite.tasks.embed_queries")
+def embed_queries(texts: list[str], model_id: str) -> list[list[float]]:
+    """Unit-length vectors of `texts` under `model_id`, in order."""
+    from .search import encode_queries
+
+    return encode_queries(texts, model_id)

@@ -1,0 +1,226 @@
+"""Reranker training: negatives never contain judged positives, the held-out split is stable,
+and a tiny real training run (a few steps of the real base model) saves a CrossEncoder that
+loads, scores like the trained one, differs from the base, and is reproducible from the seed."""
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from reranker.training import (JudgedQuery, TrainingData, TrainingSettings, build_groups, build_model,
+                               negatives_for, save, score_pairs, split_queries, train)
+
+# A toy collection in two topics; queries about one topic judge its documents relevant.
+DOCUMENTS = {
+    "fruit-1": "Apples and pears are fruits that grow on trees in orchards.",
+    "fruit-2": "Bananas are rich in potassium and are eaten ripe and yellow.",
+    "fruit-3": "Oranges and lemons are citrus fruits full of vitamin C.",
+    "car-1": "The car engine burns petrol and drives the wheels through a gearbox.",
+    "car-2": "Electric cars store energy in a large lithium battery pack.",
+    "car-3": "Brakes slow a vehicle by pressing pads against the discs.",
+    "sea-1": "Whales are large mammals that live in the ocean and breathe air.",
+    "sea-2": "Coral reefs grow in warm shallow seas and shelter many fish.",
+}
+QUERIES = [
+    JudgedQuery("which fruit grows on trees", {"fruit-1": 1, "car-1": 0}, ["car-1", "fruit-1", "fruit-2", "sea-1", "car-2"]),
+    JudgedQuery("fruit with vitamin c", {"fruit-3": 2, "fruit-2": 1}, ["car-2", "fruit-2", "sea-2", "fruit-3", "car-3"]),
+    JudgedQuery("how does a car engine work", {"car-1": 1}, ["fruit-1", "car-1", "car-2", "sea-1", "car-3"]),
+    JudgedQuery("electric vehicle battery", {"car-2": 1, "car-3": 0}, ["sea-2", "car-3", "car-2", "fruit-3", "car-1"]),
+    JudgedQuery("animals living in the sea", {"sea-1": 1, "sea-2": 1}, ["fruit-2", "sea-2", "car-1", "sea-1", "fruit-1"]),
+    JudgedQuery("what are coral reefs", {"sea-2": 1}, ["car-3", "sea-2", "sea-1", "fruit-3", "car-2"]),
+]
+
+
+def test_negatives_never_contain_judged_positives():
+    rng = random.Random(0)
+    settings = TrainingSettings(negatives=4, negatives_from_top=5)
+    keys = sorted(DOCUMENTS)
+    for _ in range(50):
+        for query, docs in build_groups(QUERIES, settings, keys, rng):
+            judged = next(q.judged for q in QUERIES if q.query == query)
+            positive, negatives = docs[0], docs[1:]
+            assert judged[positive] > 0
+            assert len(negatives) == 4 and len(set(negatives)) == 4
+            assert not {d for d in negatives if judged.get(d, 0) > 0}, (query, negatives)
+    # Candidates run short (two relevant among three): topped up from the collection, still clean.
+    short = JudgedQuery("q", {"a": 1, "b": 1}, ["a", "b", "c"])
+    for _ in range(20):
+        negatives = negatives_for(short, 3, 30, ["a", "b", "c", "d", "e", "f"], rng)
+        assert len(negatives) == 3 and not {"a", "b"} & set(negatives) and "c" in negatives
+
+
+def test_heldout_split_is_seeded_and_stable():
+    train_a, held_a = split_queries(QUERIES, 0.34, seed=1)
+    train_b, held_b = split_queries(list(reversed(QUERIES)), 0.34, seed=1)
+    assert [q.query for q in held_a] == [q.query for q in held_b] and len(held_a) == 2
+    assert not {q.query for q in train_a} & {q.query for q in held_a}
+    # A query without a relevant document is neither trained on nor evaluated.
+    extra = JudgedQuery("nothing relevant", {"car-1": 0}, ["car-1"])
+    train_c, held_c = split_queries([*QUERIES, extra], 0.34, seed=1)
+    assert extra.query not in {q.query for q in train_c + held_c}
+
+
+TINY = dict(max_length=64, negatives=3, negatives_from_top=5, groups_per_batch=4, epochs=6, max_steps=8,
+            heldout_fraction=0.34, rerank_top=5, seed=7, device="cpu", lr_body=1e-4, lr_head=5e-3, warmup=0.25)
+
+
+def test_tiny_training_run_saves_a_loadable_model_that_learned(tmp_path):
+    from sentence_transformers import CrossEncoder
+
+    torch.set_num_threads(1)
+    settings = TrainingSettings(**TINY)
+    data = TrainingData(queries=QUERIES, documents=DOCUMENTS, first_stage="hand-made")
+    result = train(data, settings, echo=lambda line: None, log_every=2)
+    assert result.steps == 8
+    assert [row["step"] for row in result.loss_log] == [2, 4, 6, 8]
+    assert result.constant_loss == pytest.approx(np.log(4))
+    assert result.heldout["queries"] == 2 and "ndcg@10" in result.heldout["reranked"]
+
+    out = save(result, tmp_path / "toy-v1", "toy-v1", "no (test)")
+    card = (out / "README.md").read_text()
+    assert "constant predictor" in card and "Held-out queries (2" in card
+    assert json.loads((out / "training.json").read_text())["steps"] == 8
+
+    pairs = [(q.query, DOCUMENTS[d]) for q in QUERIES for d in DOCUMENTS]
+    loaded = CrossEncoder(str(out), device="cpu")
+    trained_scores = score_pairs(loaded, pairs)
+    np.testing.assert_allclose(trained_scores, score_pairs(result.model, pairs), rtol=1e-4, atol=1e-5)
+    base_scores = score_pairs(build_model(settings.base, settings.max_length, "cpu"), pairs)
+    assert np.allclose(base_scores, 0.0)            # zero-initialised head: the constant predictor
+    assert np.std(trained_scores) > 1e-3            # the trained model tells pairs apart
+
+    # It learned something: on its training queries, relevant documents now outscore the rest.
+    train_queries, _ = split_queries(QUERIES, settings.heldout_fraction, settings.seed)
+    relevant, other = [], []
+    for query in train_queries:
+        scores = score_pairs(loaded, [(query.query, DOCUMENTS[d]) for d in DOCUMENTS])
+        for doc, score in zip(DOCUMENTS, scores):
+            (relevant if query.judged.get(doc, 0) > 0 else other).append(score)
+    assert np.mean(relevant) > np.mean(other)
+
+    # Same inputs and seed: the same model.
+    again = train(data, TrainingSettings(**TINY), echo=lambda line: None, log_every=2)
+    np.testing.assert_allclose(score_pairs(again.model, pairs), score_pairs(result.model, pairs), atol=1e-6)
+    assert again.loss_log == result.loss_log
+
+
+# --------------------------------------------------------------------------- through the real search
+
+TOY_QUERIES = {  # query → external ids judged relevant (grade 1); "s1" judged not relevant for the first
+    "telomerase in stem cells": ["s0"],
+    "insulin and glucose uptake": ["s1"],
+    "how do vaccine adjuvants work": ["s2"],
+    "kinase inhibitor resistance in tumours": ["s3"],
+    "gut microbiome short chain fatty acids": ["s4"],
+    "synapses and memory in the hippocampus": ["s5"],
+}
+
+
+@pytest.mark.django_db
+def test_commands_mine_through_the_search_train_and_evaluate(es, tmp_path, capsys):
+    from django.core.management import CommandError, call_command
+
+    from indexer.models import Collection, Document
+    from reranker.management.commands.train_reranker import BODY, mine
+    from reranker.models import Judgment
+    from tests.searching import SCIENCE, add_documents, drop_collections, index_now
+
+    collection = Collection.objects.create(name="Relevance toy", slug="relevance-toy")
+    add_documents(collection, [(f"s{i}", title, text, {}) for i, (title, text) in enumerate(SCIENCE)])
+    index_now(es, collection)
+    try:
+        docs = {d.external_id: d for d in Document.objects.filter(collection=collection)}
+        for query, relevant in TOY_QUERIES.items():
+            for ext in relevant:
+                Judgment.objects.create(collection=collection, query=query, document=docs[ext], grade=1)
+        Judgment.objects.create(collection=collection, query="telomerase in stem cells", document=docs["s1"], grade=0)
+
+        data = mine(collection, "hybrid", 20, pseudo_queries=3, seed=1, stdout=type("Out", (), {"write": print}))
+        assert len(data.queries) == len(TOY_QUERIES) and len(data.pseudo_queries) == 3
+        for query in data.queries:
+            # Candidates are the search's documents, best first: the real first stage ran.
+            assert query.candidates and set(query.candidates) <= set(docs)
+            assert all(data.documents[d].startswith(docs[d].title) for d in query.candidates)
+        for query in data.pseudo_queries:
+            (positive,) = query.positives
+            assert positive.startswith(BODY) and query.query == docs[positive[len(BODY):]].title
+            assert all(docs[d[len(BODY):]].title not in data.documents[d] for d in query.candidates)
+        rng = random.Random(3)
+        for query_text, group in build_groups(data.queries + data.pseudo_queries,
+                                              TrainingSettings(negatives=3, negatives_from_top=10),
+                                              sorted(data.documents), rng):
+            judged = next(q.judged for q in data.queries + data.pseudo_queries if q.query == query_text)
+            assert not [d for d in group[1:] if judged.get(d, 0) > 0]
+
+        out = tmp_path / "models"
+        args = dict(max_steps=3, epochs=1, max_length=64, negatives=3, heldout=0.34, rerank_top=5, device="cpu",
+                    output=str(out), pseudo_queries=2, threads=1)
+        try:
+            call_command("train_reranker", "relevance-toy", **args)
+            refused = None
+        except CommandError as exc:
+            refused = str(exc)
+        (model_dir,) = out.iterdir()
+        report = json.loads((model_dir / "training.json").read_text())
+        beats = report["heldout"]["reranked"]["ndcg@10"] > report["heldout"]["first_stage"]["ndcg@10"]
+        collection.refresh_from_db()
+        if beats:  # installed as the collection's reranker
+            assert refused is None and collection.reranker_model == str(model_dir)
+        else:      # refused with a clear message, and the collection keeps its reranker
+            assert refused.startswith("NOT INSTALLED") and collection.reranker_model == ""
+        assert "constant predictor" in capsys.readouterr().out
+
+        # A model trained elsewhere is installed by the same rule, read from its training.json.
+        Collection.objects.filter(pk=collection.pk).update(reranker_model="")
+        if beats:
+            call_command("train_reranker", "relevance-toy", install_trained=str(model_dir))
+        else:
+            with pytest.raises(CommandError, match="NOT INSTALLED"):
+                call_command("train_reranker", "relevance-toy", install_trained=str(model_dir))
+        collection.refresh_from_db()
+        assert collection.reranker_model == (str(model_dir.resolve()) if beats else "")
+        report["heldout"]["reranked"]["ndcg@10"] = report["heldout"]["first_stage"]["ndcg@10"]  # a tie is not better
+        (model_dir / "training.json").write_text(json.dumps(report))
+        with pytest.raises(CommandError, match="NOT INSTALLED"):
+            call_command("train_reranker", "relevance-toy", install_trained=str(model_dir))
+
+        call_command("evaluate", "relevance-toy", modes="keyword,hybrid", rerank=True, rerank_top="5",
+                     reranker_model=str(model_dir), k=3, recall_k=5, output=str(tmp_path / "eval"))
+        table = capsys.readouterr().out
+        assert "keyword" in table and "rerank top-5" in table and "ndcg@3" in table
+        metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+        assert metrics["queries"] == len(TOY_QUERIES)
+        assert set(metrics["results"]) == {"keyword", "hybrid"}
+        assert set(metrics["results"]["hybrid"]) == {"first stage", "rerank top-5"}
+        assert (tmp_path / "eval" / "ndcg.png").stat().st_size > 1000
+
+        # Pairs exported, scored elsewhere (here: by the same model), read back: the same table,
+        # nothing scored again.
+        call_command("evaluate", "relevance-toy", modes="keyword,hybrid", rerank=True, rerank_top="5", k=3,
+                     recall_k=5, export_pairs=str(tmp_path / "pairs.json.gz"))
+        import gzip
+
+        exported = json.load(gzip.open(tmp_path / "pairs.json.gz", "rt"))
+        from sentence_transformers import CrossEncoder
+
+        model = CrossEncoder(str(model_dir), device="cpu")
+        exported["logits"] = score_pairs(model, [(exported["queries"][q], exported["passages"][p])
+                                                 for q, p in exported["pairs"]]).tolist()
+        json.dump(exported, gzip.open(tmp_path / "scores.json.gz", "wt"))
+        capsys.readouterr()
+        call_command("evaluate", "relevance-toy", modes="keyword,hybrid", rerank=True, rerank_top="5",
+                     reranker_model=str(model_dir), k=3, recall_k=5, output=str(tmp_path / "eval2"),
+                     pair_scores=str(tmp_path / "scores.json.gz"))
+        again = json.loads((tmp_path / "eval2" / "metrics.json").read_text())
+        assert again["pairs_scored_here"] == 0 and again["pairs_from_file"] == len(exported["pairs"])
+        for mode in ("keyword", "hybrid"):
+            for run in ("first stage", "rerank top-5"):
+                assert again["results"][mode][run]["mean"] == pytest.approx(metrics["results"][mode][run]["mean"])
+
+        with pytest.raises(CommandError, match="unknown mode"):
+            call_command("evaluate", "relevance-toy", modes="fuzzy")
+        with pytest.raises(CommandError, match="give both --queries and --qrels"):
+            call_command("evaluate", "relevance-toy", queries="x.jsonl")
+    finally:
+        drop_collections(es, collection)
