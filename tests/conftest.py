@@ -8,6 +8,7 @@ import pytest
 import redis
 from django.conf import settings
 
+from tests.searching import rerank_worker  # noqa: F401  (one session fixture for all modules)
 from tests.workers import ROOT, Worker
 
 

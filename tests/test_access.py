@@ -14,10 +14,9 @@ import pytest
 from django.contrib.auth.models import Group, User
 
 from indexer.models import Collection
-from tests.searching import add_documents, build_reranker, drop_collections, index_now, rerank_worker, search_settings
+from tests.searching import add_documents, build_reranker, drop_collections, index_now, search_settings
 
 pytestmark = pytest.mark.django_db
-__all__ = ["rerank_worker"]
 MODES = ("semantic", "keyword", "hybrid")
 QUERY = "quokka island behaviour"
 SECRET_WORD = "zanzibarite"

@@ -6,10 +6,9 @@ import pytest
 
 from indexer.models import Collection
 from reranker.models import QUERY_MAX_LENGTH
-from tests.searching import add_documents, build_reranker, drop_collections, index_now, rerank_worker, search_settings
+from tests.searching import add_documents, build_reranker, drop_collections, index_now, search_settings
 
 pytestmark = pytest.mark.django_db
-__all__ = ["rerank_worker"]
 
 HOSTILE_TITLE = '<script>alert("title")</script> Telomerase & "friends"'
 HOSTILE_TEXT = ('Telomerase <img src=x onerror=alert(1)> keeps <b>telomeres</b> long; '

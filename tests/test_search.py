@@ -14,14 +14,13 @@ from indexer.index import alias_name
 from indexer.models import Collection
 from searchsite import search
 from tests.searching import (SCIENCE, add_documents, build_reranker, drop_collections, index_now, long_text,
-                             rerank_worker, search_settings)
+                             search_settings)
 from tests.workers import Worker
 
 pytestmark = pytest.mark.django_db
 MODES = ("semantic", "keyword", "hybrid")
 QUERY = "telomerase activity of stem cells"
 DOWN = "no rerank worker took the request within 1 s (none is running, or all are busy)"
-__all__ = ["rerank_worker"]  # the fixture, imported for pytest
 
 
 @pytest.fixture(scope="module")
