@@ -275,6 +275,7 @@ def main():
             os.killpg(worker.pid, 15)
             worker.wait(60)
             worker = None
+            stage_breakdown(e2e_seconds, raw_seconds, settings.INDEX_BATCH_SIZE)
         if not args.skip_recall:
             queries = [q["text"] for q in read_jsonl(args.corpus / "queries.jsonl", args.queries)]
             print(f"kNN recall@10 vs exact cosine, {len(queries)} queries, k=10, "
@@ -286,6 +287,23 @@ def main():
         if worker is not None and worker.poll() is None:
             os.killpg(worker.pid, 9)
         cleanup()
+
+
+def stage_breakdown(e2e_seconds: float, raw_seconds: float, docs_per_task: int) -> None:
+    """Where the end-to-end time went, from the worker's per-task log lines (indexer/pipeline.py)."""
+    import re
+
+    pattern = re.compile(r"chunking ([0-9.]+)s, encoding ([0-9.]+)s, writing ([0-9.]+)s")
+    totals, tasks = [0.0, 0.0, 0.0], 0
+    for line in (TMP / "worker.log").read_text(errors="replace").splitlines():
+        match = pattern.search(line)
+        if match and "warm-up" not in line:
+            tasks += 1
+            totals = [t + float(x) for t, x in zip(totals, match.groups())]
+    chunking, encoding, writing = totals
+    print(f"worker, {tasks} tasks of up to {docs_per_task} documents: chunking {chunking:.1f} s, encoding "
+          f"{encoding:.1f} s (raw {raw_seconds:.1f} s), bulk writing {writing:.1f} s; the rest (queue, database "
+          f"statuses, refresh) {e2e_seconds - sum(totals):.1f} s")
 
 
 def cleanup():

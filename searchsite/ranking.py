@@ -25,6 +25,7 @@ from django.conf import settings
 from django.core.cache import caches
 
 from reranker.cross_encoder import configured_model, sigmoid
+from reranker.fusion import Fusion, ModelFusion
 
 from .params import SearchParams
 from .search import Hit, first_stage, highlight_html, plain_text
@@ -40,6 +41,7 @@ class RerankOutcome:
     ms: float = 0.0
     candidates: int = 0
     logits: list[float] | None = None
+    fusion: ModelFusion = ModelFusion()  # the model's fusions with the first stage (reranker/fusion.py)
 
 
 def passage_text(hit: Hit) -> str:
@@ -137,18 +139,21 @@ def rerank_hits(query: str, hits: list[Hit], collections: dict) -> RerankOutcome
             outcome.reason = f"the rerank worker returned {len(logits)} scores for {len(head)} passages"
         else:
             outcome.reranked, outcome.logits, outcome.model = True, logits, payload.get("model", model)
+            outcome.fusion = ModelFusion.from_dict(payload["fusion"]) if payload.get("fusion") else ModelFusion()
     outcome.ms = (time.perf_counter() - started) * 1000
     if outcome.reason:
         log.warning("not reranked: %s", outcome.reason)
     return outcome
 
 
-def apply_logits(hits: list[Hit], logits: list[float]) -> list[Hit]:
-    """The reranked head (by logit, ties in first-stage order), then the rest unchanged."""
+def apply_logits(hits: list[Hit], logits: list[float], fusion: Fusion = Fusion()) -> list[Hit]:
+    """The reranked head, then the rest unchanged. The head's order is the model's fusion of its
+    logits' order with the first stage's (reranker/fusion.py; weight 0: by logit alone, ties in
+    first-stage order)."""
     head, tail = hits[: len(logits)], hits[len(logits):]
     for hit, logit in zip(head, logits):
         hit.reranker_logit = float(logit)
-    return sorted(head, key=lambda h: (-h.reranker_logit, h.first_stage_rank)) + tail
+    return [head[i] for i in fusion.order(logits)] + tail
 
 
 def result_item(hit: Hit, rank: int) -> dict:
@@ -224,7 +229,7 @@ def ranked_list(params: SearchParams) -> dict:
     else:
         outcome = rerank_hits(params.query, hits, {c.slug: c for c in params.collections})
         if outcome.reranked:
-            hits = apply_logits(hits, outcome.logits)
+            hits = apply_logits(hits, outcome.logits, outcome.fusion.for_mode(params.mode))
     results = build_results(hits, params.group)
     return {
         "results": results,
@@ -235,6 +240,7 @@ def ranked_list(params: SearchParams) -> dict:
             "not_reranked": None if outcome.reranked or not params.rerank else outcome.reason,
             "model": outcome.model,
             "candidates": outcome.candidates,
+            "fusion": outcome.fusion.for_mode(params.mode).to_dict() if outcome.reranked else None,
         },
         "timings_ms": {
             "embed": round(stage.embed_ms, 2),

@@ -46,6 +46,13 @@ def env_float(name: str, default: float) -> float:
         raise ImproperlyConfigured(f"{name} must be a number, not {value!r}") from None
 
 
+def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = env(name, default)
+    if value not in choices:
+        raise ImproperlyConfigured(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+    return value
+
+
 # --------------------------------------------------------------------------- Django core
 
 DEBUG = env_bool("DJANGO_DEBUG", True)
@@ -250,6 +257,9 @@ QUERY_VECTOR_CACHE_SIZE = env_int("QUERY_VECTOR_CACHE_SIZE", 4096)
 # `reranker_model` wins. Empty: results keep the first-stage order ("not reranked").
 RERANKER_MODEL = env("RERANKER_MODEL", "")
 RERANKER_DEVICE = env("RERANKER_DEVICE", "auto")
+# auto: float16 on CUDA, bfloat16 autocast on CPUs with native bfloat16, else float32
+# (reranker/precision.py); or float32 / bfloat16 / float16.
+RERANKER_PRECISION = env_choice("RERANKER_PRECISION", "auto", ("auto", "float32", "bfloat16", "float16"))
 RERANKER_MAX_LENGTH = env_int("RERANKER_MAX_LENGTH", 512)
 RERANKER_BATCH_SIZE = env_int("RERANKER_BATCH_SIZE", 32)
 # Chunks of the first stage sent to the reranker (the rest keep their first-stage order after them).

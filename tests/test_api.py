@@ -145,3 +145,23 @@ def test_a_collection_without_an_index_yet_gives_no_results(get):
         response = get(q="telomerase", mode=mode, collection="a-empty")
         assert response.status_code == 200, response.content
         assert response.json()["results"] == [] and response.json()["total"] == 0
+
+
+@pytest.mark.disruptive
+@pytest.mark.parametrize("mode", ["semantic", "keyword", "hybrid"])
+def test_elasticsearch_down_answers_503_with_a_message(get, mode, restore_elasticsearch):
+    """A search while Elasticsearch is stopped: the API answers 503 with a message naming it,
+    the page says so in its own layout; neither shows a traceback or an empty "no results"."""
+    from tests.conftest import services
+
+    assert get(q="telomere", mode=mode, collection="a-col").status_code == 200
+    services("stop", "es")
+    response = get(q="telomere length", mode=mode, collection="a-col")
+    assert response.status_code == 503
+    error = response.json()["error"]
+    assert error.startswith("search is unavailable right now: Elasticsearch")
+    page = get("/", q="telomere length", mode=mode, collection="a-col")
+    html = page.content.decode()
+    assert page.status_code == 503
+    assert "search is unavailable right now" in html and "Traceback" not in html
+    assert "No results" not in html

@@ -120,7 +120,7 @@ def test_each_mode_reranked_by_the_worker(api, es, mode):
 def test_rerank_off_keeps_the_first_stage_order(api, mode):
     body = api(q=QUERY, mode=mode, rerank="off", k=50)
     assert body["rerank"] == {"requested": False, "applied": False, "not_reranked": None, "model": None,
-                              "candidates": 0}
+                              "candidates": 0, "fusion": None}
     assert body["not_reranked"] is None and body["timings_ms"]["rerank"] == 0
     ranks = [r["scores"]["first_stage_rank"] for r in body["results"]]
     assert ranks == sorted(ranks) and ranks[0] == 1
@@ -183,6 +183,44 @@ def test_collection_reranker_model_goes_to_the_worker(api, corpus):
     Collection.objects.filter(pk=corpus["extra"].pk).update(reranker_model=build_reranker())
     body = api(q=QUERY, mode="keyword")
     assert body["rerank"]["applied"] is True
+
+
+def test_a_models_fusion_with_the_first_stage_orders_the_head(api, corpus, tmp_path):
+    """A model directory with a fusion.json (written by train_reranker): the worker sends its
+    fusion with the logits and the head is ordered by it (reranker/fusion.py). A weight of 100
+    lets the first stage decide, so the final order is the first-stage order, logits and all."""
+    import shutil
+
+    from reranker.fusion import Fusion, ModelFusion, save_fusion
+
+    model = tmp_path / "fused-reranker"
+    shutil.copytree(build_reranker(), model)
+    # keyword: the first stage decides; other modes: the logits alone.
+    save_fusion(ModelFusion(default=Fusion(weight=0.0, k=10), modes=(("keyword", Fusion(weight=100.0, k=10)),)),
+                model)
+    Collection.objects.filter(pk=corpus["sci"].pk).update(reranker_model=str(model))
+    try:
+        body = api(q=QUERY, mode="keyword", collection="s-sci", k=50, group="off")
+        assert body["rerank"]["applied"] is True and body["rerank"]["model"] == str(model)
+        assert body["rerank"]["fusion"] == {"weight": 100.0, "k": 10}
+        head = body["results"][: body["rerank"]["candidates"]]
+        logits = [r["scores"]["reranker_logit"] for r in head]
+        assert all(x is not None for x in logits) and logits != sorted(logits, reverse=True)
+        assert [r["scores"]["first_stage_rank"] for r in head] == list(range(1, len(head) + 1))
+        body = api(q=QUERY, mode="semantic", collection="s-sci", k=50, group="off")
+        assert body["rerank"]["fusion"] == {"weight": 0.0, "k": 10}
+        logits = [r["scores"]["reranker_logit"] for r in body["results"][: body["rerank"]["candidates"]]]
+        assert logits == sorted(logits, reverse=True)
+        # Without the file the same model orders by its logits alone.
+        (model / "fusion.json").unlink()
+        renamed = tmp_path / "plain-reranker"
+        model.rename(renamed)
+        Collection.objects.filter(pk=corpus["sci"].pk).update(reranker_model=str(renamed))
+        body = api(q=QUERY, mode="keyword", collection="s-sci", k=50, group="off")
+        logits = [r["scores"]["reranker_logit"] for r in body["results"][: body["rerank"]["candidates"]]]
+        assert body["rerank"]["fusion"] == {"weight": 0.0, "k": 10} and logits == sorted(logits, reverse=True)
+    finally:
+        Collection.objects.filter(pk=corpus["sci"].pk).update(reranker_model="")
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -291,3 +329,35 @@ def test_search_page_shows_results_scores_and_timings(client, settings, corpus, 
     nothing = client.get("/", {"q": "xylophone quasar", "mode": "keyword"}).content.decode()
     assert "No results." in nothing
     assert django_settings.SEARCH_DEFAULT_MODE in MODES
+
+
+def test_staff_mark_a_result_relevant_from_the_search_page(api, corpus, settings):
+    """The page's relevant / not relevant buttons (staff only) post a judgment with a working
+    CSRF token and come back to the same results page."""
+    import re
+    from html import unescape
+
+    from django.contrib.auth.models import User
+    from django.test import Client
+
+    from reranker.models import Judgment
+
+    browser = Client(enforce_csrf_checks=True)
+    page = browser.get("/", {"q": QUERY, "mode": "keyword", "collection": "s-sci"}).content.decode()
+    assert 'class="judge"' not in page  # anonymous: no buttons
+    User.objects.create_user("curator", password="pw", is_staff=True)
+    browser.login(username="curator", password="pw")
+    page = browser.get("/", {"q": QUERY, "mode": "keyword", "collection": "s-sci"}).content.decode()
+    form = re.search(r'<form class="judge" method="post" action="([^"]+)">(.*?)</form>', page, re.S)
+    assert form, "staff see the judgment buttons"
+    fields = {name: unescape(value) for name, value in re.findall(r'name="([^"]+)" value="([^"]*)"', form.group(2))}
+    fields["grade"] = "relevant"
+    response = browser.post(form.group(1), fields)
+    assert response.status_code == 302 and response["Location"] == fields["next"]
+    judgment = Judgment.objects.get(collection=corpus["sci"], query=QUERY, document__external_id=fields["document"])
+    assert judgment.grade == 1 and judgment.judged_by.username == "curator"
+    fields["grade"] = "not-relevant"
+    assert browser.post(form.group(1), fields).status_code == 302
+    judgment.refresh_from_db()
+    assert judgment.grade == 0
+    Judgment.objects.filter(pk=judgment.pk).delete()

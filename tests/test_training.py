@@ -70,7 +70,10 @@ def test_tiny_training_run_saves_a_loadable_model_that_learned(tmp_path):
 
     torch.set_num_threads(1)
     settings = TrainingSettings(**TINY)
-    data = TrainingData(queries=QUERIES, documents=DOCUMENTS, first_stage="hand-made")
+    # Candidates of two first-stage modes: the held-out evaluation chooses a fusion for each.
+    queries = [JudgedQuery(q.query, q.judged, q.candidates,
+                           candidates_by_mode={"hybrid": q.candidates, "keyword": q.candidates[::-1]}) for q in QUERIES]
+    data = TrainingData(queries=queries, documents=DOCUMENTS, first_stage="hand-made", mode="hybrid")
     result = train(data, settings, echo=lambda line: None, log_every=2)
     assert result.steps == 8
     assert [row["step"] for row in result.loss_log] == [2, 4, 6, 8]
@@ -81,6 +84,22 @@ def test_tiny_training_run_saves_a_loadable_model_that_learned(tmp_path):
     card = (out / "README.md").read_text()
     assert "constant predictor" in card and "Held-out queries (2" in card
     assert json.loads((out / "training.json").read_text())["steps"] == 8
+    # The fusion with the first stage chosen on the held-out queries is saved beside the weights
+    # (the rerank worker sends it with the logits), and "final" is the search with it.
+    from reranker.fusion import ModelFusion, load_fusion
+
+    saved = load_fusion(out)
+    assert saved == ModelFusion.from_dict(result.heldout["fusion"])
+    assert set(result.heldout["modes"]) == {"hybrid", "keyword"} == set(dict(saved.modes))
+    # The install decision and "final" are the mined mode's (hybrid here).
+    assert result.heldout["mode"] == "hybrid" and result.heldout["final"] == result.heldout["modes"]["hybrid"]["final"]
+    for mode, report in result.heldout["modes"].items():
+        assert saved.for_mode(mode).to_dict() == report["fusion"]
+        assert report["first_stage"]["ndcg@10"] >= 0 and "ndcg@10" in report["final"]
+    chosen = f"w={result.heldout['fusion']['weight']:g},k={result.heldout['fusion']['k']}"
+    assert result.heldout["final"]["ndcg@10"] == pytest.approx(result.heldout["fusion_grid"][chosen], abs=1e-4)
+    assert result.heldout["fusion_grid"][chosen] == max(result.heldout["fusion_grid"].values())
+    assert result.beats_first_stage == (result.heldout["final"]["ndcg@10"] > result.heldout["first_stage"]["ndcg@10"])
 
     pairs = [(q.query, DOCUMENTS[d]) for q in QUERIES for d in DOCUMENTS]
     loaded = CrossEncoder(str(out), device="cpu")
@@ -142,6 +161,13 @@ def test_commands_mine_through_the_search_train_and_evaluate(es, tmp_path, capsy
             # Candidates are the search's documents, best first: the real first stage ran.
             assert query.candidates and set(query.candidates) <= set(docs)
             assert all(data.documents[d].startswith(docs[d].title) for d in query.candidates)
+            # Every mode's candidates, each document as the chunk that query's search sends.
+            assert set(query.candidates_by_mode) == {"keyword", "semantic", "hybrid"}
+            assert query.candidates_by_mode["hybrid"] == query.candidates and data.mode == "hybrid"
+            for mode, keys in query.passages_by_mode.items():
+                assert len(keys) == len(query.candidates_by_mode[mode])
+                for doc, key in zip(query.candidates_by_mode[mode], keys):
+                    assert key.startswith(f"chunk:{doc}/") and data.documents[key].startswith(docs[doc].title)
         for query in data.pseudo_queries:
             (positive,) = query.positives
             assert positive.startswith(BODY) and query.query == docs[positive[len(BODY):]].title
@@ -163,7 +189,10 @@ def test_commands_mine_through_the_search_train_and_evaluate(es, tmp_path, capsy
             refused = str(exc)
         (model_dir,) = out.iterdir()
         report = json.loads((model_dir / "training.json").read_text())
-        beats = report["heldout"]["reranked"]["ndcg@10"] > report["heldout"]["first_stage"]["ndcg@10"]
+        # The decision is the search's with this model: reranker + its fusion, in the mined mode.
+        assert report["heldout"]["mode"] == "hybrid"
+        assert report["heldout"]["final"] == report["heldout"]["modes"]["hybrid"]["final"]
+        beats = report["heldout"]["final"]["ndcg@10"] > report["heldout"]["first_stage"]["ndcg@10"]
         collection.refresh_from_db()
         if beats:  # installed as the collection's reranker
             assert refused is None and collection.reranker_model == str(model_dir)
@@ -180,7 +209,7 @@ def test_commands_mine_through_the_search_train_and_evaluate(es, tmp_path, capsy
                 call_command("train_reranker", "relevance-toy", install_trained=str(model_dir))
         collection.refresh_from_db()
         assert collection.reranker_model == (str(model_dir.resolve()) if beats else "")
-        report["heldout"]["reranked"]["ndcg@10"] = report["heldout"]["first_stage"]["ndcg@10"]  # a tie is not better
+        report["heldout"]["final"]["ndcg@10"] = report["heldout"]["first_stage"]["ndcg@10"]  # a tie is not better
         (model_dir / "training.json").write_text(json.dumps(report))
         with pytest.raises(CommandError, match="NOT INSTALLED"):
             call_command("train_reranker", "relevance-toy", install_trained=str(model_dir))
@@ -192,7 +221,11 @@ def test_commands_mine_through_the_search_train_and_evaluate(es, tmp_path, capsy
         metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
         assert metrics["queries"] == len(TOY_QUERIES)
         assert set(metrics["results"]) == {"keyword", "hybrid"}
-        assert set(metrics["results"]["hybrid"]) == {"first stage", "rerank top-5"}
+        from reranker.fusion import load_fusion
+
+        # With a fusion (fusion.json) the model's logits alone are shown too.
+        logits_row = {"logits top-5"} if load_fusion(model_dir).for_mode("hybrid").weight > 0 else set()
+        assert set(metrics["results"]["hybrid"]) == {"first stage", "rerank top-5"} | logits_row
         assert (tmp_path / "eval" / "ndcg.png").stat().st_size > 1000
 
         # Pairs exported, scored elsewhere (here: by the same model), read back: the same table,

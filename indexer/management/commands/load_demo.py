@@ -1,7 +1,9 @@
-"""python manage.py load_demo: the `scifact` demo collection, created and imported once.
+"""python manage.py load_demo: the `scifact` demo collection, created and imported once, with
+its relevance judgments (BEIR qrels/train.tsv), from which `demo_reranker` trains its reranker.
 
-Safe to run at every `make run`: a second run finds every document unchanged and queues nothing.
-The data set is ../shared/datasets/scifact next to the project, or the folder in DEMO_DATASET.
+Safe to run at every `make run`: a second run finds every document unchanged and queues nothing,
+and the judgments are already there. The data set is ../shared/datasets/scifact next to the
+project, or the folder in DEMO_DATASET.
 """
 from __future__ import annotations
 
@@ -31,3 +33,8 @@ class Command(BaseCommand):
         self.stdout.write(f"Demo collection {DEMO_SLUG!r} from {path}:")
         call_command("import_corpus", DEMO_SLUG, str(path), create=True, name="SciFact", format="beir",
                      verbosity=verbosity, stdout=self.stdout, stderr=self.stderr)
+        qrels = path / "qrels" / "train.tsv"
+        if (path / "queries.jsonl").is_file() and qrels.is_file():
+            self.stdout.write(f"Judgments for {DEMO_SLUG!r} from {qrels}:")
+            call_command("import_judgments", DEMO_SLUG, queries=str(path / "queries.jsonl"), qrels=str(qrels),
+                         stdout=self.stdout, stderr=self.stderr)

@@ -134,6 +134,10 @@ class Command(BaseCommand):
 
         for mode in modes:
             first, reranked = {}, {top: {} for top in tops}
+            # A model with a fusion (reranker/fusion.py) is also shown by its logits alone.
+            fusion = scorer.model.fusion.for_mode(mode) if scorer is not None else None
+            fused = fusion is not None and fusion.weight > 0
+            alone = {top: {} for top in tops}
             search_seconds = []
             for qid in tqdm(qids, desc=mode, unit="query"):
                 started = time.perf_counter()
@@ -148,9 +152,14 @@ class Command(BaseCommand):
                 elif tops:
                     logits = scorer.logits(queries[qid], [runs.passage(h) for h in hits[: max(tops)]])
                     for top in tops:
-                        reranked[top][qid] = runs.document_ranking(runs.reranked_hits(hits, logits[:top]))
+                        reranked[top][qid] = runs.document_ranking(
+                            runs.reranked_hits(hits, logits[:top], fusion))
+                        if fused:
+                            alone[top][qid] = runs.document_ranking(runs.reranked_hits(hits, logits[:top]))
             results[mode] = {"first stage": evaluate_run(first, qrels, cutoffs)}
             for top in (tops if scorer else []):
+                if fused:
+                    results[mode][f"logits top-{top}"] = evaluate_run(alone[top], qrels, cutoffs)
                 results[mode][f"rerank top-{top}"] = evaluate_run(reranked[top], qrels, cutoffs)
             results[mode]["first stage"]["seconds_per_query"] = sum(search_seconds) / len(search_seconds)
 
@@ -171,6 +180,8 @@ class Command(BaseCommand):
         report = {
             "collection": collection.slug, "queries_file": options["queries"], "qrels_file": options["qrels"],
             "queries": len(qids), "cutoffs": cutoffs, "reranker_model": model_id, "reranker_device": report_device,
+            "reranker_precision": scorer.model.precision if scorer else None,
+            "fusion": scorer.model.fusion.to_dict() if scorer else None,
             "pair_scores_file": options["pair_scores"],
             "pairs_scored_here": scorer.scored_here if scorer else 0,
             "pairs_from_file": (len(scorer.cache) - scorer.scored_here) if scorer else 0,
@@ -181,6 +192,12 @@ class Command(BaseCommand):
         }
         (output / "metrics.json").write_text(json.dumps(report, indent=2))
         self.stdout.write(self.table(results, cutoffs, len(qids)))
+        if scorer is not None:
+            fusions = {mode: scorer.model.fusion.for_mode(mode) for mode in results}
+            self.stdout.write(f"reranker {model_id} on {report_device}, {scorer.model.precision}; rerank = its "
+                              "logits fused with the first stage as its fusion.json says (" + ", ".join(
+                                  f"{mode}: weight {f.weight:g}, k {f.k}" for mode, f in fusions.items())
+                              + "); 'logits' = its logits alone")
         if rerank_latency:
             self.stdout.write("rerank latency per query (in-process, this machine): " + ", ".join(
                 f"top-{top} {seconds * 1000:.0f} ms" for top, seconds in rerank_latency.items()))

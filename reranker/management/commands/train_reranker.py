@@ -26,9 +26,10 @@ from tqdm import tqdm
 from indexer.models import Collection, Document
 from reranker import runs
 from reranker.judgments import collection_qrels
-from reranker.training import (JudgedQuery, TrainingData, TrainingError, TrainingSettings, save, train)
+from reranker.training import (CHUNK_KEY, JudgedQuery, TrainingData, TrainingError, TrainingSettings, save, train)
 
 BODY = "body:"  # document keys of pseudo-query passages (text without its title)
+CHUNK = CHUNK_KEY  # passage keys of one chunk ("chunk:<external id>/<n>"), as the search sends it
 
 
 def mine(collection: Collection, mode: str, depth: int, pseudo_queries: int, seed: int, stdout) -> TrainingData:
@@ -42,13 +43,20 @@ def mine(collection: Collection, mode: str, depth: int, pseudo_queries: int, see
     judged_queries = []
     try:
         for qid, judged in tqdm(qrels.items(), desc="mining judged queries", unit="query"):
-            hits = runs.first_stage_hits(collection, queries[qid], mode, depth)
-            best = {}
-            for hit in hits:  # a document's best chunk is what the reranker sees of it
-                best.setdefault(hit.external_id, hit)
-            for external_id, hit in best.items():
-                documents.setdefault(external_id, runs.passage(hit))
-            judged_queries.append(JudgedQuery(queries[qid], dict(judged), list(best)))
+            # Every mode's candidates: training uses `mode`'s, the held-out evaluation chooses a
+            # fusion with the first stage per mode (reranker/fusion.py).
+            by_mode, passages = {}, {}
+            for each in (mode, *[m for m in runs.MODES if m != mode]):
+                best = {}
+                for hit in runs.first_stage_hits(collection, queries[qid], each, depth):
+                    best.setdefault(hit.external_id, hit)  # a document's best chunk is what the reranker sees
+                for external_id, hit in best.items():
+                    documents.setdefault(external_id, runs.passage(hit))
+                    documents.setdefault(f"{CHUNK}{external_id}/{hit.chunk}", runs.passage(hit))
+                by_mode[each] = list(best)
+                passages[each] = [f"{CHUNK}{external_id}/{hit.chunk}" for external_id, hit in best.items()]
+            judged_queries.append(JudgedQuery(queries[qid], dict(judged), by_mode[mode], candidates_by_mode=by_mode,
+                                              passages_by_mode=passages))
 
         pseudo = []
         if pseudo_queries:
@@ -80,7 +88,7 @@ def mine(collection: Collection, mode: str, depth: int, pseudo_queries: int, see
     stdout.write(f"mined {len(judged_queries)} judged queries and {len(pseudo)} title pseudo-queries "
                  f"({mode} first stage, {depth} chunks each); {len(documents)} passages")
     return TrainingData(queries=judged_queries, documents=documents, pseudo_queries=pseudo,
-                        first_stage=f"{mode}, depth {depth} chunks, collection {collection.slug}")
+                        first_stage=f"{mode}, depth {depth} chunks, collection {collection.slug}", mode=mode)
 
 
 class Command(BaseCommand):
@@ -110,6 +118,8 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=d.seed)
         parser.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0: epochs decide)")
         parser.add_argument("--device", default="auto", help="auto (cuda when present), cuda, mps or cpu")
+        parser.add_argument("--precision", default=d.precision, choices=["auto", "float32", "bfloat16", "float16"],
+                            help="auto: bfloat16 autocast on CUDA and on CPUs with native bfloat16, else float32")
         parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
         parser.add_argument("--output", help="parent folder of the versioned model directory "
                                              "(default var/rerankers)")
@@ -140,7 +150,7 @@ class Command(BaseCommand):
             negatives=options["negatives"], negatives_from_top=options["negatives_from_top"],
             groups_per_batch=options["batch_groups"], lr_body=options["lr_body"], lr_head=options["lr_head"],
             heldout_fraction=options["heldout"], rerank_top=options["rerank_top"], seed=options["seed"],
-            max_steps=options["max_steps"], device=options["device"],
+            max_steps=options["max_steps"], device=options["device"], precision=options["precision"],
         )
         depth = max(train_settings.negatives_from_top, train_settings.rerank_top) * 2
         if options["data"]:
@@ -165,18 +175,20 @@ class Command(BaseCommand):
         directory = parent / name
         h = result.heldout
         first, reranked = h["first_stage"].get("ndcg@10"), h["reranked"].get("ndcg@10")
+        final = (h.get("final") or h["reranked"]).get("ndcg@10")
         loss = result.loss_log[-1]["loss"] if result.loss_log else float("nan")
         self.stdout.write(f"trained {result.steps} steps in {result.seconds:.0f} s on {result.device}; last loss "
                           f"{loss:.4f} (constant predictor {result.constant_loss:.4f})")
         if first is None:
             raise CommandError("no held-out query: cannot tell whether the model helps; not installed")
         self.stdout.write(f"held-out ({h['queries']} queries, top {h['rerank_top']}): nDCG@10 first stage "
-                          f"{first:.4f} → reranked {reranked:.4f}")
+                          f"{first:.4f} → reranked {reranked:.4f} → fused with the first stage {final:.4f} "
+                          f"(fusion {h.get('fusion')})")
         if not result.beats_first_stage:
             save(result, directory, name, "no: held-out nDCG@10 does not beat the first stage")
             raise CommandError(
                 f"NOT INSTALLED: reranking makes the held-out queries worse or no better (nDCG@10 {first:.4f} → "
-                f"{reranked:.4f}); the model is kept for inspection in {directory}. Try more data "
+                f"{final:.4f}); the model is kept for inspection in {directory}. Try more data "
                 "(--pseudo-queries), more steps (--epochs) or a GPU.")
         installed = "no (--no-install)" if options["no_install"] else f"yes, as the reranker of {collection.slug}"
         save(result, directory, name, installed)
@@ -193,7 +205,7 @@ class Command(BaseCommand):
         try:
             report = json.loads((directory / "training.json").read_text())
             first = report["heldout"]["first_stage"]["ndcg@10"]
-            reranked = report["heldout"]["reranked"]["ndcg@10"]
+            reranked = (report["heldout"].get("final") or report["heldout"]["reranked"])["ndcg@10"]
         except (OSError, ValueError, KeyError) as exc:
             raise CommandError(f"{directory} has no readable training.json with held-out nDCG@10: {exc}") from None
         from reranker.cross_encoder import RerankerUnavailable, load_cross_encoder
