@@ -33,6 +33,10 @@ demo: migrate
 ## the services.
 run: venv services migrate demo
 	$(PY) manage.py ensure_superuser
+	@# No worker runs yet: documents an earlier run left queued or indexing (their messages may be
+	@# gone with a Redis restart) are queued again now, not after RECONCILE_OLDER_THAN; a second
+	@# message for a document is harmless (deterministic chunk ids).
+	$(PY) manage.py reconcile_index --older-than 0
 	@echo "Search: http://127.0.0.1:$${WEB_PORT:-8000}/   admin: /admin/   health: /healthz"
 	$(VENV)/bin/honcho -f Procfile start
 
