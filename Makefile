@@ -9,7 +9,7 @@ HF_HUB_OFFLINE ?= 1
 export HF_HUB_OFFLINE
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: run test stop services venv migrate demo clean-services
+.PHONY: run test stop services venv migrate requeue demo clean-services
 
 venv: $(STAMP)
 $(STAMP): requirements.txt
@@ -31,12 +31,15 @@ demo: migrate
 ## Everything in the foreground: Elasticsearch + Redis (background daemons), then the web
 ## server and both Celery workers under honcho; Ctrl-C stops the three processes, `make stop`
 ## the services.
-run: venv services migrate demo
-	$(PY) manage.py ensure_superuser
-	@# No worker runs yet: documents an earlier run left queued or indexing (their messages may be
-	@# gone with a Redis restart) are queued again now, not after RECONCILE_OLDER_THAN; a second
-	@# message for a document is harmless (deterministic chunk ids).
+## No worker runs yet: documents an earlier run left queued or indexing (their messages may be
+## gone with a Redis restart) are queued again now rather than after RECONCILE_OLDER_THAN; a
+## second message for a document is harmless (deterministic chunk ids). Before `demo`, so that
+## what the demo import queues now is not queued twice.
+requeue: migrate
 	$(PY) manage.py reconcile_index --older-than 0
+
+run: venv services migrate requeue demo
+	$(PY) manage.py ensure_superuser
 	@echo "Search: http://127.0.0.1:$${WEB_PORT:-8000}/   admin: /admin/   health: /healthz"
 	$(VENV)/bin/honcho -f Procfile start
 

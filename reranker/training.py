@@ -423,7 +423,9 @@ def train(data: TrainingData, settings: TrainingSettings, progress: Callable | N
             window.append(loss.item())
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{np.mean(window[-log_every:]):.3f}", const=f"{constant_loss:.3f}")
+                # refresh=False: drawn at the bar's own pace (whole lines off a terminal, see
+                # searchsite/progress.py), not at every step.
+                bar.set_postfix(loss=f"{np.mean(window[-log_every:]):.3f}", const=f"{constant_loss:.3f}", refresh=False)
             if step % log_every == 0 or step == total_steps:
                 mean = float(np.mean(window[-log_every:]))
                 loss_log.append({"step": step, "epoch": epoch + 1, "loss": round(mean, 4)})

@@ -28,7 +28,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
-from tqdm import tqdm
+from searchsite.progress import progress
 
 from indexer.models import Collection, Document
 
@@ -108,9 +108,8 @@ class Command(BaseCommand):
             if not waiting:
                 break
             if bar is None:
-                bar = tqdm(total=total, desc=f"demo reranker: waiting for {col.slug} to be indexed", unit="doc")
-            bar.n = total - waiting
-            bar.refresh()
+                bar = progress(total=total, desc=f"demo reranker: waiting for {col.slug} to be indexed", unit="doc")
+            bar.update(total - waiting - bar.n)
             time.sleep(poll)
         if bar is not None:
             bar.n = total

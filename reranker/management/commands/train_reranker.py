@@ -21,7 +21,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
-from tqdm import tqdm
+from searchsite.progress import progress
 
 from indexer.models import Collection, Document
 from reranker import runs
@@ -42,7 +42,7 @@ def mine(collection: Collection, mode: str, depth: int, pseudo_queries: int, see
     documents: dict[str, str] = {}
     judged_queries = []
     try:
-        for qid, judged in tqdm(qrels.items(), desc="mining judged queries", unit="query"):
+        for qid, judged in progress(qrels.items(), desc="mining judged queries", unit="query"):
             # Every mode's candidates: training uses `mode`'s, the held-out evaluation chooses a
             # fusion with the first stage per mode (reranker/fusion.py).
             by_mode, passages = {}, {}
@@ -64,7 +64,7 @@ def mine(collection: Collection, mode: str, depth: int, pseudo_queries: int, see
                           .values_list("external_id", "title", "text"))
             # A seeded, stable choice of documents.
             titled.sort(key=lambda row: hashlib.sha256(f"{seed}:{row[0]}".encode()).hexdigest())
-            for external_id, title, text in tqdm(titled[:pseudo_queries], desc="mining title pseudo-queries",
+            for external_id, title, text in progress(titled[:pseudo_queries], desc="mining title pseudo-queries",
                                                  unit="query"):
                 hits = runs.first_stage_hits(collection, title, mode, depth)
                 best = {}
@@ -166,7 +166,7 @@ class Command(BaseCommand):
             return
 
         try:
-            result = train(data, train_settings, progress=lambda total: tqdm(total=total, desc="training", unit="step"),
+            result = train(data, train_settings, progress=lambda total: progress(total=total, desc="training", unit="step"),
                            echo=self.stdout.write)
         except TrainingError as exc:
             raise CommandError(str(exc)) from None
