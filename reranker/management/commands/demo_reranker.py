@@ -10,9 +10,10 @@ Run by `make run` (the `demo` process of the Procfile) beside the web server and
    docs/relevance.md (3,000 title pseudo-queries, 2 epochs, 256 tokens: about 2 minutes of
    training on an H100; held-out hybrid nDCG@10 0.721 → 0.796 with fusion); on a CPU a short one
    (bfloat16 where the CPU has it, 128 tokens, 1,000 pseudo-queries, 1 epoch: about 6 minutes of
-   training on 2 AMD EPYC cores, 10 with mining). The CPU model is weak (held-out hybrid: 0.643
-   alone, 0.725 fused, first stage 0.721): it shows the two stages working, not the quality a GPU
-   run gives; `--recipe cuda` on a CPU trains the full recipe (hours on 2 cores).
+   training on 2 AMD EPYC cores, 9 with mining). The CPU model is weak: in the `make run` of
+   2026-11-27 it was refused (held-out hybrid nDCG@10 0.7205 → 0.7121 fused); a run from the
+   same recipe on data mined earlier reached 0.725 against 0.721. `--recipe cuda` on a CPU
+   trains the full recipe (hours on 2 cores).
    `train_reranker` installs the model only if the search with it beats the first stage on
    held-out queries; until then, and if it does not, the search says "not reranked: ...".
 
