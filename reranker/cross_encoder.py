@@ -46,7 +46,8 @@ def load_cross_encoder(model_id: str, device: str | None = None):
         raise RerankerUnavailable("no reranker model configured (set RERANKER_MODEL)")
     device = device or pick_device(settings.RERANKER_DEVICE)
     try:
-        model = CrossEncoder(resolve_model_path(model_id), device=device)
+        path = resolve_model_path(model_id)
+        model = CrossEncoder(path, device=device)
     except (OSError, ValueError) as exc:
         raise RerankerUnavailable(f"cannot load reranker {model_id!r}: {exc}") from exc
     if model.num_labels != 1:
@@ -57,7 +58,7 @@ def load_cross_encoder(model_id: str, device: str | None = None):
     model.precision = resolve_precision(device, settings.RERANKER_PRECISION)
     # How the final order mixes this model's order with the first stage's (reranker/fusion.py).
     try:
-        model.fusion = load_fusion(resolve_model_path(model_id) if Path(resolve_model_path(model_id)).is_dir() else None)
+        model.fusion = load_fusion(path if Path(path).is_dir() else None)
     except ValueError as exc:
         raise RerankerUnavailable(str(exc)) from exc
     if model.precision == "float16":

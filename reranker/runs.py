@@ -16,6 +16,7 @@ import time
 import numpy as np
 
 from indexer.models import Collection
+from reranker.fusion import Fusion
 
 MODES = ("keyword", "semantic", "hybrid")
 
@@ -40,13 +41,12 @@ def document_ranking(hits: list) -> list[str]:
     return [item["external_id"] for item in build_results(hits, group=True)]
 
 
-def reranked_hits(hits: list, logits: np.ndarray, fusion=None) -> list:
+def reranked_hits(hits: list, logits: np.ndarray, fusion: Fusion = Fusion()) -> list:
     """The chunks reordered as the search reorders them: the scored head by the model's fusion of
     logits and first stage (reranker/fusion.py), then the rest."""
-    from reranker.fusion import Fusion
     from searchsite.ranking import apply_logits
 
-    return apply_logits(list(hits), [float(x) for x in logits], fusion or Fusion())
+    return apply_logits(list(hits), [float(x) for x in logits], fusion)
 
 
 class PairScorer:

@@ -537,7 +537,10 @@ def calibrate(data: TrainingData, directory: str | Path, device: str = "auto") -
     from sentence_transformers import CrossEncoder
 
     directory = Path(directory)
-    report = json.loads((directory / "training.json").read_text())
+    try:
+        report = json.loads((directory / "training.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise TrainingError(f"{directory} has no readable training.json (is it a trained model?): {exc}") from None
     trained = TrainingSettings(**{k: v for k, v in report["settings"].items() if k in TrainingSettings.__dataclass_fields__})
     _, heldout_queries = split_queries(data.queries, trained.heldout_fraction, trained.seed)
     model = CrossEncoder(str(directory), device=pick_device(device))
@@ -572,7 +575,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     data = TrainingData.from_json(args.pop("data"))
     output = args.pop("output")
     if args.pop("calibrate"):
-        heldout = calibrate(data, output, args["device"])
+        try:
+            heldout = calibrate(data, output, args["device"])
+        except TrainingError as exc:
+            parser.exit(2, f"error: {exc}\n")
         print(json.dumps({k: heldout[k] for k in ("first_stage", "reranked", "fusion", "final")}, indent=2))
         return 0
     from tqdm import tqdm

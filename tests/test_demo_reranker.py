@@ -46,3 +46,8 @@ def test_a_model_installed_by_an_earlier_start_is_found(tmp_path, settings):
         (parent / name / "training.json").write_text(json.dumps({"installed": installed}))
     assert demo_reranker.trained_before("demo") == parent / "demo-reranker-20260201-000000"
     assert demo_reranker.trained_before("other") is None
+
+
+def test_a_bad_poll_interval_is_refused():
+    with pytest.raises(CommandError, match="--poll must be a positive number of seconds"):
+        call_command("demo_reranker", poll=0)

@@ -26,12 +26,12 @@ import json
 import time
 from pathlib import Path
 
-from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from searchsite.progress import progress
 
 from indexer.models import Collection, Document
+from reranker.management.commands.train_reranker import models_dir
 
 # Training settings per device kind (train_reranker options).
 RECIPES = {
@@ -44,8 +44,7 @@ RECIPES = {
 
 def trained_before(slug: str) -> Path | None:
     """The newest model directory an earlier `train_reranker` run installed for this collection."""
-    parent = settings.BASE_DIR / "var" / "rerankers"
-    for directory in sorted(parent.glob(f"{slug}-reranker-*"), reverse=True):
+    for directory in sorted(models_dir().glob(f"{slug}-reranker-*"), reverse=True):
         try:
             report = json.loads((directory / "training.json").read_text())
         except (OSError, ValueError):
@@ -66,6 +65,8 @@ class Command(BaseCommand):
                             help="training settings (auto: cuda on a GPU, else cpu)")
 
     def handle(self, *args, collection, poll, device, recipe, **options):
+        if poll <= 0:
+            raise CommandError(f"--poll must be a positive number of seconds, not {poll}")
         col = Collection.objects.filter(slug=collection).first()
         if col is None:
             self.stdout.write(f"demo reranker: no collection {collection!r} (no demo data set); nothing to do")

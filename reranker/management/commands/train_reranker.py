@@ -91,6 +91,11 @@ def mine(collection: Collection, mode: str, depth: int, pseudo_queries: int, see
                         first_stage=f"{mode}, depth {depth} chunks, collection {collection.slug}", mode=mode)
 
 
+def models_dir() -> Path:
+    """Where trained rerankers go unless --output says otherwise (demo_reranker looks here too)."""
+    return settings.BASE_DIR / "var" / "rerankers"
+
+
 class Command(BaseCommand):
     help = "Fine-tune a cross-encoder reranker on a collection's judgments, with hard negatives from its search."
 
@@ -171,7 +176,7 @@ class Command(BaseCommand):
         except TrainingError as exc:
             raise CommandError(str(exc)) from None
         name = f"{collection.slug}-reranker-{timezone.now():%Y%m%d-%H%M%S}"
-        parent = Path(options["output"] or settings.BASE_DIR / "var" / "rerankers")
+        parent = Path(options["output"]) if options["output"] else models_dir()
         directory = parent / name
         h = result.heldout
         first, reranked = h["first_stage"].get("ndcg@10"), h["reranked"].get("ndcg@10")
