@@ -58,6 +58,10 @@ ES_LOGS = ES_RUNTIME / "es-logs"
 ES_TMP = ES_RUNTIME / "es-tmp"
 ES_PIDFILE = STATE / "es.pid"
 ES_PASSWORD_FILE = STATE / "elastic-password"
+# As root the node's data lives outside the checkout and outlives it: a fresh clone at the
+# same path finds the old data, whose security index holds the password of the clone before.
+# A root-only copy of the password beside the data lets the new clone reuse it.
+ES_RUNTIME_PASSWORD = ES_RUNTIME / "elastic-password" if ES_RUNTIME != STATE else None
 ES_CLUSTER = "searchsite"
 
 REDIS_PORT = int(os.environ.get("REDIS_PORT", "6379"))
@@ -97,9 +101,57 @@ def tail(path: Path, n: int = 40) -> str:
 def es_password() -> str:
     if not ES_PASSWORD_FILE.exists():
         STATE.mkdir(parents=True, exist_ok=True)
-        ES_PASSWORD_FILE.write_text(secrets.token_urlsafe(18) + "\n")
+        password = runtime_password()
+        if password:
+            say(f"reusing the elastic password of the Elasticsearch data kept in {ES_RUNTIME}")
+        else:
+            password = secrets.token_urlsafe(18)
+        ES_PASSWORD_FILE.write_text(password + "\n")
         ES_PASSWORD_FILE.chmod(0o600)
     return ES_PASSWORD_FILE.read_text().strip()
+
+
+def runtime_password() -> str | None:
+    """The password the data outside the checkout was set up with, where we can know it.
+
+    Our root-only copy beside the data, else the keystore's bootstrap.password (runtimes
+    set up before the copy existed).
+    """
+    if ES_RUNTIME_PASSWORD is None:
+        return None
+    if ES_RUNTIME_PASSWORD.exists():
+        return ES_RUNTIME_PASSWORD.read_text().strip()
+    keystore = ES_HOME / "config" / "elasticsearch.keystore"
+    if not keystore.exists():
+        return None
+    env = dict(os.environ, ES_JAVA_HOME=str(find_java_home()), ES_PATH_CONF=str(ES_HOME / "config"))
+    result = subprocess.run([str(ES_HOME / "bin" / "elasticsearch-keystore"), "show", "bootstrap.password"],
+                            env=env, capture_output=True, text=True)
+    return result.stdout.strip() if result.returncode == 0 and result.stdout.strip() else None
+
+
+def match_runtime_password() -> None:
+    """Make the data outside the checkout answer to this checkout's password.
+
+    Data set up with another password (the checkout's password file was replaced) can no
+    longer be opened by us: it is moved aside to es-data.previous (replacing an older one),
+    with the keystore that would set the old bootstrap password again.
+    """
+    if ES_RUNTIME_PASSWORD is None:
+        return
+    password = es_password()
+    keystore = ES_HOME / "config" / "elasticsearch.keystore"
+    recorded = runtime_password()
+    if recorded is not None and recorded != password:
+        previous = ES_RUNTIME / "es-data.previous"
+        say(f"the Elasticsearch data in {ES_DATA} was set up with another password than the one in "
+            f"{ES_PASSWORD_FILE}; moving it to {previous} and starting with empty data")
+        shutil.rmtree(previous, ignore_errors=True)
+        if ES_DATA.exists():
+            ES_DATA.rename(previous)
+        keystore.unlink(missing_ok=True)
+    ES_RUNTIME_PASSWORD.write_text(password + "\n")
+    ES_RUNTIME_PASSWORD.chmod(0o600)
 
 
 def find_java_home() -> Path:
@@ -173,6 +225,7 @@ def install_es() -> None:
             zf.extractall(ES_RUNTIME)
         for f in (ES_HOME / "bin").iterdir():
             f.chmod(0o755)
+    match_runtime_password()
     ES_DATA.mkdir(exist_ok=True)
     ES_LOGS.mkdir(exist_ok=True)
     (ES_HOME / "config" / "elasticsearch.yml").write_text(
@@ -207,7 +260,9 @@ action.destructive_requires_name: false
                 fail(f"elasticsearch-keystore {args[0]} failed: {result.stdout}{result.stderr}")
     user = ensure_es_user()
     if user:
-        for path in (ES_RUNTIME, ES_HOME, ES_DATA, ES_LOGS):
+        # Not -R on the runtime folder itself: the password copy in it stays root's.
+        subprocess.run(["chown", f"{user}:", str(ES_RUNTIME)], check=True)
+        for path in (ES_HOME, ES_DATA, ES_LOGS):
             subprocess.run(["chown", "-R", f"{user}:", str(path)], check=True)
 
 
@@ -266,12 +321,21 @@ def start_es() -> None:
         print(tail(log), file=sys.stderr)
         fail(f"Elasticsearch failed to start (exit {result.returncode}); log: {log}")
     deadline = time.time() + float(os.environ.get("ES_START_TIMEOUT", "180"))
+    rejected = 0
     while time.time() < deadline:
         if pid_tmp.exists():
             shutil.copy(pid_tmp, ES_PIDFILE)
-        if es_healthy():
+        status, _ = es_request("/_cluster/health?wait_for_status=yellow&timeout=1s")
+        if status == 200:
             say(f"Elasticsearch is up (log: {log})")
             return
+        # A node still starting answers 503; a steady 401 means the data wants another password.
+        rejected = rejected + 1 if status == 401 else 0
+        if rejected >= 15:
+            stop_es()
+            fail(f"Elasticsearch started but rejects the password in {ES_PASSWORD_FILE}: its data in "
+                 f"{ES_DATA} was set up with another one. Move that folder away (or set ES_RUNTIME_DIR) "
+                 "and run again.")
         if pid_tmp.exists() and not pid_alive(ES_PIDFILE):
             break
         time.sleep(1)

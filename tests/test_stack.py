@@ -104,6 +104,41 @@ def test_services_start_is_idempotent(es):
     assert "Redis already running" in out
 
 
+def _services(tmp_path, code: str) -> subprocess.CompletedProcess:
+    """Run `code` against scripts/services.py with its state and runtime folders in tmp_path."""
+    env = dict(os.environ, SERVICES_DIR=str(tmp_path / "checkout-services"),
+               ES_RUNTIME_DIR=str(tmp_path / "runtime"))
+    script = f"import sys; sys.path.insert(0, {str(ROOT / 'scripts')!r}); import services\n{code}"
+    return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+
+
+def test_fresh_checkout_reuses_the_password_kept_with_old_data(tmp_path):
+    # As root the data outlives the checkout; a fresh clone at the same path must open it
+    # (CI once failed on a steady 401 here).
+    runtime = tmp_path / "runtime"
+    (runtime / "es-data").mkdir(parents=True)
+    (runtime / "elastic-password").write_text("the-old-password\n")
+    result = _services(tmp_path, "print(services.es_password())")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("the-old-password")
+    assert (tmp_path / "checkout-services" / "elastic-password").read_text().strip() == "the-old-password"
+
+
+def test_data_set_up_with_another_password_is_moved_aside_not_deleted(tmp_path):
+    runtime = tmp_path / "runtime"
+    (runtime / "es-data").mkdir(parents=True)
+    (runtime / "es-data" / "segment").write_text("old data")
+    (runtime / "elastic-password").write_text("the-old-password\n")
+    (tmp_path / "checkout-services").mkdir()
+    (tmp_path / "checkout-services" / "elastic-password").write_text("a-new-password\n")
+    result = _services(tmp_path, "services.match_runtime_password()")
+    assert result.returncode == 0, result.stderr
+    assert "set up with another password" in result.stdout
+    assert (runtime / "es-data.previous" / "segment").read_text() == "old data"
+    assert not (runtime / "es-data").exists()
+    assert (runtime / "elastic-password").read_text().strip() == "a-new-password"
+
+
 def _settings_variables() -> set[str]:
     source = (ROOT / "searchsite" / "settings.py").read_text()
     return set(re.findall(r'env(?:_bool|_int|_float|_choice)?\("([A-Z0-9_]+)"', source))
