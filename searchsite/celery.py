@@ -19,4 +19,9 @@ app.conf.task_routes = {
     "reranker.tasks.*": {"queue": settings.RERANK_QUEUE},
 }
 app.conf.task_default_queue = settings.EMBED_QUEUE
+# A rerank worker's pool processes load their cross-encoders before they report ready
+# (reranker/warm_up.py); on a CPU that takes longer than Celery's 4 s default.
+app.conf.worker_proc_alive_timeout = 300
 app.autodiscover_tasks()
+
+import reranker.warm_up  # noqa: E402,F401  (connects the warm-up to the worker's signals)

@@ -200,8 +200,23 @@ class Command(BaseCommand):
         if not options["no_install"]:
             collection.reranker_model = str(directory)
             collection.save(update_fields=["reranker_model", "updated_at"])
+            self.send_warm_up(directory)
         self.stdout.write(self.style.SUCCESS(f"saved {directory} (model card: {directory / 'README.md'}); "
                                              f"installed: {installed}"))
+
+    def send_warm_up(self, directory: Path) -> None:
+        """Ask a rerank worker to load the new model now, not on the first search (which
+        would wait past RERANK_TIMEOUT and show "not reranked")."""
+        from kombu.exceptions import OperationalError
+
+        from reranker.tasks import warm_up
+
+        try:
+            # Pointless once a search has loaded it: dropped if no worker takes it within a minute.
+            warm_up.apply_async(args=[[str(directory)]], retry=False, expires=60, ignore_result=True)
+        except OperationalError as exc:
+            self.stdout.write(f"could not reach the rerank queue to warm the model up ({exc}); "
+                              "the first search with it will load it")
 
     def install_trained(self, collection: Collection, directory: Path) -> None:
         """The same rule as after training here: installed only if it beat the first stage."""
@@ -224,6 +239,7 @@ class Command(BaseCommand):
                                "the first stage")
         collection.reranker_model = str(directory)
         collection.save(update_fields=["reranker_model", "updated_at"])
+        self.send_warm_up(directory)
         self.stdout.write(self.style.SUCCESS(
             f"installed {directory} as the reranker of {collection.slug} (held-out nDCG@10 {first:.4f} → {reranked:.4f})"))
 

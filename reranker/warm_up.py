@@ -1,0 +1,77 @@
+"""Load the cross-encoders before a rerank worker takes its first task.
+
+Loading a model takes seconds (longer than RERANK_TIMEOUT on a CPU), so without this the
+first search after a worker starts, or after a collection gets a new reranker, comes back
+"not reranked". The rerank worker's pool processes load the site's RERANKER_MODEL and every
+collection's own `reranker_model` as they start; `demo_reranker`/`train_reranker` send a
+`warm_up` task when they install a model.
+
+Only workers that consume the rerank queue do this (an embed worker never loads a
+cross-encoder). With the default prefork pool each child loads its own copy after the fork:
+torch and CUDA state do not survive a fork.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+from celery.signals import celeryd_after_setup, worker_process_init
+
+log = logging.getLogger(__name__)
+
+# Set in the worker's main process before the pool forks, read in each child.
+_consumes_rerank_queue = False
+
+
+@celeryd_after_setup.connect
+def _note_queues(sender, instance, **kwargs) -> None:
+    from django.conf import settings
+
+    global _consumes_rerank_queue
+    _consumes_rerank_queue = settings.RERANK_QUEUE in instance.app.amqp.queues.consume_from
+
+
+@worker_process_init.connect
+def _warm_up_pool_process(**kwargs) -> None:
+    if _consumes_rerank_queue:
+        warm_up_models(models_in_use())
+
+
+def models_in_use() -> list[str]:
+    """The site's reranker and each collection's own one, at most as many as a process keeps."""
+    from django.conf import settings
+    from django.db import DatabaseError
+
+    from indexer.models import Collection
+
+    from .cross_encoder import load_cross_encoder
+
+    models = [(settings.RERANKER_MODEL or "").strip()]
+    try:
+        models += Collection.objects.exclude(reranker_model="").values_list("reranker_model", flat=True)
+    except DatabaseError as exc:  # a database not migrated yet: the site's model only
+        log.warning("warm-up: cannot read the collections' rerankers (%s)", exc)
+    unique = list(dict.fromkeys(m.strip() for m in models if m and m.strip()))
+    return unique[: load_cross_encoder.cache_info().maxsize]
+
+
+def warm_up_models(model_ids: list[str]) -> dict[str, str]:
+    """Load each model and score one pair; returns model -> "ok" or the reason it failed.
+
+    A model that cannot load is logged, not raised: the worker still serves the others, and
+    a search that needs the broken one gets the loader's clear error then.
+    """
+    from .cross_encoder import RerankerUnavailable, score_pairs
+
+    outcome = {}
+    for model_id in model_ids:
+        started = time.perf_counter()
+        try:
+            score_pairs(model_id, "warm-up query", ["warm-up passage"])
+        except RerankerUnavailable as exc:
+            log.error("warm-up: %s", exc)
+            outcome[model_id] = str(exc)
+            continue
+        log.info("warm-up: reranker %s ready in %.1f s", model_id, time.perf_counter() - started)
+        outcome[model_id] = "ok"
+    return outcome
