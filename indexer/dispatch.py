@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from .models import Document
@@ -32,9 +32,11 @@ def queue_for_indexing(document_ids: Iterable[int], batch_size: int | None = Non
     ids = sorted(set(document_ids))
     if not ids:
         return 0
-    Document.objects.filter(pk__in=ids).update(
-        status=Document.Status.QUEUED, last_error="", updated_at=timezone.now()
-    )
+    now = timezone.now()
+    # In slices: one `pk IN (...)` over a whole corpus passes SQLite's limit on query
+    # parameters (250,000 here; "too many SQL variables").
+    for batch in _batches(ids, connection.features.max_query_params or 10_000):
+        Document.objects.filter(pk__in=batch).update(status=Document.Status.QUEUED, last_error="", updated_at=now)
 
     def send():
         from .tasks import index_documents

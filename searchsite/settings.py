@@ -84,6 +84,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # After the messages middleware, before any view reads the upload (indexer/upload_limits.py).
+    "indexer.upload_limits.UploadLimitMiddleware",
 ]
 
 ROOT_URLCONF = "searchsite.urls"
@@ -227,6 +229,10 @@ CELERY_BEAT_SCHEDULE = {
 }
 # Largest file the admin upload and `import_corpus` accept (bytes); bigger files are rejected.
 UPLOAD_MAX_BYTES = env_int("UPLOAD_MAX_BYTES", 50 * 1024 * 1024)
+# Most files one admin upload takes (Django's DATA_UPLOAD_MAX_NUMBER_FILES, 100 by default);
+# more is answered with a message, nothing imported (indexer/upload_limits.py).
+UPLOAD_MAX_FILES = env_int("UPLOAD_MAX_FILES", 500)
+DATA_UPLOAD_MAX_NUMBER_FILES = UPLOAD_MAX_FILES
 
 # --------------------------------------------------------------------------- Health
 

@@ -91,6 +91,24 @@ def test_upload_without_files_is_a_form_error(admin_client, collection):
     assert "This field is required." in response.content.decode()
 
 
+def test_upload_over_the_file_limit_is_refused_with_a_message(admin_client, collection, settings):
+    """More files than UPLOAD_MAX_FILES: Django alone answers a bare 400; here the page comes
+    back saying what the limit is, and nothing is imported."""
+    settings.DATA_UPLOAD_MAX_NUMBER_FILES = 3
+    add_doc(collection, "keep.txt", text="kept")
+    def files(n):
+        return [SimpleUploadedFile(f"f{i}.txt", f"file {i}".encode(), "text/plain") for i in range(n)]
+
+    response = admin_client.post(upload_url(collection), {"files": files(4)}, follow=True)
+    assert response.status_code == 200
+    assert response.redirect_chain == [(upload_url(collection), 302)]
+    assert "Nothing was uploaded: one upload takes at most 3 files (UPLOAD_MAX_FILES)" in response.content.decode()
+    assert list(collection.documents.values_list("external_id", flat=True)) == ["keep.txt"]
+    # At the limit the upload goes through.
+    response = admin_client.post(upload_url(collection), {"files": files(3)})
+    assert response.status_code == 200 and "3 created" in response.content.decode()
+
+
 def test_upload_csv_with_column_options(admin_client, collection):
     csv_file = SimpleUploadedFile("t.csv", b"key,body\nk1,text one\n", "text/csv")
     response = admin_client.post(upload_url(collection), {"files": [csv_file], "id_column": "key",

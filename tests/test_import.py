@@ -342,3 +342,17 @@ def test_load_demo_is_idempotent(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("DEMO_DATASET", str(tmp_path / "nothing"))
     with pytest.raises(CommandError, match="no BEIR corpus.jsonl there"):
         call_command("load_demo")
+
+
+def test_queueing_a_whole_corpus_passes_the_databases_parameter_limit():
+    """reconcile and reindex queue every document of a collection at once; one `pk IN (...)`
+    over 300,000 ids failed on SQLite with "too many SQL variables"."""
+    from indexer.dispatch import queue_for_indexing
+
+    collection = Collection.objects.create(name="Big", slug="big")
+    doc = Document.objects.create(collection=collection, external_id="d1", title="t", text="x",
+                                  status=Document.Status.FAILED, last_error="boom")
+    missing = range(doc.pk + 1, doc.pk + 300_001)  # ids of no row: only the parameter count matters
+    assert queue_for_indexing([doc.pk, *missing]) == 300_001
+    doc.refresh_from_db()
+    assert doc.status == Document.Status.QUEUED and doc.last_error == ""
