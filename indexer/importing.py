@@ -376,6 +376,11 @@ def import_sources(collection: Collection, sources: Iterable[Source], options: I
     records = reject_duplicates(records, file_reports)
 
     with transaction.atomic():
+        # One import per collection at a time: two imports of the same new external id would
+        # both see it missing and the second insert would fail on the unique constraint
+        # (PostgreSQL; SQLite's IMMEDIATE transactions already take turns). Waiting on the
+        # collection's row, the second one then finds the first one's documents.
+        Collection.objects.select_for_update().filter(pk=collection.pk).first()
         for start in range(0, len(records), UPSERT_BATCH_SIZE):
             batch = records[start:start + UPSERT_BATCH_SIZE]
             report.changed_ids.extend(upsert_batch(collection, batch, file_reports))

@@ -1,0 +1,88 @@
+"""The project on PostgreSQL (production and docker-compose use it through DATABASE_URL).
+
+A throwaway server is started from the machine's own PostgreSQL binaries (initdb, pg_ctl);
+where there are none the tests are skipped, saying so.
+"""
+import json
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import redis
+from django.conf import settings
+
+from tests.workers import ROOT
+
+
+def pg_binary(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
+    return str(candidates[-1]) if candidates else None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    initdb, pg_ctl = pg_binary("initdb"), pg_binary("pg_ctl")
+    if not (initdb and pg_ctl):
+        pytest.skip("no PostgreSQL binaries (initdb, pg_ctl) on this machine")
+    # PostgreSQL refuses to run as root: as root, run it as the `postgres` user.
+    prefix = []
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no `postgres` user to run PostgreSQL as")
+        prefix = ["runuser", "-u", "postgres", "--"]
+    root = Path(tempfile.mkdtemp(prefix="searchsite-pg-"))
+    if prefix:
+        shutil.chown(root, "postgres")
+    data, port = root / "data", free_port()
+    subprocess.run([*prefix, initdb, "-D", str(data), "-A", "trust", "-U", "postgres"],
+                   check=True, capture_output=True)
+    subprocess.run([*prefix, pg_ctl, "-D", str(data), "-l", str(root / "log"), "-w", "start",
+                    "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1"], check=True, capture_output=True)
+    try:
+        url = f"postgres://postgres@127.0.0.1:{port}/postgres"
+        yield url
+    finally:
+        subprocess.run([*prefix, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_concurrent_imports_into_one_collection_both_succeed(postgres_url):
+    """Two imports of the same new external ids at once: before the collection row was locked,
+    the second insert died on the unique constraint (IntegrityError) and its whole import was
+    lost. Now the second waits, finds the first one's documents and updates them."""
+    prefix = f"pgrace-{uuid.uuid4().hex[:8]}:"  # its indexing messages go nowhere near a worker
+    env = dict(os.environ, DATABASE_URL=postgres_url, CELERY_KEY_PREFIX=prefix)
+    try:
+        result = subprocess.run([sys.executable, str(ROOT / "tests" / "postgres_race.py")], env=env, cwd=ROOT,
+                                capture_output=True, text=True, timeout=300)
+    finally:
+        client = redis.Redis.from_url(settings.REDIS_URL)
+        for key in client.scan_iter(f"{prefix}*"):
+            client.delete(key)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["vendor"] == "postgresql"
+    imports = report["imports"]
+    assert all("error" not in outcome for outcome in imports.values()), imports
+    assert sorted(outcome["created"] for outcome in imports.values()) == [0, 3000]
+    assert sorted(outcome["updated"] for outcome in imports.values()) == [0, 3000]
+    assert report["documents"] == 3000
