@@ -12,7 +12,7 @@ from pathlib import Path
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
-from tqdm import tqdm
+from searchsite.progress import progress
 
 from indexer.importing import (FORMATS, ImportOptions, collection_chunker, detect_format, import_sources,
                                sources_from_path)
@@ -65,7 +65,7 @@ class Command(BaseCommand):
         options = ImportOptions(id_column, title_column, text_column, encoding, max_bytes)
 
         self.stdout.write(f"Importing {path} ({fmt}, {len(sources)} file(s)) into collection {slug!r}")
-        with tqdm(desc="documents", unit="doc", disable=verbosity == 0) as bar, transaction.atomic():
+        with progress(desc="documents", unit="doc", disable=verbosity == 0) as bar, transaction.atomic():
             if collection.pk is None:
                 collection.save()
                 self.stdout.write(f"Created collection {slug!r}.")
@@ -106,7 +106,7 @@ class Command(BaseCommand):
     def print_chunk_count(self, collection, document_ids, verbosity) -> None:
         chunker, max_tokens, overlap = collection_chunker(collection)
         total = 0
-        with tqdm(total=len(document_ids), desc="chunking", unit="doc", disable=verbosity == 0) as bar:
+        with progress(total=len(document_ids), desc="chunking", unit="doc", disable=verbosity == 0) as bar:
             for start in range(0, len(document_ids), 500):
                 batch = document_ids[start:start + 500]
                 for text in Document.objects.filter(pk__in=batch).values_list("text", flat=True):

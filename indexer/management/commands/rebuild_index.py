@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 from django.core.management.base import BaseCommand, CommandError
-from tqdm import tqdm
+from searchsite.progress import progress
 
 from indexer.builds import BuildInProgress, start_build
 from indexer.embedding import resolve_model_path
@@ -55,7 +55,7 @@ class Command(BaseCommand):
                           f"{build.model_id}, {build.index_options}")
         if no_wait:
             return
-        with tqdm(total=build.total_documents, unit="doc", desc=collection) as bar:
+        with progress(total=build.total_documents, unit="doc", desc=collection) as bar:
             while build.in_progress:
                 time.sleep(poll)
                 build.refresh_from_db()

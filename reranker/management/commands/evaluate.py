@@ -17,7 +17,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
-from tqdm import tqdm
+from searchsite.progress import progress
 
 from indexer.models import Collection
 from reranker import runs
@@ -139,7 +139,7 @@ class Command(BaseCommand):
             fused = fusion is not None and fusion.weight > 0
             alone = {top: {} for top in tops}
             search_seconds = []
-            for qid in tqdm(qids, desc=mode, unit="query"):
+            for qid in progress(qids, desc=mode, unit="query"):
                 started = time.perf_counter()
                 try:
                     hits = runs.first_stage_hits(collection, queries[qid], mode, depth)
