@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.http import HttpResponseRedirect
 from django.db.models import Count, Q
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -13,7 +14,7 @@ from django.utils.text import Truncator
 
 from . import dispatch
 from .forms import UploadDocumentsForm
-from .importing import ImportOptions, Source, import_sources
+from .importing import ImportBusy, ImportOptions, Source, import_sources
 from .models import Collection, Document
 
 STATUSES = Document.Status
@@ -97,7 +98,11 @@ class CollectionAdmin(admin.ModelAdmin):
                 options = ImportOptions(form.cleaned_data["id_column"] or None, form.cleaned_data["title_column"] or None,
                                         form.cleaned_data["text_column"] or None)
                 sources = [Source.from_upload(f) for f in form.cleaned_data["files"]]
-                report = import_sources(collection, sources, options)
+                try:
+                    report = import_sources(collection, sources, options, wait=False)
+                except ImportBusy as exc:
+                    messages.error(request, f"Nothing was uploaded: {exc} (upload the files again then).")
+                    return HttpResponseRedirect(request.get_full_path())
                 summary = (f"{report.created} created, {report.updated} updated, {report.unchanged} unchanged; "
                            f"{len(report.changed_ids)} queued for indexing.")
                 if report.has_rejections:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 
 from django.conf import settings
-from django.db import transaction
+from django.db import OperationalError, transaction
 from django.utils import timezone
 
 from . import dispatch
@@ -32,6 +32,16 @@ from .models import EXTERNAL_ID_MAX_LENGTH, TITLE_MAX_LENGTH, Collection, Docume
 
 UPSERT_BATCH_SIZE = 500
 FORMATS = ("beir", "jsonl", "csv", "files")
+
+
+class ImportBusy(Exception):
+    """Another import into the same collection holds it; nothing of this one was written."""
+
+
+def is_lock_timeout(exc: OperationalError) -> bool:
+    """The database gave up waiting for a lock: PostgreSQL's lock_not_available (NOWAIT), or
+    SQLite's "database is locked" after its busy timeout."""
+    return getattr(exc.__cause__, "sqlstate", None) == "55P03" or "database is locked" in str(exc)
 
 
 class FileRejected(Exception):
@@ -350,10 +360,11 @@ def sources_from_path(path: Path, fmt: str) -> list[Source]:
 
 
 def import_sources(collection: Collection, sources: Iterable[Source], options: ImportOptions | None = None,
-                   progress: Callable[[int, int], None] | None = None) -> ImportReport:
+                   progress: Callable[[int, int], None] | None = None, wait: bool = True) -> ImportReport:
     """Read every source, then create/update the collection's documents in one transaction and
     queue the changed ones for indexing once it commits. `progress(n, total)` is told about each
-    batch of n records out of total."""
+    batch of n records out of total. `wait=False` (web requests, which must not hang behind a
+    long import) raises ImportBusy at once when another import holds the collection."""
     options = options or ImportOptions()
     report = ImportReport(collection)
     records: list[Record] = []
@@ -375,18 +386,24 @@ def import_sources(collection: Collection, sources: Iterable[Source], options: I
 
     records = reject_duplicates(records, file_reports)
 
-    with transaction.atomic():
-        # One import per collection at a time: two imports of the same new external id would
-        # both see it missing and the second insert would fail on the unique constraint
-        # (PostgreSQL; SQLite's IMMEDIATE transactions already take turns). Waiting on the
-        # collection's row, the second one then finds the first one's documents.
-        Collection.objects.select_for_update().filter(pk=collection.pk).first()
-        for start in range(0, len(records), UPSERT_BATCH_SIZE):
-            batch = records[start:start + UPSERT_BATCH_SIZE]
-            report.changed_ids.extend(upsert_batch(collection, batch, file_reports))
-            if progress:
-                progress(len(batch), len(records))
-        dispatch.queue_for_indexing(report.changed_ids)
+    try:
+        with transaction.atomic():
+            # One import per collection at a time: two imports of the same new external id would
+            # both see it missing and the second insert would fail on the unique constraint
+            # (PostgreSQL; SQLite's IMMEDIATE transactions already take turns). Waiting on the
+            # collection's row, the second one then finds the first one's documents.
+            Collection.objects.select_for_update(nowait=not wait).filter(pk=collection.pk).first()
+            for start in range(0, len(records), UPSERT_BATCH_SIZE):
+                batch = records[start:start + UPSERT_BATCH_SIZE]
+                report.changed_ids.extend(upsert_batch(collection, batch, file_reports))
+                if progress:
+                    progress(len(batch), len(records))
+            dispatch.queue_for_indexing(report.changed_ids)
+    except OperationalError as exc:
+        if is_lock_timeout(exc):
+            raise ImportBusy(f"another import into {collection.slug!r} is running; try again when it has "
+                             "finished") from exc
+        raise
     return report
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import TooManyFilesSent
+from django.http import UnreadablePostError
 from django.http import HttpResponseRedirect
 
 
@@ -21,6 +22,8 @@ class UploadLimitMiddleware:
         if request.method == "POST" and request.content_type == "multipart/form-data":
             try:
                 request.FILES  # parses the body once; every later reader gets the same result
+            except UnreadablePostError:
+                pass  # the client went away mid-upload: what Django does without us (CSRF 403)
             except TooManyFilesSent:
                 messages.error(request, (
                     f"Nothing was uploaded: one upload takes at most {settings.DATA_UPLOAD_MAX_NUMBER_FILES} "

@@ -2,13 +2,15 @@
 
 Loading a model takes seconds (longer than RERANK_TIMEOUT on a CPU), so without this the
 first search after a worker starts, or after a collection gets a new reranker, comes back
-"not reranked". The rerank worker's pool processes load the site's RERANKER_MODEL and every
-collection's own `reranker_model` as they start; `demo_reranker`/`train_reranker` send a
-`warm_up` task when they install a model.
+"not reranked". The rerank worker's pool processes load the site's RERANKER_MODEL and the
+collections' own `reranker_model`s (as many as a process keeps: 4 in all) as they start;
+`train_reranker` (also run by `demo_reranker`) sends a `warm_up` task when it installs a
+model, which one pool process takes.
 
 Only workers that consume the rerank queue do this (an embed worker never loads a
-cross-encoder). With the default prefork pool each child loads its own copy after the fork:
-torch and CUDA state do not survive a fork.
+cross-encoder), and only with the prefork pool (the default, used by the Procfile and
+docker-compose): each child loads its own copy after the fork, since torch and CUDA state do
+not survive one. Under `-P solo` or `-P threads` models load on first use.
 """
 from __future__ import annotations
 
@@ -40,7 +42,7 @@ def _warm_up_pool_process(**kwargs) -> None:
 def models_in_use() -> list[str]:
     """The site's reranker and each collection's own one, at most as many as a process keeps."""
     from django.conf import settings
-    from django.db import DatabaseError
+    from django.db import DatabaseError, connections
 
     from indexer.models import Collection
 
@@ -51,6 +53,10 @@ def models_in_use() -> list[str]:
         models += Collection.objects.exclude(reranker_model="").values_list("reranker_model", flat=True)
     except DatabaseError as exc:  # a database not migrated yet: the site's model only
         log.warning("warm-up: cannot read the collections' rerankers (%s)", exc)
+    finally:
+        # The pool process's first task opens its own connection, after Celery's per-process
+        # clean-up of inherited ones.
+        connections.close_all()
     unique = list(dict.fromkeys(m.strip() for m in models if m and m.strip()))
     return unique[: load_cross_encoder.cache_info().maxsize]
 
@@ -71,6 +77,10 @@ def warm_up_models(model_ids: list[str]) -> dict[str, str]:
         except RerankerUnavailable as exc:
             log.error("warm-up: %s", exc)
             outcome[model_id] = str(exc)
+            continue
+        except Exception as exc:  # out of GPU memory, a damaged file, ...: the others still load
+            log.exception("warm-up: reranker %s failed", model_id)
+            outcome[model_id] = f"{type(exc).__name__}: {exc}"
             continue
         log.info("warm-up: reranker %s ready in %.1f s", model_id, time.perf_counter() - started)
         outcome[model_id] = "ok"

@@ -115,12 +115,14 @@ def runtime_password() -> str | None:
     """The password the data outside the checkout was set up with, where we can know it.
 
     Our root-only copy beside the data, else the keystore's bootstrap.password (runtimes
-    set up before the copy existed).
+    set up before the copy existed). An empty copy, or one that is not a plain file, is unknown.
     """
     if ES_RUNTIME_PASSWORD is None:
         return None
-    if ES_RUNTIME_PASSWORD.exists():
-        return ES_RUNTIME_PASSWORD.read_text().strip()
+    if ES_RUNTIME_PASSWORD.is_file() and not ES_RUNTIME_PASSWORD.is_symlink():
+        recorded = ES_RUNTIME_PASSWORD.read_text().strip()
+        if recorded:
+            return recorded
     keystore = ES_HOME / "config" / "elasticsearch.keystore"
     if not keystore.exists():
         return None
@@ -134,8 +136,8 @@ def match_runtime_password() -> None:
     """Make the data outside the checkout answer to this checkout's password.
 
     Data set up with another password (the checkout's password file was replaced) can no
-    longer be opened by us: it is moved aside to es-data.previous (replacing an older one),
-    with the keystore that would set the old bootstrap password again.
+    longer be opened by us: it is moved aside to es-data.previous-<time>, never deleted, with
+    the keystore that would set the old bootstrap password again removed.
     """
     if ES_RUNTIME_PASSWORD is None:
         return
@@ -143,15 +145,19 @@ def match_runtime_password() -> None:
     keystore = ES_HOME / "config" / "elasticsearch.keystore"
     recorded = runtime_password()
     if recorded is not None and recorded != password:
-        previous = ES_RUNTIME / "es-data.previous"
+        previous = ES_RUNTIME / f"es-data.previous-{time.strftime('%Y%m%d-%H%M%S')}"
         say(f"the Elasticsearch data in {ES_DATA} was set up with another password than the one in "
             f"{ES_PASSWORD_FILE}; moving it to {previous} and starting with empty data")
-        shutil.rmtree(previous, ignore_errors=True)
         if ES_DATA.exists():
             ES_DATA.rename(previous)
         keystore.unlink(missing_ok=True)
-    ES_RUNTIME_PASSWORD.write_text(password + "\n")
-    ES_RUNTIME_PASSWORD.chmod(0o600)
+    # Root-only: created 0600 (never briefly world-readable), and never through a link.
+    if ES_RUNTIME_PASSWORD.is_symlink():
+        ES_RUNTIME_PASSWORD.unlink()
+    fd = os.open(ES_RUNTIME_PASSWORD, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(password + "\n")
+    os.chmod(ES_RUNTIME_PASSWORD, 0o600, follow_symlinks=False)
 
 
 def find_java_home() -> Path:
@@ -260,8 +266,11 @@ action.destructive_requires_name: false
                 fail(f"elasticsearch-keystore {args[0]} failed: {result.stdout}{result.stderr}")
     user = ensure_es_user()
     if user:
-        # Not -R on the runtime folder itself: the password copy in it stays root's.
-        subprocess.run(["chown", f"{user}:", str(ES_RUNTIME)], check=True)
+        # The runtime folder itself stays root's (the node only writes in its subfolders), so
+        # the password copy in it cannot be swapped by the user the node runs as.
+        if ES_RUNTIME_PASSWORD is not None:
+            os.chown(ES_RUNTIME, 0, 0)
+            ES_RUNTIME.chmod(0o755)
         for path in (ES_HOME, ES_DATA, ES_LOGS):
             subprocess.run(["chown", "-R", f"{user}:", str(path)], check=True)
 
@@ -329,9 +338,10 @@ def start_es() -> None:
         if status == 200:
             say(f"Elasticsearch is up (log: {log})")
             return
-        # A node still starting answers 503; a steady 401 means the data wants another password.
+        # A node still starting answers 503 (or 401 while its security index recovers); a
+        # minute of 401s means the data wants another password.
         rejected = rejected + 1 if status == 401 else 0
-        if rejected >= 15:
+        if rejected >= 60:
             stop_es()
             fail(f"Elasticsearch started but rejects the password in {ES_PASSWORD_FILE}: its data in "
                  f"{ES_DATA} was set up with another one. Move that folder away (or set ES_RUNTIME_DIR) "

@@ -134,9 +134,23 @@ def test_data_set_up_with_another_password_is_moved_aside_not_deleted(tmp_path):
     result = _services(tmp_path, "services.match_runtime_password()")
     assert result.returncode == 0, result.stderr
     assert "set up with another password" in result.stdout
-    assert (runtime / "es-data.previous" / "segment").read_text() == "old data"
+    [previous] = runtime.glob("es-data.previous-*")
+    assert (previous / "segment").read_text() == "old data"
     assert not (runtime / "es-data").exists()
     assert (runtime / "elastic-password").read_text().strip() == "a-new-password"
+    assert (runtime / "elastic-password").stat().st_mode & 0o777 == 0o600
+
+
+def test_an_empty_password_copy_is_unknown_not_a_mismatch(tmp_path):
+    runtime = tmp_path / "runtime"
+    (runtime / "es-data").mkdir(parents=True)
+    (runtime / "elastic-password").write_text("")
+    (tmp_path / "checkout-services").mkdir()
+    (tmp_path / "checkout-services" / "elastic-password").write_text("the-password\n")
+    result = _services(tmp_path, "services.match_runtime_password()")
+    assert result.returncode == 0, result.stderr
+    assert (runtime / "es-data").exists() and not list(runtime.glob("es-data.previous-*"))
+    assert (runtime / "elastic-password").read_text().strip() == "the-password"
 
 
 def _settings_variables() -> set[str]:

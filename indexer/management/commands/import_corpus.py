@@ -11,12 +11,12 @@ from pathlib import Path
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
-from django.db import transaction
-from searchsite.progress import progress
+from django.db import OperationalError, transaction
 
-from indexer.importing import (FORMATS, ImportOptions, collection_chunker, detect_format, import_sources,
-                               sources_from_path)
+from indexer.importing import (FORMATS, ImportBusy, ImportOptions, collection_chunker, detect_format,
+                               import_sources, is_lock_timeout, sources_from_path)
 from indexer.models import Collection, Document
+from searchsite.progress import progress
 
 # Rejections listed one by one in the summary; the rest are counted.
 MAX_LISTED_REJECTIONS = 50
@@ -65,16 +65,24 @@ class Command(BaseCommand):
         options = ImportOptions(id_column, title_column, text_column, encoding, max_bytes)
 
         self.stdout.write(f"Importing {path} ({fmt}, {len(sources)} file(s)) into collection {slug!r}")
-        with progress(desc="documents", unit="doc", disable=verbosity == 0) as bar, transaction.atomic():
-            if collection.pk is None:
-                collection.save()
-                self.stdout.write(f"Created collection {slug!r}.")
+        try:
+            with progress(desc="documents", unit="doc", disable=verbosity == 0) as bar, transaction.atomic():
+                if collection.pk is None:
+                    collection.save()
+                    self.stdout.write(f"Created collection {slug!r}.")
 
-            def advance(done: int, total: int) -> None:
-                bar.total = total
-                bar.update(done)
+                def advance(done: int, total: int) -> None:
+                    bar.total = total
+                    bar.update(done)
 
-            report = import_sources(collection, sources, options, progress=advance)
+                report = import_sources(collection, sources, options, progress=advance)
+        except ImportBusy as exc:
+            raise CommandError(f"nothing was imported: {exc}") from None
+        except OperationalError as exc:  # SQLite: the whole database is held by another writer
+            if is_lock_timeout(exc):
+                raise CommandError(f"nothing was imported: the database stayed locked by another writer ({exc}); "
+                                   "try again when it has finished") from None
+            raise
 
         self.print_report(report)
         if report.changed_ids and not no_chunk_count:
