@@ -34,8 +34,8 @@ def queue_for_indexing(document_ids: Iterable[int], batch_size: int | None = Non
         return 0
     now = timezone.now()
     # In slices: one `pk IN (...)` over a whole corpus passes SQLite's limit on query
-    # parameters (250,000 here; "too many SQL variables").
-    # (less the UPDATE's own three values: Django's SQLite figure, 999, is the old hard limit).
+    # parameters (250,000 here; "too many SQL variables"). Each slice leaves room for the
+    # UPDATE's own three values, since Django's SQLite figure, 999, is the old hard limit.
     for batch in _batches(ids, (connection.features.max_query_params or 10_000) - 3):
         Document.objects.filter(pk__in=batch).update(status=Document.Status.QUEUED, last_error="", updated_at=now)
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import TooManyFilesSent
-from django.http import UnreadablePostError
-from django.http import HttpResponseRedirect
+from django.http import HttpResponseRedirect, UnreadablePostError
 
 
 class UploadLimitMiddleware:

@@ -288,9 +288,13 @@ def es_request(path: str, timeout: float = 5.0) -> tuple[int, str]:
         return 0, str(e)
 
 
+def es_health_status() -> int:
+    """HTTP status of a cluster-health request waiting up to 1 s for yellow (0: no answer)."""
+    return es_request("/_cluster/health?wait_for_status=yellow&timeout=1s")[0]
+
+
 def es_healthy() -> bool:
-    status, body = es_request("/_cluster/health?wait_for_status=yellow&timeout=1s")
-    return status == 200
+    return es_health_status() == 200
 
 
 def start_es() -> None:
@@ -334,7 +338,7 @@ def start_es() -> None:
     while time.time() < deadline:
         if pid_tmp.exists():
             shutil.copy(pid_tmp, ES_PIDFILE)
-        status, _ = es_request("/_cluster/health?wait_for_status=yellow&timeout=1s")
+        status = es_health_status()
         if status == 200:
             say(f"Elasticsearch is up (log: {log})")
             return

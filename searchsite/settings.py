@@ -11,6 +11,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from reranker.precision import PRECISIONS  # Django-free: the one list of precisions
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -266,7 +268,7 @@ RERANKER_MODEL = env("RERANKER_MODEL", "")
 RERANKER_DEVICE = env("RERANKER_DEVICE", "auto")
 # auto: float16 on CUDA, bfloat16 autocast on CPUs with native bfloat16, else float32
 # (reranker/precision.py); or float32 / bfloat16 / float16.
-RERANKER_PRECISION = env_choice("RERANKER_PRECISION", "auto", ("auto", "float32", "bfloat16", "float16"))
+RERANKER_PRECISION = env_choice("RERANKER_PRECISION", "auto", PRECISIONS)
 RERANKER_MAX_LENGTH = env_int("RERANKER_MAX_LENGTH", 512)
 RERANKER_BATCH_SIZE = env_int("RERANKER_BATCH_SIZE", 32)
 # Chunks of the first stage sent to the reranker (the rest keep their first-stage order after them).
