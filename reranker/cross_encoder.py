@@ -1,10 +1,16 @@
-"""The cross-encoder: loading a reranker once per process and scoring (query, passage) pairs.
+"""The cross-encoder as a worker uses it: loaded once per process, on the runtime that suits
+the device, scoring (query, passage) pairs.
 
 Any sentence-transformers `CrossEncoder` with one output works: a Hugging Face id (downloaded
 unless HF_HUB_OFFLINE=1), a local directory (e.g. a model trained by `reranker/training.py`), or
-the site's setting RERANKER_MODEL. Scores are raw logits (what the model outputs, unbounded, only
-comparable within one model) and their sigmoid (0..1, the "probability of relevance" reading that
-ms-marco style cross-encoders were trained for).
+the site's setting RERANKER_MODEL. Scores are raw logits (unbounded, only comparable within one
+model) and their sigmoid (0..1, the "probability of relevance" reading of ms-marco style
+cross-encoders).
+
+Runtime (RERANKER_RUNTIME, reranker/scorers.py): on CUDA torch in float16; on a CPU ONNX
+Runtime on the model's ONNX export (made and cached beside the weights on first use, rebuilt
+when missing or damaged), int8 where the export records that int8 kept the model's held-out
+quality. When ONNX Runtime cannot serve a model, the worker logs why and uses torch.
 """
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ import functools
 import logging
 import math
 from collections.abc import Sequence
-
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +26,9 @@ from django.conf import settings
 
 from indexer.embedding import pick_device, resolve_model_path
 
-from .fusion import load_fusion
-from .precision import autocast, resolve_precision
+from .fusion import ModelFusion, load_fusion
+from .precision import resolve_precision
+from .scorers import OnnxScorer, TorchScorer, pick_runtime, thread_count
 
 log = logging.getLogger(__name__)
 
@@ -35,55 +42,127 @@ def configured_model(collection_model: str = "") -> str:
     return (collection_model or "").strip() or (settings.RERANKER_MODEL or "").strip()
 
 
-@functools.lru_cache(maxsize=4)
-def load_cross_encoder(model_id: str, device: str | None = None):
-    """Load a CrossEncoder once per process: at RERANKER_PRECISION (auto: float16 on CUDA,
-    bfloat16 autocast on CPUs with native bfloat16, see reranker/precision.py), truncation at
-    RERANKER_MAX_LENGTH tokens (or the model's own limit when that is smaller)."""
+@dataclass
+class Reranker:
+    """A loaded cross-encoder: its scorer (torch or ONNX Runtime), its fusion with the first
+    stage (reranker/fusion.py), and why ONNX Runtime is not used when it could have been."""
+    model_id: str
+    path: str
+    scorer: object  # TorchScorer | OnnxScorer
+    fusion: ModelFusion
+    fallback_reason: str = ""
+
+    @property
+    def runtime(self) -> str:
+        return self.scorer.runtime
+
+    @property
+    def precision(self) -> str:
+        return self.scorer.precision
+
+    @property
+    def device(self) -> str:
+        return self.scorer.device
+
+    @property
+    def max_length(self) -> int:
+        return self.scorer.max_length
+
+    def describe(self) -> dict:
+        return {"model": self.model_id, "runtime": self.runtime, "precision": self.precision,
+                "device": self.device, "max_length": self.max_length,
+                "fallback_reason": self.fallback_reason or None}
+
+    def score(self, query: str, passages: Sequence[str]) -> np.ndarray:
+        """Raw logits of (query, passage) for every passage, in the order given."""
+        return self.scorer.score_pairs([(query, passage) for passage in passages])
+
+
+def _torch_cross_encoder(path: str, model_id: str, device: str):
     from sentence_transformers import CrossEncoder
 
-    if not model_id:
-        raise RerankerUnavailable("no reranker model configured (set RERANKER_MODEL)")
-    device = device or pick_device(settings.RERANKER_DEVICE)
     try:
-        path = resolve_model_path(model_id)
         model = CrossEncoder(path, device=device)
     except (OSError, ValueError) as exc:
         raise RerankerUnavailable(f"cannot load reranker {model_id!r}: {exc}") from exc
     if model.num_labels != 1:
         raise RerankerUnavailable(f"{model_id!r} has {model.num_labels} outputs; a reranker needs exactly one")
-    model_limit = getattr(model.tokenizer, "model_max_length", None) or settings.RERANKER_MAX_LENGTH
-    max_positions = getattr(getattr(model, "config", None), "max_position_embeddings", None) or model_limit
-    model.max_seq_length = min(settings.RERANKER_MAX_LENGTH, model_limit, max_positions)
-    model.precision = resolve_precision(device, settings.RERANKER_PRECISION)
-    # How the final order mixes this model's order with the first stage's (reranker/fusion.py).
-    try:
-        model.fusion = load_fusion(path if Path(path).is_dir() else None)
-    except ValueError as exc:
-        raise RerankerUnavailable(str(exc)) from exc
-    if model.precision == "float16":
-        model.half()
-    model.eval()
-    log.info("loaded reranker %s on %s, %s (max %d tokens)", model_id, device, model.precision, model.max_seq_length)
     return model
 
 
-def score_pairs(model_id: str, query: str, passages: Sequence[str], batch_size: int | None = None) -> np.ndarray:
-    """Raw logits of (query, passage) for every passage, in the order given."""
-    import torch
+def token_limit(tokenizer, config) -> int:
+    """Tokens per pair: RERANKER_MAX_LENGTH, or the model's own limit when that is smaller
+    (`train_reranker` sets the tokenizer's limit to the length it trained on)."""
+    model_limit = getattr(tokenizer, "model_max_length", None) or settings.RERANKER_MAX_LENGTH
+    max_positions = getattr(config, "max_position_embeddings", None) or model_limit
+    return min(settings.RERANKER_MAX_LENGTH, model_limit, max_positions)
 
+
+def _onnx_scorer(path: str, device: str) -> tuple[OnnxScorer | None, str]:
+    """The ONNX Runtime scorer RERANKER_RUNTIME asks for on `device`, or (None, why not)."""
+    from .onnx_export import ExportError, export
+
+    if not Path(path).is_dir():
+        return None, f"{path} is not a local directory"
+    try:
+        state = export(path)  # reuses an intact export; (re)creates a missing or damaged one
+        runtime, quantized = pick_runtime(device, settings.RERANKER_RUNTIME, state.int8_allowed)
+        if runtime != "onnxruntime":
+            return None, ""
+        from transformers import AutoConfig, AutoTokenizer
+
+        limit = token_limit(AutoTokenizer.from_pretrained(path), AutoConfig.from_pretrained(path))
+        scorer = OnnxScorer(path, quantized, limit, settings.RERANKER_BATCH_SIZE,
+                            thread_count(settings.RERANKER_THREADS, settings.RERANK_CONCURRENCY))
+        if quantized is False and settings.RERANKER_RUNTIME == "auto":
+            log.info("reranker %s: float32 in ONNX Runtime (%s)", path, state.int8_reason)
+        return scorer, ""
+    except ExportError as exc:
+        return None, str(exc)
+    except Exception as exc:  # onnxruntime cannot load or run the graph: torch still can
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+@functools.lru_cache(maxsize=4)
+def load_reranker(model_id: str) -> Reranker:
+    """Load a reranker once per process (at most 4 kept)."""
+    if not model_id:
+        raise RerankerUnavailable("no reranker model configured (set RERANKER_MODEL)")
+    device = pick_device(settings.RERANKER_DEVICE)
+    try:
+        path = resolve_model_path(model_id)
+    except (OSError, ValueError) as exc:
+        raise RerankerUnavailable(f"cannot load reranker {model_id!r}: {exc}") from exc
+    try:
+        fusion = load_fusion(path if Path(path).is_dir() else None)
+    except ValueError as exc:
+        raise RerankerUnavailable(str(exc)) from exc
+    scorer, fallback = None, ""
+    wanted, _ = pick_runtime(device, settings.RERANKER_RUNTIME, False)
+    if wanted == "onnxruntime":
+        scorer, fallback = _onnx_scorer(path, device)
+        if scorer is None:
+            log.error("reranker %s: ONNX Runtime cannot serve it (%s); using torch", model_id, fallback)
+    if scorer is None:
+        model = _torch_cross_encoder(path, model_id, device)
+        model.max_seq_length = token_limit(model.tokenizer, getattr(model, "config", None))
+        precision = resolve_precision(device, settings.RERANKER_PRECISION)
+        if precision == "float16":
+            model.half()
+        model.eval()
+        scorer = TorchScorer(model, precision, settings.RERANKER_BATCH_SIZE,
+                             thread_count(settings.RERANKER_THREADS, settings.RERANK_CONCURRENCY))
+    reranker = Reranker(model_id, path, scorer, fusion, fallback)
+    log.info("loaded reranker %s: %s on %s, %s (max %d tokens)", model_id, reranker.runtime, reranker.device,
+             reranker.precision, reranker.max_length)
+    return reranker
+
+
+def score_pairs(model_id: str, query: str, passages: Sequence[str]) -> np.ndarray:
+    """Raw logits of (query, passage) for every passage, in the order given."""
     if not passages:
         return np.zeros(0, dtype=np.float32)
-    model = load_cross_encoder(model_id)
-    with autocast(str(model.device), model.precision):
-        logits = model.predict(
-            [(query, passage) for passage in passages],
-            batch_size=batch_size or settings.RERANKER_BATCH_SIZE,
-            activation_fn=torch.nn.Identity(),  # raw logits; the sigmoid is computed by `sigmoid`
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
-    return np.asarray(logits, dtype=np.float32).reshape(-1)
+    return load_reranker(model_id).score(query, passages)
 
 
 def sigmoid(logit: float) -> float:

@@ -5,7 +5,8 @@ first stage the views call (`searchsite.search.first_stage`), send the reranker 
 passage text (`searchsite.ranking.passage_text`), reorder with the same function
 (`searchsite.ranking.apply_logits`, top N chunks by the model's fusion of logit and first stage) and group per document the same way
 (`searchsite.ranking.build_results`). Only the transport differs: the logits come from
-`reranker.cross_encoder.score_pairs` in this process (the function the rerank worker runs),
+`reranker.cross_encoder.score_pairs` in this process (the function the rerank worker runs, on
+the same runtime),
 not through the queue, so that an evaluation never silently counts a timed-out, unreranked
 answer as reranked.
 """
@@ -26,6 +27,22 @@ def first_stage_hits(collection: Collection, query: str, mode: str, depth: int) 
     from searchsite.search import first_stage
 
     return first_stage(query, mode, [collection], depth=depth).hits
+
+
+def encoded_in_batches(collection: Collection, texts: list[str], block: int = 256):
+    """Yield `texts` in order, having encoded each block of them in one batch first (into the
+    search's query-vector cache): mining thousands of queries one encode call at a time spends
+    most of its time in per-call overhead."""
+    from indexer.builds import serving_model
+    from searchsite.search import encode_queries, query_vectors
+
+    model = serving_model(collection)
+    for start in range(0, len(texts), block):
+        chunk = texts[start:start + block]
+        missing = [text for text in dict.fromkeys(chunk) if query_vectors.get((model, text)) is None]
+        for text, vector in zip(missing, encode_queries(missing, model) if missing else []):
+            query_vectors.put((model, text), vector)
+        yield from chunk
 
 
 def passage(hit) -> str:
@@ -54,10 +71,10 @@ class PairScorer:
     share most of their candidates, and a pair's logit does not depend on the other candidates."""
 
     def __init__(self, model_id: str):
-        from reranker.cross_encoder import load_cross_encoder
+        from reranker.cross_encoder import load_reranker
 
         self.model_id = model_id
-        self.model = load_cross_encoder(model_id)  # fails here, clearly, if the model is unusable
+        self.model = load_reranker(model_id)  # fails here, clearly, if the model is unusable
         self.cache: dict[tuple[str, str], float] = {}
         self.scored_here = 0  # pairs scored in this process (the others came from --pair-scores)
 

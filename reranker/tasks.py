@@ -3,7 +3,8 @@ import time
 
 from celery import shared_task
 
-from .cross_encoder import configured_model, load_cross_encoder, score_pairs
+from .cross_encoder import configured_model, load_reranker
+from .speed import write_speed
 from .warm_up import warm_up_models
 
 
@@ -22,20 +23,22 @@ def rerank(self, query: str, passages: list[str], model: str = "") -> dict:
     """
     model_id = configured_model(model)
     started = time.perf_counter()
-    loads_before = load_cross_encoder.cache_info().misses
-    loaded = load_cross_encoder(model_id)
-    logits = score_pairs(model_id, query, passages)
+    loads_before = load_reranker.cache_info().misses
+    reranker = load_reranker(model_id)
+    loaded_now = load_reranker.cache_info().misses > loads_before
+    scoring = time.perf_counter()
+    logits = reranker.score(query, passages)
+    seconds = time.perf_counter() - scoring
+    if passages and not loaded_now:
+        write_speed(reranker, len(passages) / max(seconds, 1e-6), self.request.hostname)
     return {
         "logits": [float(x) for x in logits],
-        "model": model_id,
-        "device": str(loaded.device),
-        "precision": loaded.precision,
-        "fusion": loaded.fusion.to_dict(),
+        **reranker.describe(),
+        "fusion": reranker.fusion.to_dict(),
         "predict_ms": round((time.perf_counter() - started) * 1000, 2),
         "worker": self.request.hostname,
-        "max_length": loaded.max_seq_length,
         # True when this call had to load the model (the worker's warm-up did not cover it).
-        "loaded_now": load_cross_encoder.cache_info().misses > loads_before,
+        "loaded_now": loaded_now,
     }
 
 

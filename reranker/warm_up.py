@@ -15,6 +15,7 @@ not survive one. Under `-P solo` or `-P threads` models load on first use.
 from __future__ import annotations
 
 import logging
+import socket
 import time
 
 from celery.signals import celeryd_after_setup, worker_process_init
@@ -46,7 +47,7 @@ def models_in_use() -> list[str]:
 
     from indexer.models import Collection
 
-    from .cross_encoder import load_cross_encoder
+    from .cross_encoder import load_reranker
 
     models = [(settings.RERANKER_MODEL or "").strip()]
     try:
@@ -58,22 +59,25 @@ def models_in_use() -> list[str]:
         # clean-up of inherited ones.
         connections.close_all()
     unique = list(dict.fromkeys(m.strip() for m in models if m and m.strip()))
-    return unique[: load_cross_encoder.cache_info().maxsize]
+    return unique[: load_reranker.cache_info().maxsize]
 
 
 def warm_up_models(model_ids: list[str]) -> dict[str, str]:
-    """Load each model and score one pair; returns model -> "ok" or the reason it failed.
+    """Load each model, measure its speed (reranker/speed.py); returns model -> "ok" or the
+    reason it failed.
 
     A model that cannot load is logged, not raised: the worker still serves the others, and
     a search that needs the broken one gets the loader's clear error then.
     """
-    from .cross_encoder import RerankerUnavailable, score_pairs
+    from .cross_encoder import RerankerUnavailable, load_reranker
+    from .speed import measure_speed, write_speed
 
     outcome = {}
     for model_id in model_ids:
         started = time.perf_counter()
         try:
-            score_pairs(model_id, "warm-up query", ["warm-up passage"])
+            reranker = load_reranker(model_id)
+            speed = write_speed(reranker, measure_speed(reranker), socket.gethostname(), smooth=False)
         except RerankerUnavailable as exc:
             log.error("warm-up: %s", exc)
             outcome[model_id] = str(exc)
@@ -82,6 +86,8 @@ def warm_up_models(model_ids: list[str]) -> dict[str, str]:
             log.exception("warm-up: reranker %s failed", model_id)
             outcome[model_id] = f"{type(exc).__name__}: {exc}"
             continue
-        log.info("warm-up: reranker %s ready in %.1f s", model_id, time.perf_counter() - started)
+        log.info("warm-up: reranker %s ready in %.1f s: %s %s on %s, %.0f pairs/s at %d tokens", model_id,
+                 time.perf_counter() - started, reranker.runtime, reranker.precision, reranker.device, speed,
+                 reranker.max_length)
         outcome[model_id] = "ok"
     return outcome

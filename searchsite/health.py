@@ -77,6 +77,20 @@ def check_workers() -> dict:
     return result
 
 
+def reranker_reports() -> dict:
+    """What the rerank workers reported about each reranker in use (reranker/speed.py): runtime,
+    precision, device, pairs per second. Information only: it does not decide health."""
+    from indexer.models import Collection
+    from reranker.speed import read_report
+
+    models = [(settings.RERANKER_MODEL or "").strip(),
+              *Collection.objects.exclude(reranker_model="").values_list("reranker_model", flat=True)]
+    reports = {}
+    for model in dict.fromkeys(m.strip() for m in models if m and m.strip()):
+        reports[model] = read_report(model) or {"runtime": None, "note": "no rerank worker has loaded it yet"}
+    return reports
+
+
 def run_checks() -> tuple[bool, dict]:
     checks = {
         "database": _timed(check_database),
@@ -85,6 +99,11 @@ def run_checks() -> tuple[bool, dict]:
     }
     if checks["redis"]["ok"]:
         checks["workers"] = _timed(check_workers)
+        if checks["database"]["ok"]:
+            try:
+                checks["workers"]["rerankers"] = reranker_reports()
+            except Exception as exc:  # information only: never turns health into an error
+                checks["workers"]["rerankers"] = {"error": f"{type(exc).__name__}: {exc}"}
     else:
         checks["workers"] = {"ok": False, "error": "cannot ping workers: the broker (Redis) is down"}
     healthy = all(c["ok"] for c in checks.values())

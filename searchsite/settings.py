@@ -12,6 +12,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from reranker.precision import PRECISIONS  # Django-free: the one list of precisions
+from reranker.scorers import RUNTIMES  # Django-free: the one list of runtimes
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -271,11 +272,24 @@ RERANKER_DEVICE = env("RERANKER_DEVICE", "auto")
 RERANKER_PRECISION = env_choice("RERANKER_PRECISION", "auto", PRECISIONS)
 RERANKER_MAX_LENGTH = env_int("RERANKER_MAX_LENGTH", 512)
 RERANKER_BATCH_SIZE = env_int("RERANKER_BATCH_SIZE", 32)
-# Chunks of the first stage sent to the reranker (the rest keep their first-stage order after them).
+# auto: torch on CUDA; on a CPU, ONNX Runtime (int8 where the model's export says int8 kept its
+# held-out quality, else float32). torch, onnx (float32) or onnx-int8 force one (reranker/scorers.py).
+RERANKER_RUNTIME = env_choice("RERANKER_RUNTIME", "auto", RUNTIMES)
+# Threads per scoring process; 0: the cores the worker may use, shared among its
+# RERANK_CONCURRENCY pool processes.
+RERANKER_THREADS = env_int("RERANKER_THREADS", 0)
+RERANK_CONCURRENCY = env_int("RERANK_CONCURRENCY", 1)
+# Most chunks of the first stage sent to the reranker (the rest keep their first-stage order after them).
 RERANK_TOP_N = env_int("RERANK_TOP_N", 50)
 # Latency budget (seconds) the web process waits for the rerank worker before it shows the
 # first-stage order with "not reranked: ...".
 RERANK_TIMEOUT = env_float("RERANK_TIMEOUT", 2.0)
+# The rerank depth adapts to the worker's measured speed: a search sends as many chunks as the
+# worker scores in RERANK_TARGET_SECONDS (at most RERANK_TOP_N, at least RERANK_MIN_CANDIDATES).
+# The target sits below the timeout to leave room for the queue, the round trip and slower
+# requests.
+RERANK_TARGET_SECONDS = env_float("RERANK_TARGET_SECONDS", 0.3)
+RERANK_MIN_CANDIDATES = env_int("RERANK_MIN_CANDIDATES", 10)
 
 # Snapshots of ranked lists (searchsite/ranking.py) live in Redis, shared by every web process.
 CACHES = {

@@ -1,0 +1,66 @@
+"""python manage.py export_reranker DIR [--judge-on COLLECTION]: the ONNX export of any
+cross-encoder directory, for the CPU rerank workers (reranker/onnx_export.py).
+
+`train_reranker` exports the models it trains and judges int8 on their held-out queries; this
+does the same for a directory made elsewhere (a Hugging Face cross-encoder saved locally, a
+model trained on a GPU). Without --judge-on the export is made and int8 stays unjudged, so CPU
+workers run it in float32. With it, the collection's judged queries (their hybrid first-stage
+candidates) decide whether int8 keeps the model's nDCG@10 within 0.005 of float32.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from searchsite.progress import progress
+
+from indexer.models import Collection
+from reranker.fusion import load_fusion
+from reranker.management.commands.train_reranker import mine
+from reranker.onnx_export import ExportError, export
+from reranker.scorers import thread_count
+from reranker.training import int8_judgment
+
+
+class Command(BaseCommand):
+    help = "Export a cross-encoder directory to ONNX for the CPU rerank workers; optionally judge int8 on a collection."
+
+    def add_arguments(self, parser):
+        parser.add_argument("directory", help="a cross-encoder model directory")
+        parser.add_argument("--force", action="store_true", help="export again even if an intact export exists")
+        parser.add_argument("--judge-on", metavar="COLLECTION",
+                            help="judge int8 on this collection's judged queries (hybrid first stage)")
+        parser.add_argument("--queries", type=int, default=200, help="judged queries used for --judge-on (at most)")
+        parser.add_argument("--top", type=int, default=settings.RERANK_TOP_N, help="candidates reranked per query")
+
+    def handle(self, *args, directory, force, judge_on, queries, top, **options):
+        path = Path(directory).resolve()
+        if not (path / "config.json").is_file():
+            raise CommandError(f"{path} is not a model directory (no config.json)")
+        collection = None
+        if judge_on:
+            collection = Collection.objects.filter(slug=judge_on).first()
+            if collection is None:
+                raise CommandError(f"no collection with slug {judge_on!r}")
+        try:
+            state = export(path, force=force)
+        except ExportError as exc:
+            raise CommandError(str(exc)) from None
+        self.stdout.write(f"ONNX export in {state.folder} (float32 and int8)")
+        if collection is None:
+            self.stdout.write(f"int8: {state.int8_reason}; CPU workers run it in "
+                              f"{'int8' if state.int8_allowed else 'float32'}")
+            return
+        data = mine(collection, "hybrid", max(2 * top, 100), 0, 13, self.stdout)
+        judged = data.queries[:queries]
+        from transformers import AutoConfig, AutoTokenizer
+
+        from reranker.cross_encoder import token_limit
+
+        limit = token_limit(AutoTokenizer.from_pretrained(str(path)), AutoConfig.from_pretrained(str(path)))
+        judgment, _ = int8_judgment(path, judged, data.documents, top, "hybrid", load_fusion(path), limit,
+                                    settings.RERANKER_BATCH_SIZE, thread_count(settings.RERANKER_THREADS),
+                                    progress=lambda total, desc: progress(total=total, desc=desc, unit="query"))
+        self.stdout.write(self.style.SUCCESS(
+            f"int8 {'allowed' if judgment['allowed'] else 'refused'}: {judgment['reason']}"))
