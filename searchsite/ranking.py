@@ -1,11 +1,14 @@
 """A whole search: first stage (searchsite/search.py), the rerank worker within its latency
 budget, grouping per document, pages.
 
-Second stage. The query and the texts of the top RERANK_TOP_N chunks go to a `rerank` worker
-(reranker/tasks.py); the web process waits at most RERANK_TIMEOUT seconds. Those chunks are
-reordered by the cross-encoder's logit (ties keep first-stage order); the chunks below them
-follow in first-stage order. When the worker is slow or missing, fails, or no model is set,
-the first-stage order is shown with `not_reranked` saying why: never an error page.
+Second stage. The head of the first stage's list goes to the rerank workers (reranker/tasks.py):
+as many chunks as the workers score within RERANK_TARGET_SECONDS at their measured speed, at
+most RERANK_TOP_N; each chunk to its collection's reranker (else the site's), one request per
+model, all sent at once, and the web process waits at most RERANK_TIMEOUT. Each model's chunks
+are reordered among the places they held, by the model's fusion of its logits with the first
+stage; the others keep their places. When a worker is slow or missing, fails, or no model is
+set, that share keeps the first-stage order, and `not_reranked` says why when nothing was
+reranked: never an error page.
 
 Pages. Page 1 always searches afresh and stores the ranked list for SEARCH_SNAPSHOT_SECONDS
 (Django cache `search`, in Redis); pages 2, 3... are cut from that snapshot, so a result never
@@ -19,13 +22,14 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.core.cache import caches
 
 from reranker.cross_encoder import configured_model, sigmoid
 from reranker.fusion import Fusion, ModelFusion
+from reranker.speed import read_speed
 
 from .params import SearchParams
 from .search import Hit, first_stage, highlight_html, plain_text
@@ -34,14 +38,48 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class RerankOutcome:
-    reranked: bool
-    reason: str | None = None  # why not, shown as "not reranked: <reason>"
-    model: str | None = None
-    ms: float = 0.0
-    candidates: int = 0
+class Share:
+    """One reranker model's part of the head: the positions (in the first-stage list) of the
+    chunks it scores, and what came back."""
+    model: str
+    sent_model: str  # "" lets the worker use its RERANKER_MODEL setting
+    positions: list[int]
+    reranked: bool = False
+    reason: str | None = None
     logits: list[float] | None = None
-    fusion: ModelFusion = ModelFusion()  # the model's fusions with the first stage (reranker/fusion.py)
+    fusion: ModelFusion = ModelFusion()
+    runtime: str | None = None
+    precision: str | None = None
+    ms: float = 0.0
+
+    def to_dict(self, mode: str) -> dict:
+        return {"model": self.model, "candidates": len(self.positions), "applied": self.reranked,
+                "not_reranked": self.reason, "runtime": self.runtime, "precision": self.precision,
+                "fusion": self.fusion.for_mode(mode).to_dict() if self.reranked else None,
+                "ms": round(self.ms, 2)}
+
+
+@dataclass
+class RerankOutcome:
+    reranked: bool  # at least one model's share was reranked
+    reason: str | None = None  # why not (nothing reranked), shown as "not reranked: <reason>"
+    ms: float = 0.0
+    shares: list[Share] = field(default_factory=list)
+
+    @property
+    def candidates(self) -> int:
+        """Chunks sent to a reranker."""
+        return sum(len(share.positions) for share in self.shares)
+
+    @property
+    def reranked_chunks(self) -> int:
+        return sum(len(share.positions) for share in self.shares if share.reranked)
+
+    @property
+    def model(self) -> str | None:
+        """The model, when one model reranked (or was asked to rerank) the whole head."""
+        models = {share.model for share in self.shares}
+        return models.pop() if len(models) == 1 else None
 
 
 def passage_text(hit: Hit) -> str:
@@ -94,66 +132,117 @@ def wait_for(result, deadline: float):
         result.forget()
 
 
+def plan_shares(hits: list[Hit], collections: dict) -> tuple[list[Share], str | None]:
+    """Which chunks go to which reranker: the longest first-stage prefix (at most RERANK_TOP_N
+    chunks) whose estimated scoring time fits RERANK_TARGET_SECONDS at the workers' measured
+    speed of each model (reranker/speed.py), never fewer than RERANK_MIN_CANDIDATES. A chunk
+    goes to its collection's own reranker, else the site's; chunks of collections with neither
+    keep their place. Returns (shares, why nothing can be reranked)."""
+    budget = settings.RERANK_TARGET_SECONDS
+    floor = max(1, settings.RERANK_MIN_CANDIDATES)
+    shares: dict[str, Share] = {}
+    speeds: dict[str, float | None] = {}
+    spent, sent = 0.0, 0
+    for position, hit in enumerate(hits[: settings.RERANK_TOP_N]):
+        own = collections[hit.collection].reranker_model.strip()
+        model = configured_model(own)
+        if not model:
+            continue
+        if model not in speeds:
+            speeds[model] = read_speed(model)
+        # Unknown speed (no worker has measured it yet): as if only the floor fitted.
+        cost = 1.0 / speeds[model] if speeds[model] else budget / floor
+        if sent >= floor and spent + cost > budget:
+            break
+        spent += cost
+        sent += 1
+        shares.setdefault(model, Share(model=model, sent_model=own, positions=[])).positions.append(position)
+    if not hits:
+        return [], "no results to rerank"
+    if not shares:
+        return [], "no reranker model configured"
+    return list(shares.values()), None
+
+
 def rerank_hits(query: str, hits: list[Hit], collections: dict) -> RerankOutcome:
-    """Ask a rerank worker for the logits of the top RERANK_TOP_N hits, within RERANK_TIMEOUT."""
+    """Ask the rerank workers for the logits of each model's share of the head (plan_shares),
+    all at once, waiting at most RERANK_TIMEOUT for all of them."""
     from celery.exceptions import TimeoutError as CeleryTimeout
 
     from reranker.tasks import rerank
 
-    head = hits[: settings.RERANK_TOP_N]
-    if not head:
-        return RerankOutcome(False, "no results to rerank")
-    own_models = {collections[h.collection].reranker_model.strip() for h in head}
-    effective = {configured_model(m) for m in own_models}
-    if len(effective) > 1:
-        return RerankOutcome(False, "the results come from collections with different reranker models")
-    model = effective.pop()
-    # A collection's own model is named in the message; otherwise "" lets the worker use its
-    # RERANKER_MODEL setting.
-    sent_model = next((m for m in own_models if m), "")
-    if not model:
-        return RerankOutcome(False, "no reranker model configured")
+    shares, reason = plan_shares(hits, collections)
+    if reason:
+        return RerankOutcome(False, reason)
     budget = settings.RERANK_TIMEOUT
     started = time.perf_counter()
-    outcome = RerankOutcome(False, model=model, candidates=len(head))
-    try:
-        # `expires`: a worker that takes the message after the budget drops it instead of
-        # scoring for nobody (at least 1 s, for clocks of different hosts that disagree a
-        # little). `retry=False`: a broker that is down fails now, not after retries.
-        result = rerank.apply_async(args=[query, [passage_text(h) for h in head], sent_model],
-                                    queue=settings.RERANK_QUEUE, expires=max(budget, 1.0), retry=False)
-    except Exception as exc:
-        outcome.reason = f"the task broker is unreachable ({type(exc).__name__})"
-        outcome.ms = (time.perf_counter() - started) * 1000
-        return outcome
-    try:
-        payload = wait_for(result, started + budget)
-    except CeleryTimeout:
-        outcome.reason = (f"no rerank worker took the request within {budget:g} s (none is running, or all are busy)"
-                          if withdraw_request(result.id) else f"the rerank worker did not answer within {budget:g} s")
-    except Exception as exc:  # the task raised (model missing on the worker, ...)
-        outcome.reason = f"the rerank worker failed: {type(exc).__name__}: {str(exc)[:300]}"
-    else:
-        logits = payload.get("logits") or []
-        if len(logits) != len(head):
-            outcome.reason = f"the rerank worker returned {len(logits)} scores for {len(head)} passages"
+    pending = []
+    for share in shares:
+        passages = [passage_text(hits[i]) for i in share.positions]
+        try:
+            # `expires`: a worker that takes the message after the budget drops it instead of
+            # scoring for nobody (at least 1 s, for clocks of different hosts that disagree a
+            # little). `retry=False`: a broker that is down fails now, not after retries.
+            result = rerank.apply_async(args=[query, passages, share.sent_model], queue=settings.RERANK_QUEUE,
+                                        expires=max(budget, 1.0), retry=False)
+        except Exception as exc:
+            share.reason = f"the task broker is unreachable ({type(exc).__name__})"
+            continue
+        pending.append((share, result))
+    for share, result in pending:
+        try:
+            payload = wait_for(result, started + budget)
+        except CeleryTimeout:
+            share.reason = (f"no rerank worker took the request within {budget:g} s (none is running, or all are busy)"
+                            if withdraw_request(result.id) else f"the rerank worker did not answer within {budget:g} s")
+        except Exception as exc:  # the task raised (model missing on the worker, ...)
+            share.reason = f"the rerank worker failed: {type(exc).__name__}: {str(exc)[:300]}"
         else:
-            outcome.reranked, outcome.logits, outcome.model = True, logits, payload.get("model", model)
-            outcome.fusion = ModelFusion.from_dict(payload["fusion"]) if payload.get("fusion") else ModelFusion()
-    outcome.ms = (time.perf_counter() - started) * 1000
-    if outcome.reason:
-        log.warning("not reranked: %s", outcome.reason)
+            logits = payload.get("logits") or []
+            if len(logits) != len(share.positions):
+                share.reason = f"the rerank worker returned {len(logits)} scores for {len(share.positions)} passages"
+            else:
+                share.reranked, share.logits = True, logits
+                share.fusion = ModelFusion.from_dict(payload["fusion"]) if payload.get("fusion") else ModelFusion()
+                share.runtime, share.precision = payload.get("runtime"), payload.get("precision")
+        share.ms = (time.perf_counter() - started) * 1000
+    outcome = RerankOutcome(any(share.reranked for share in shares), shares=shares,
+                            ms=(time.perf_counter() - started) * 1000)
+    for share in shares:
+        if share.reason:
+            log.warning("not reranked (%s, %d chunks): %s", share.model, len(share.positions), share.reason)
+    if not outcome.reranked:
+        reasons = list(dict.fromkeys(share.reason for share in shares))
+        outcome.reason = reasons[0] if len(reasons) == 1 else "; ".join(reasons)
     return outcome
 
 
-def apply_logits(hits: list[Hit], logits: list[float], fusion: Fusion = Fusion()) -> list[Hit]:
-    """The reranked head, then the rest unchanged. The head's order is the model's fusion of its
-    logits' order with the first stage's (reranker/fusion.py; weight 0: by logit alone, ties in
-    first-stage order)."""
-    head, tail = hits[: len(logits)], hits[len(logits):]
-    for hit, logit in zip(head, logits):
+def reorder_share(hits: list[Hit], positions: list[int], logits: list[float], fusion: Fusion = Fusion()) -> None:
+    """Reorder, in place, the chunks at `positions` (ascending) among those same positions: by
+    the model's fusion of its logits' order with the first stage's (reranker/fusion.py; weight
+    0: by logit alone, ties in first-stage order). Other positions do not move."""
+    chunks = [hits[i] for i in positions]
+    for hit, logit in zip(chunks, logits):
         hit.reranker_logit = float(logit)
-    return [head[i] for i in fusion.order(logits)] + tail
+    for position, i in zip(positions, fusion.order(logits)):
+        hits[position] = chunks[i]
+
+
+def apply_shares(hits: list[Hit], outcome: RerankOutcome, mode: str) -> list[Hit]:
+    """The list with each reranked share reordered within its own places."""
+    hits = list(hits)
+    for share in outcome.shares:
+        if share.reranked:
+            reorder_share(hits, share.positions, share.logits, share.fusion.for_mode(mode))
+    return hits
+
+
+def apply_logits(hits: list[Hit], logits: list[float], fusion: Fusion = Fusion()) -> list[Hit]:
+    """One model's logits for the head (the first len(logits) chunks) applied: the head
+    reordered, the rest unchanged."""
+    hits = list(hits)
+    reorder_share(hits, list(range(len(logits))), logits, fusion)
+    return hits
 
 
 def result_item(hit: Hit, rank: int) -> dict:
@@ -229,8 +318,9 @@ def ranked_list(params: SearchParams) -> dict:
     else:
         outcome = rerank_hits(params.query, hits, {c.slug: c for c in params.collections})
         if outcome.reranked:
-            hits = apply_logits(hits, outcome.logits, outcome.fusion.for_mode(params.mode))
+            hits = apply_shares(hits, outcome, params.mode)
     results = build_results(hits, params.group)
+    single = outcome.shares[0] if len(outcome.shares) == 1 else None
     return {
         "results": results,
         "chunks": len(stage.hits),
@@ -239,8 +329,13 @@ def ranked_list(params: SearchParams) -> dict:
             "applied": outcome.reranked,
             "not_reranked": None if outcome.reranked or not params.rerank else outcome.reason,
             "model": outcome.model,
+            # Chunks sent to the rerankers, and how many of them came back reranked.
             "candidates": outcome.candidates,
-            "fusion": outcome.fusion.for_mode(params.mode).to_dict() if outcome.reranked else None,
+            "reranked": outcome.reranked_chunks,
+            "runtime": single.runtime if single else None,
+            "precision": single.precision if single else None,
+            "fusion": single.fusion.for_mode(params.mode).to_dict() if single and single.reranked else None,
+            "models": [share.to_dict(params.mode) for share in outcome.shares],
         },
         "timings_ms": {
             "embed": round(stage.embed_ms, 2),

@@ -120,7 +120,8 @@ def test_each_mode_reranked_by_the_worker(api, es, mode):
 def test_rerank_off_keeps_the_first_stage_order(api, mode):
     body = api(q=QUERY, mode=mode, rerank="off", k=50)
     assert body["rerank"] == {"requested": False, "applied": False, "not_reranked": None, "model": None,
-                              "candidates": 0, "fusion": None}
+                              "candidates": 0, "reranked": 0, "runtime": None, "precision": None, "fusion": None,
+                              "models": []}
     assert body["not_reranked"] is None and body["timings_ms"]["rerank"] == 0
     ranks = [r["scores"]["first_stage_rank"] for r in body["results"]]
     assert ranks == sorted(ranks) and ranks[0] == 1
@@ -169,20 +170,84 @@ def test_no_model_configured(api, settings):
     assert body["not_reranked"] == "no reranker model configured" and body["results"]
 
 
-def test_collection_reranker_model_goes_to_the_worker(api, corpus):
+def in_own_places(results: list[dict], model_of: dict[str, str | None]) -> dict[str, list[dict]]:
+    """Results (ungrouped) by the model that reranked them; asserts that every model's share is
+    ordered by its logits within the places its chunks held in the first stage, and that the
+    others kept their places."""
+    shares: dict = {}
+    for place, r in enumerate(results, 1):
+        shares.setdefault(model_of[r["collection"]], []).append((place, r))
+    for model, items in shares.items():
+        places = [place for place, _ in items]
+        first_places = sorted(r["scores"]["first_stage_rank"] for _, r in items)
+        if model is None:
+            assert all(r["scores"]["reranker_logit"] is None for _, r in items)
+            assert [r["scores"]["first_stage_rank"] for _, r in items] == places
+        else:
+            assert places == first_places, "a share stays in the places it held"
+            logits = [r["scores"]["reranker_logit"] for _, r in items]
+            assert None not in logits and logits == sorted(logits, reverse=True)
+    return {model: [r for _, r in items] for model, items in shares.items()}
+
+
+def test_collection_reranker_model_goes_to_the_worker(api, corpus, tmp_path):
     """A collection's own reranker_model wins over the setting; one the worker cannot load is
-    reported, not raised."""
+    reported, not raised. A search over collections with different rerankers reranks each
+    model's share of the head in the places that share held."""
+    import shutil
+
     Collection.objects.filter(pk=corpus["extra"].pk).update(reranker_model="/nonexistent/reranker")
     body = api(q=QUERY, mode="keyword", collection="s-extra")
     assert body["not_reranked"].startswith("the rerank worker failed: ")
     assert "/nonexistent/reranker" in body["not_reranked"] and body["results"]
-    # Two collections with different reranker models cannot share one ranking.
-    body = api(q=QUERY, mode="keyword")
-    assert body["not_reranked"] == "the results come from collections with different reranker models"
-    # The collection naming the site's own model is reranked by it.
+    # Both collections: the site's model reranks s-sci's share, s-extra's share keeps its places.
+    body = api(q=QUERY, mode="keyword", k=50, group="off")
+    assert body["rerank"]["applied"] is True and body["not_reranked"] is None and body["rerank"]["model"] is None
+    by_model = {m["model"]: m for m in body["rerank"]["models"]}
+    assert by_model["/nonexistent/reranker"]["applied"] is False
+    assert by_model["/nonexistent/reranker"]["not_reranked"].startswith("the rerank worker failed: ")
+    assert by_model[build_reranker()]["applied"] is True
+    assert body["rerank"]["reranked"] == by_model[build_reranker()]["candidates"] < body["rerank"]["candidates"]
+    head = body["results"][: body["rerank"]["candidates"]]
+    in_own_places(head, {"s-sci": build_reranker(), "s-extra": None})
+    # A second working model (a copy under another name): both shares reranked, each in place.
+    other = tmp_path / "other-reranker"
+    shutil.copytree(build_reranker(), other, ignore=shutil.ignore_patterns("onnx"))
+    Collection.objects.filter(pk=corpus["extra"].pk).update(reranker_model=str(other))
+    body = api(q=QUERY, mode="keyword", k=50, group="off")
+    assert body["rerank"]["applied"] is True and body["rerank"]["reranked"] == body["rerank"]["candidates"]
+    assert {m["model"] for m in body["rerank"]["models"] if m["applied"]} == {build_reranker(), str(other)}
+    shares = in_own_places(body["results"][: body["rerank"]["candidates"]],
+                           {"s-sci": build_reranker(), "s-extra": str(other)})
+    assert set(shares) == {build_reranker(), str(other)}
+    # The collection naming the site's own model is reranked by it, as one share.
     Collection.objects.filter(pk=corpus["extra"].pk).update(reranker_model=build_reranker())
     body = api(q=QUERY, mode="keyword")
-    assert body["rerank"]["applied"] is True
+    assert body["rerank"]["applied"] is True and body["rerank"]["model"] == build_reranker()
+
+
+def test_rerank_depth_follows_the_workers_measured_speed(api, settings):
+    """A search sends as many chunks as the workers' measured speed fits in
+    RERANK_TARGET_SECONDS, never fewer than RERANK_MIN_CANDIDATES, at most RERANK_TOP_N."""
+    from reranker.cross_encoder import load_reranker
+    from reranker.speed import read_report, write_speed
+
+    reranker = load_reranker(build_reranker())
+    settings.RERANK_TARGET_SECONDS, settings.RERANK_MIN_CANDIDATES = 0.5, 4
+    for pairs_per_second, expected in ((20, 10), (2, 4), (1000, django_settings.RERANK_TOP_N)):
+        write_speed(reranker, pairs_per_second, smooth=False)
+        body = api(q=QUERY, mode="hybrid", k=50, group="off")
+        assert body["total"] > 10
+        assert body["rerank"]["applied"] is True and body["rerank"]["candidates"] == min(expected, len(body["results"]))
+        assert body["rerank"]["reranked"] == body["rerank"]["candidates"]
+        logits = [r["scores"]["reranker_logit"] for r in body["results"]]
+        assert all(x is not None for x in logits[:body["rerank"]["candidates"]])
+        assert all(x is None for x in logits[body["rerank"]["candidates"]:])
+        # The worker refreshed the figure from this request (a moving average).
+        assert read_report(build_reranker())["pairs_per_second"] != pairs_per_second
+    report = read_report(build_reranker())
+    assert report["runtime"] == body["rerank"]["runtime"] == "onnxruntime"
+    assert body["rerank"]["precision"] == "float32"  # int8 never judged for this model
 
 
 def test_a_models_fusion_with_the_first_stage_orders_the_head(api, corpus, tmp_path):
