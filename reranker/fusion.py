@@ -28,6 +28,9 @@ import numpy as np
 FILE = "fusion.json"
 WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 KS = (10, 60)
+# The grid grows past WEIGHTS when the best choice is its largest weight (the first stage
+# nearly alone), up to this.
+MAX_WEIGHT = 16.0
 
 
 @dataclass(frozen=True)
@@ -99,20 +102,29 @@ def choose_fusion(heads: Sequence[tuple[list[str], Sequence[float], list[str]]],
 
     `heads[i]` is (head documents in first-stage order, their logits, the documents below the
     head) of `queries[i]`. Returns the choice and the metric of every grid point (by "w=..,k=..").
-    Ties go to the smaller weight (the reranker alone when fusion does not help)."""
+    Ties go to the smaller weight (the reranker alone when fusion does not help). A choice on
+    the grid's largest weight means the best may lie beyond it: the grid grows (doubling the
+    largest weight, up to MAX_WEIGHT) until the choice is inside it."""
     from .metrics import evaluate_run
 
     name, cutoff = metric.split("@")
     table: dict[str, float] = {}
     best, best_value = Fusion(), -1.0
-    for k in KS:
-        for weight in WEIGHTS:
-            if weight == 0 and k != KS[0]:
-                continue  # weight 0 ignores k
-            fusion = Fusion(weight=weight, k=k)
-            run = {q: [head[i] for i in fusion.order(logits)] + rest for q, (head, logits, rest) in zip(queries, heads)}
-            value = evaluate_run(run, qrels, {name: int(cutoff)})["mean"][metric]
-            table[f"w={weight:g},k={k}"] = round(value, 4)
-            if value > best_value + 1e-9 or (abs(value - best_value) <= 1e-9 and weight < best.weight):
-                best, best_value = fusion, value
-    return best, table
+    weights = list(WEIGHTS)
+    tried: set[Fusion] = set()
+    while True:
+        for k in KS:
+            for weight in weights:
+                fusion = Fusion(weight=weight, k=k if weight else KS[0])  # weight 0 ignores k
+                if fusion in tried:
+                    continue
+                tried.add(fusion)
+                run = {q: [head[i] for i in fusion.order(logits)] + rest
+                       for q, (head, logits, rest) in zip(queries, heads)}
+                value = evaluate_run(run, qrels, {name: int(cutoff)})["mean"][metric]
+                table[f"w={weight:g},k={fusion.k}"] = round(value, 4)
+                if value > best_value + 1e-9 or (abs(value - best_value) <= 1e-9 and weight < best.weight):
+                    best, best_value = fusion, value
+        if best.weight < weights[-1] or weights[-1] >= MAX_WEIGHT:
+            return best, table
+        weights.append(min(MAX_WEIGHT, weights[-1] * 2))

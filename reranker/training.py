@@ -48,7 +48,8 @@ import numpy as np
 
 from .fusion import Fusion, ModelFusion, choose_fusion, save_fusion
 from .metrics import evaluate_run
-from .precision import autocast, resolve_precision
+from .precision import resolve_precision
+from .scorers import TorchScorer
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,8 @@ class TrainingSettings:
     rerank_top: int = 50           # held-out evaluation reranks this many first-stage candidates
     seed: int = 13
     max_steps: int = 0             # 0: no limit (epochs decide)
+    layers: int = 0                # keep the base's first N transformer layers (0: all); a CPU tier
+    freeze_embeddings: bool = False  # train without updating the token embeddings (faster steps on a CPU)
     device: str = "auto"
     precision: str = "auto"        # auto: bf16 autocast on CUDA and on CPUs with native bf16 (precision.py)
 
@@ -210,9 +213,10 @@ def is_cross_encoder(path: str) -> bool:
     return False
 
 
-def build_model(base: str, max_length: int, device: str):
+def build_model(base: str, max_length: int, device: str, layers: int = 0):
     """A CrossEncoder: an existing cross-encoder directory is fine-tuned as it is; any other
-    transformer gets mean pooling and a zero-initialised linear head (see the module docstring)."""
+    transformer gets mean pooling and a zero-initialised linear head (see the module docstring).
+    `layers` keeps only the first N transformer layers (a shallower, faster model)."""
     import torch
     from sentence_transformers import CrossEncoder
     from sentence_transformers.base.modules import Dense, Transformer
@@ -223,8 +227,10 @@ def build_model(base: str, max_length: int, device: str):
         model = CrossEncoder(path, device=device, max_length=max_length)
         if model.num_labels != 1:
             raise TrainingError(f"{base} has {model.num_labels} outputs; a reranker needs exactly one")
+        truncate_layers(model[0].auto_model, layers)
         return model
     transformer = Transformer(path, transformer_task="feature-extraction", max_seq_length=max_length)
+    truncate_layers(transformer.auto_model, layers)
     dim = transformer.get_embedding_dimension()
     pooling = Pooling(dim, "mean")
     head = Dense(dim, 1, activation_function=None, init_weight=torch.zeros(1, dim), init_bias=torch.zeros(1),
@@ -232,32 +238,48 @@ def build_model(base: str, max_length: int, device: str):
     return CrossEncoder(modules=[transformer, pooling, head], device=device)
 
 
+def truncate_layers(auto_model, layers: int) -> None:
+    """Keep the first `layers` layers of a BERT-like encoder (its config says so, so the saved
+    model loads with that many)."""
+    if not layers:
+        return
+    encoder = getattr(auto_model, "encoder", None)
+    stack = getattr(encoder, "layer", None)
+    if stack is None:
+        raise TrainingError(f"cannot cut {type(auto_model).__name__} to {layers} layers (no encoder.layer)")
+    if not 0 < layers <= len(stack):
+        raise TrainingError(f"layers must be between 1 and {len(stack)}, not {layers}")
+    encoder.layer = stack[:layers]
+    auto_model.config.num_hidden_layers = layers
+
+
 def head_parameters(model) -> set[int]:
     """ids of the parameters that get the head's learning rate: everything after the transformer."""
     return {id(p) for module in list(model)[1:] for p in module.parameters()}
 
 
-def score_pairs(model, pairs: Sequence[tuple[str, str]], batch_size: int = 64, precision: str = "auto") -> np.ndarray:
-    """Raw scores (logits) of (query, passage) pairs, at the precision the rerank worker uses on
-    this device (reranker/precision.py), so that held-out numbers are the worker's numbers."""
-    import torch
-
-    if not pairs:
-        return np.zeros(0, dtype=np.float32)
+def torch_scorer(model, precision: str = "auto", batch_size: int = 64) -> TorchScorer:
+    """The model scored the way the rerank worker's torch runtime scores it (reranker/scorers.py),
+    at the precision the worker uses on this device."""
     device = str(model.device)
-    with autocast(device, resolve_precision(device, precision)):
-        return np.asarray(model.predict(list(pairs), batch_size=batch_size, activation_fn=torch.nn.Identity(),
-                                        show_progress_bar=False), dtype=np.float32)
+    return TorchScorer(model, resolve_precision(device, precision), batch_size)
 
 
-def score_heads(model, queries: Sequence[JudgedQuery], documents: dict[str, str], top: int,
-                precision: str = "auto", mode: str | None = None,
-                cache: dict | None = None) -> list[tuple[list[str], np.ndarray, list[str]]]:
+def score_pairs(model, pairs: Sequence[tuple[str, str]], batch_size: int = 64, precision: str = "auto") -> np.ndarray:
+    """Raw scores (logits) of (query, passage) pairs by a torch CrossEncoder (see torch_scorer)."""
+    return torch_scorer(model, precision, batch_size).score_pairs(list(pairs))
+
+
+def score_heads(scorer, queries: Sequence[JudgedQuery], documents: dict[str, str], top: int,
+                mode: str | None = None, cache: dict | None = None,
+                progress: Callable | None = None) -> list[tuple[list[str], np.ndarray, list[str]]]:
     """For each query: (its top `top` documents in first-stage order, their logits, the rest);
-    `mode` picks `candidates_by_mode[mode]` instead of `candidates`. `cache` keeps logits of
-    pairs already scored (modes share most candidates)."""
+    `mode` picks `candidates_by_mode[mode]` instead of `candidates`. `scorer` has
+    `score_pairs(pairs)` (reranker/scorers.py); `cache` keeps logits of pairs already scored
+    (modes share most candidates); `progress(total)` returns a tqdm-like bar."""
     cache = {} if cache is None else cache
     heads = []
+    bar = progress(len(queries)) if progress else None
     for query in queries:
         if mode:
             ranking = query.candidates_by_mode[mode]
@@ -268,43 +290,126 @@ def score_heads(model, queries: Sequence[JudgedQuery], documents: dict[str, str]
         head, head_keys = ranking[:top], keys[:top]
         missing = list(dict.fromkeys(key for key in head_keys if (query.query, key) not in cache))
         if missing:
-            scores = score_pairs(model, [(query.query, documents[key]) for key in missing], precision=precision)
+            scores = scorer.score_pairs([(query.query, documents[key]) for key in missing])
             cache.update({(query.query, key): float(x) for key, x in zip(missing, scores)})
         logits = np.array([cache[(query.query, key)] for key in head_keys], dtype=np.float32)
         heads.append((head, logits, ranking[top:]))
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
     return heads
 
 
-def _calibrated(heads, queries: Sequence[JudgedQuery]) -> dict:
-    """First stage, reranker alone and the best fusion (fusion.py) of one set of heads."""
+FUSION_FOLDS = 5
+
+
+def _folds(queries: Sequence[JudgedQuery], folds: int, seed: int) -> list[int]:
+    """A seeded fold number per query (by its text, like split_queries)."""
+    order = sorted(range(len(queries)),
+                   key=lambda i: hashlib.sha256(f"fold:{seed}:{queries[i].query}".encode()).hexdigest())
+    fold = [0] * len(queries)
+    for place, i in enumerate(order):
+        fold[i] = place % folds
+    return fold
+
+
+def _calibrated(heads, queries: Sequence[JudgedQuery], seed: int = 0) -> dict:
+    """First stage, reranker alone and the fusion (fusion.py) of one set of heads.
+
+    The fusion the model keeps is chosen on all these queries; the figure reported for it
+    ("final", which also decides the install) is cross-validated: each of FUSION_FOLDS folds is
+    scored with the fusion chosen on the other folds, so the choice never grades itself."""
     qrels = {q.query: q.judged for q in queries}
     texts = [q.query for q in queries]
     first = evaluate_run({q: head + rest for q, (head, _, rest) in zip(texts, heads)}, qrels, HELDOUT_CUTOFFS)
     alone = evaluate_run({q: [head[i] for i in np.argsort(-logits, kind="stable")] + rest
                           for q, (head, logits, rest) in zip(texts, heads)}, qrels, HELDOUT_CUTOFFS)
     fusion, grid = choose_fusion(heads, qrels, texts)
-    fused = evaluate_run({q: [head[i] for i in fusion.order(logits)] + rest
-                          for q, (head, logits, rest) in zip(texts, heads)}, qrels, HELDOUT_CUTOFFS)
+    in_sample = evaluate_run({q: [head[i] for i in fusion.order(logits)] + rest
+                              for q, (head, logits, rest) in zip(texts, heads)}, qrels, HELDOUT_CUTOFFS)
+    folds = min(FUSION_FOLDS, len(queries))
+    if folds >= 2:
+        fold_of = _folds(queries, folds, seed)
+        run, chosen = {}, []
+        for fold in range(folds):
+            inside = [i for i in range(len(queries)) if fold_of[i] != fold]
+            fold_fusion, _ = choose_fusion([heads[i] for i in inside], qrels, [texts[i] for i in inside])
+            chosen.append(fold_fusion.to_dict())
+            for i in range(len(queries)):
+                if fold_of[i] == fold:
+                    head, logits, rest = heads[i]
+                    run[texts[i]] = [head[j] for j in fold_fusion.order(logits)] + rest
+        final = evaluate_run(run, qrels, HELDOUT_CUTOFFS)["mean"]
+    else:  # one query: nothing to cross-validate with
+        final, chosen = in_sample["mean"], []
     return {"first_stage": first["mean"], "reranked": alone["mean"], "fusion": fusion.to_dict(),
-            "fusion_grid": grid, "final": fused["mean"]}
+            "fusion_grid": grid, "final": final, "final_in_sample": in_sample["mean"], "fusion_folds": chosen}
 
 
-def heldout_metrics(model, queries: Sequence[JudgedQuery], documents: dict[str, str], top: int,
-                    precision: str = "auto", main_mode: str = "") -> dict:
+def heldout_metrics(scorer, queries: Sequence[JudgedQuery], documents: dict[str, str], top: int,
+                    main_mode: str = "", seed: int = 0, progress: Callable | None = None,
+                    cache: dict | None = None) -> dict:
     """On the held-out queries: first stage, reranker alone, and the fusion (fusion.py) chosen on
     them, for every mode whose candidates were mined (with the chunk passages the search sends)
     and otherwise for `candidates`. The top-level numbers ("final": what the search will do with
-    this model) are those of `main_mode` (the mined first stage) when it was mined per mode."""
-    cache: dict = {}
+    this model, cross-validated) are those of `main_mode` (the mined first stage) when it was
+    mined per mode. `scorer` has `score_pairs(pairs)` (reranker/scorers.py); `cache` receives
+    the logits of every (query, passage key) scored."""
+    cache = {} if cache is None else cache
     modes = sorted(set.intersection(*(set(q.candidates_by_mode) for q in queries))) if queries else []
-    by_mode = {mode: _calibrated(score_heads(model, queries, documents, top, precision, mode, cache), queries)
+    # The main mode first: with a progress bar, the other modes mostly hit the cache.
+    modes.sort(key=lambda mode: mode != main_mode)
+
+    def bar(desc):
+        return (lambda total: progress(total, desc)) if progress else None
+
+    by_mode = {mode: _calibrated(score_heads(scorer, queries, documents, top, mode, cache,
+                                             bar(f"held-out scoring ({mode})")), queries, seed)
                for mode in modes}
-    main = by_mode.get(main_mode) or _calibrated(score_heads(model, queries, documents, top, precision, cache=cache),
-                                                 queries)
+    main = by_mode.get(main_mode) or _calibrated(score_heads(scorer, queries, documents, top, cache=cache,
+                                                             progress=bar("held-out scoring")), queries, seed)
     fusion = ModelFusion(default=Fusion(**main["fusion"]),
-                         modes=tuple((mode, Fusion(**r["fusion"])) for mode, r in by_mode.items()))
+                         modes=tuple((mode, Fusion(**r["fusion"])) for mode, r in sorted(by_mode.items())))
     return {"queries": len(queries), "rerank_top": top, "mode": main_mode if main_mode in by_mode else "",
-            **main, "fusion": fusion.to_dict(), "modes": by_mode}
+            "runtime": f"{scorer.runtime} {scorer.precision}", **main, "fusion": fusion.to_dict(),
+            "modes": dict(sorted(by_mode.items()))}
+
+
+def int8_judgment(directory: str | Path, queries: Sequence[JudgedQuery], documents: dict[str, str], top: int,
+                  mode: str, fusion: ModelFusion, max_length: int, batch_size: int = 32, threads: int = 1,
+                  progress: Callable | None = None, float32_logits: dict | None = None) -> tuple[dict, list[str]]:
+    """Score `queries` with the model's float32 and int8 ONNX exports, compare nDCG@10 (with
+    the model's fusion for `mode`), and record in the export whether int8 may serve it
+    (onnx_export.record_int8_judgment). `float32_logits`: (query, passage key) -> logit already
+    scored by the float32 export (the held-out scoring), not scored again. Returns (the
+    judgment, model-card lines)."""
+    from .onnx_export import record_int8_judgment
+    from .scorers import OnnxScorer
+
+    scored_mode = mode if mode and all(mode in q.candidates_by_mode for q in queries) else None
+    chosen = fusion.for_mode(mode)
+    qrels = {q.query: q.judged for q in queries}
+
+    def ndcg(quantized: bool, desc: str):
+        scorer = OnnxScorer(directory, quantized, max_length, batch_size, threads)
+        cache = dict(float32_logits or {}) if not quantized else {}
+        heads = score_heads(scorer, queries, documents, top, scored_mode, cache,
+                            progress=(lambda total: progress(total, desc)) if progress else None)
+        run = {q.query: [head[i] for i in chosen.order(logits)] + rest for q, (head, logits, rest) in zip(queries, heads)}
+        return evaluate_run(run, qrels, {"ndcg": 10})["mean"]["ndcg@10"], heads
+
+    float32, heads32 = ndcg(False, "held-out scoring (float32, for the int8 check)")
+    int8, heads8 = ndcg(True, "held-out scoring (int8)")
+    judgment = record_int8_judgment(directory, float32, int8, len(queries))
+    agreement = float(np.mean([np.corrcoef(a[1], b[1])[0, 1] for a, b in zip(heads32, heads8) if len(a[1]) > 1]
+                              or [float("nan")]))
+    lines = ["## CPU runtime (ONNX Runtime)", "",
+             f"- {scored_mode or 'first-stage'} nDCG@10 on {len(queries)} held-out queries with the chosen fusion: "
+             f"float32 {float32:.4f}, int8 {int8:.4f}; mean per-query correlation of the logits {agreement:.4f}",
+             f"- CPU workers run it in {'int8' if judgment['allowed'] else 'float32'} (int8 only when within "
+             f"{judgment['tolerance']} of float32; recorded in `onnx/export.json`)", ""]
+    return judgment, lines
 
 
 # --------------------------------------------------------------------------- training
@@ -333,6 +438,9 @@ class TrainingResult:
     seconds: float
     device: str
     steps: int
+    runtime_card: list[str] = field(default_factory=list)  # model-card lines about the CPU runtime
+    # (query, passage key) -> logit of the held-out scoring (not saved): the int8 check reuses it.
+    heldout_logits: dict = field(default_factory=dict, repr=False)
 
     @property
     def beats_first_stage(self) -> bool:
@@ -343,8 +451,12 @@ class TrainingResult:
 
 
 def train(data: TrainingData, settings: TrainingSettings, progress: Callable | None = None,
-          log_every: int = 20, echo: Callable[[str], None] = print) -> TrainingResult:
-    """Fine-tune and evaluate on the held-out queries. `progress(total)` returns a tqdm-like bar."""
+          log_every: int = 20, echo: Callable[[str], None] = print,
+          heldout_scorer: Callable | None = None) -> TrainingResult:
+    """Fine-tune and evaluate on the held-out queries. `progress(total, desc="training")`
+    returns a tqdm-like bar. `heldout_scorer(model)` gives the scorer of the held-out queries
+    (default: torch, as the worker's torch runtime; train_reranker passes the ONNX Runtime
+    scorer the worker will use on a CPU), so that held-out numbers are the worker's numbers."""
     import torch
 
     device = pick_device(settings.device)
@@ -366,8 +478,11 @@ def train(data: TrainingData, settings: TrainingSettings, progress: Callable | N
         total_steps = min(total_steps, settings.max_steps)
     constant_loss = math.log(settings.negatives + 1)
 
-    model = build_model(settings.base, settings.max_length, device)
+    model = build_model(settings.base, settings.max_length, device, settings.layers)
     model.to(device).float()  # fp32 master weights (a base stored in fp16 would otherwise train in fp16)
+    if settings.freeze_embeddings:
+        for parameter in model[0].auto_model.embeddings.word_embeddings.parameters():
+            parameter.requires_grad = False
     head_ids = head_parameters(model)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW([
@@ -395,7 +510,7 @@ def train(data: TrainingData, settings: TrainingSettings, progress: Callable | N
          f"pseudo-queries), {len(heldout_queries)} held out; {groups_per_epoch} groups of 1+{settings.negatives} "
          f"per epoch, {total_steps} steps of {settings.groups_per_batch} groups; constant-predictor loss "
          f"{constant_loss:.3f}")
-    bar = progress(total_steps) if progress else None
+    bar = progress(total_steps, "training") if progress else None
     loss_log: list[dict] = []
     window: list[float] = []
     step = 0
@@ -435,9 +550,15 @@ def train(data: TrainingData, settings: TrainingSettings, progress: Callable | N
         bar.close()
     seconds = time.monotonic() - started
     model.eval()
-    heldout = heldout_metrics(model, heldout_queries, data.documents, settings.rerank_top,
-                              settings.precision, data.mode) if heldout_queries else {
-        "queries": 0, "rerank_top": settings.rerank_top, "first_stage": {}, "reranked": {}}
+    # The rerank worker truncates at the tokenizer's limit: make it the length trained on.
+    model.tokenizer.model_max_length = settings.max_length
+    heldout_logits: dict = {}
+    if heldout_queries:
+        scorer = heldout_scorer(model) if heldout_scorer else torch_scorer(model, settings.precision)
+        heldout = heldout_metrics(scorer, heldout_queries, data.documents, settings.rerank_top, data.mode,
+                                  settings.seed, progress, heldout_logits)
+    else:
+        heldout = {"queries": 0, "rerank_top": settings.rerank_top, "first_stage": {}, "reranked": {}}
     summary = {
         "judged_queries": len(data.queries), "train_queries": len(train_queries),
         "heldout_queries": len(heldout_queries), "pseudo_queries": len(data.pseudo_queries),
@@ -445,7 +566,8 @@ def train(data: TrainingData, settings: TrainingSettings, progress: Callable | N
         "first_stage": data.first_stage,
     }
     return TrainingResult(model=model, settings=settings, data_summary=summary, loss_log=loss_log,
-                          constant_loss=constant_loss, heldout=heldout, seconds=seconds, device=device, steps=step)
+                          constant_loss=constant_loss, heldout=heldout, seconds=seconds, device=device, steps=step,
+                          heldout_logits=heldout_logits)
 
 
 # --------------------------------------------------------------------------- saving
@@ -460,11 +582,15 @@ def fusion_lines(h: dict) -> list[str]:
     if not h.get("fusion"):
         return []
     lines = [f"- fused with the first stage (`fusion.json`: weight {h['fusion']['weight']:g}, k {h['fusion']['k']}, "
-             f"chosen on these queries): {_fmt(h['final'])}",
-             f"- fusion grid (nDCG@10): {', '.join(f'{key} {value:.4f}' for key, value in h['fusion_grid'].items())}"]
+             f"chosen on these queries), {FUSION_FOLDS}-fold cross-validated (each fold scored with the fusion "
+             f"chosen on the others): {_fmt(h['final'])}"]
+    if h.get("final_in_sample"):
+        lines.append(f"- the same fusion graded on the queries it was chosen on (optimistic): {_fmt(h['final_in_sample'])}")
+    lines.append(f"- fusion grid (nDCG@10): {', '.join(f'{key} {value:.4f}' for key, value in h['fusion_grid'].items())}")
     for mode, r in h.get("modes", {}).items():
         lines.append(f"- {mode} first stage: {_fmt(r['first_stage'])}; reranked alone: {_fmt(r['reranked'])}; "
-                     f"fused (weight {r['fusion']['weight']:g}, k {r['fusion']['k']}): {_fmt(r['final'])}")
+                     f"fused (weight {r['fusion']['weight']:g}, k {r['fusion']['k']}, cross-validated): "
+                     f"{_fmt(r['final'])}")
     return lines
 
 
@@ -494,12 +620,14 @@ def model_card(result: TrainingResult, name: str, installed: str) -> str:
         f"- versions: torch {torch.__version__}, sentence-transformers {sentence_transformers.__version__}, "
         f"Python {platform.python_version()}",
         "",
-        f"## Held-out queries ({h['queries']}, reranking the first stage's top {h['rerank_top']})",
+        f"## Held-out queries ({h['queries']}, reranking the first stage's top {h['rerank_top']}, "
+        f"scored by {h.get('runtime', 'torch')})",
         "",
         f"- first stage: {_fmt(h['first_stage'])}",
         f"- reranked:    {_fmt(h['reranked'])}",
         *fusion_lines(h),
         "",
+        *result.runtime_card,
         f"Installed: {installed}",
         "",
         "## Loss log",
@@ -512,11 +640,12 @@ def model_card(result: TrainingResult, name: str, installed: str) -> str:
     return "\n".join(lines)
 
 
-def save(result: TrainingResult, directory: str | Path, name: str, installed: str) -> Path:
+def save(result: TrainingResult, directory: str | Path, name: str, installed: str, weights: bool = True) -> Path:
+    """The model directory: weights (unless already saved there, e.g. for its ONNX export),
+    fusion.json, the model card and training.json."""
     directory = Path(directory)
-    # The rerank worker truncates at the tokenizer's limit: make it the length trained on.
-    result.model.tokenizer.model_max_length = result.settings.max_length
-    result.model.save(str(directory))
+    if weights:
+        result.model.save(str(directory))
     save_fusion(ModelFusion.from_dict(result.heldout["fusion"]) if result.heldout.get("fusion") else ModelFusion(),
                 directory)
     # Our card replaces the generic one sentence-transformers writes.
@@ -545,8 +674,8 @@ def calibrate(data: TrainingData, directory: str | Path, device: str = "auto") -
     _, heldout_queries = split_queries(data.queries, trained.heldout_fraction, trained.seed)
     model = CrossEncoder(str(directory), device=pick_device(device))
     model.eval()
-    heldout = heldout_metrics(model, heldout_queries, data.documents, trained.rerank_top, trained.precision,
-                              data.mode)
+    heldout = heldout_metrics(torch_scorer(model, trained.precision), heldout_queries, data.documents,
+                              trained.rerank_top, data.mode, trained.seed)
     save_fusion(ModelFusion.from_dict(heldout["fusion"]), directory)
     report["heldout"] = heldout
     (directory / "training.json").write_text(json.dumps(report, indent=2))
@@ -570,7 +699,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("output")
     parser.add_argument("--calibrate", action="store_true", help="OUTPUT is a trained model: choose its fusion only")
     for key, value in asdict(TrainingSettings()).items():
-        parser.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=value)
+        if isinstance(value, bool):
+            parser.add_argument(f"--{key.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=value)
+        else:
+            parser.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=value)
     args = vars(parser.parse_args(argv))
     data = TrainingData.from_json(args.pop("data"))
     output = args.pop("output")
@@ -583,7 +715,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     from tqdm import tqdm
 
-    result = train(data, TrainingSettings(**args), progress=lambda total: tqdm(total=total, desc="training"))
+    result = train(data, TrainingSettings(**args), progress=lambda total, desc: tqdm(total=total, desc=desc))
     save(result, output, Path(output).name, "no (trained from a data file)")
     print(json.dumps(result.heldout, indent=2))
     return 0 if result.beats_first_stage else 1

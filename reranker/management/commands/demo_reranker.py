@@ -6,16 +6,12 @@ Run by `make run` (the `demo` process of the Procfile) beside the web server and
 2. A reranker trained by an earlier start (var/rerankers/<slug>-reranker-*, installed then,
    e.g. before the database was reset) is installed again instead of training anew.
 3. Otherwise it waits until the embed workers have indexed the collection (progress bar), then
-   runs `train_reranker` with settings sized for the machine (`--recipe`): on CUDA the recipe of
-   docs/relevance.md (3,000 title pseudo-queries, 2 epochs, 256 tokens: about 2 minutes of
-   training on an H100; held-out hybrid nDCG@10 0.721 → 0.796 with fusion); on a CPU a short one
-   (bfloat16 where the CPU has it, 192 tokens, 1,000 pseudo-queries, 1 epoch: about 13 minutes
-   of training on 2 AMD EPYC cores, 16 with mining and the held-out check). In the `make run`
-   check of 2026-11-27 it was installed with held-out hybrid nDCG@10 0.7205 → 0.7388 (0.6805
-   alone: a weak model, useful through the fusion); at 128 tokens it had been refused
-   (0.7205 → 0.7121). `--recipe cuda` on a CPU trains the full recipe (hours on 2 cores).
-   `train_reranker` installs the model only if the search with it beats the first stage on
-   held-out queries; until then, and if it does not, the search says "not reranked: ...".
+   runs `train_reranker` with the recipe of the machine (`--recipe`): on CUDA the full
+   six-layer model; on a CPU a two-layer cut of the same base, short pairs and one pass over
+   the data, sized so that the whole `make run` installs it within minutes on 2 cores without
+   bfloat16 (measurements: docs/relevance.md). `train_reranker` installs the model only if the
+   search with it beats the first stage on held-out queries; until then, and if it does not,
+   the search says "not reranked: ...".
 
 The rerank worker loads the collection's model from the message of each request, so nothing
 needs restarting when it is installed.
@@ -33,12 +29,11 @@ from searchsite.progress import progress
 from indexer.models import Collection, Document
 from reranker.management.commands.train_reranker import models_dir
 
-# Training settings per device kind (train_reranker options).
+# Training settings per device kind (train_reranker options); chosen by measurement, see
+# docs/relevance.md.
 RECIPES = {
     "cuda": {"pseudo_queries": 3000, "epochs": 2, "batch_groups": 16, "max_length": 256},
-    # 192 tokens: at 128 the model sees too little of each chunk (refused in a make run check:
-    # held-out hybrid 0.7205 -> 0.7121); at 192, from the same kind of data, 0.721 -> 0.736.
-    "cpu": {"pseudo_queries": 1000, "epochs": 1, "batch_groups": 8, "max_length": 192},
+    "cpu": {"layers": 2, "pseudo_queries": 1000, "epochs": 1, "batch_groups": 8, "max_length": 192},
 }
 
 

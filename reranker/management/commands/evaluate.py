@@ -181,6 +181,7 @@ class Command(BaseCommand):
             "collection": collection.slug, "queries_file": options["queries"], "qrels_file": options["qrels"],
             "queries": len(qids), "cutoffs": cutoffs, "reranker_model": model_id, "reranker_device": report_device,
             "reranker_precision": scorer.model.precision if scorer else None,
+            "reranker_runtime": scorer.model.runtime if scorer else None,
             "fusion": scorer.model.fusion.to_dict() if scorer else None,
             "pair_scores_file": options["pair_scores"],
             "pairs_scored_here": scorer.scored_here if scorer else 0,
@@ -194,7 +195,7 @@ class Command(BaseCommand):
         self.stdout.write(self.table(results, cutoffs, len(qids)))
         if scorer is not None:
             fusions = {mode: scorer.model.fusion.for_mode(mode) for mode in results}
-            self.stdout.write(f"reranker {model_id} on {report_device}, {scorer.model.precision}; rerank = its "
+            self.stdout.write(f"reranker {model_id} on {report_device}, {scorer.model.runtime} {scorer.model.precision}; rerank = its "
                               "logits fused with the first stage as its fusion.json says (" + ", ".join(
                                   f"{mode}: weight {f.weight:g}, k {f.k}" for mode, f in fusions.items())
                               + "); 'logits' = its logits alone")

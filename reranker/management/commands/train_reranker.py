@@ -26,7 +26,10 @@ from searchsite.progress import progress
 from indexer.models import Collection, Document
 from reranker import runs
 from reranker.judgments import collection_qrels
-from reranker.training import (CHUNK_KEY, JudgedQuery, TrainingData, TrainingError, TrainingSettings, save, train)
+from reranker.onnx_export import ExportError, export
+from reranker.scorers import OnnxScorer, thread_count
+from reranker.training import (CHUNK_KEY, JudgedQuery, TrainingData, TrainingError, TrainingSettings, int8_judgment,
+                               pick_device, save, train)
 
 BODY = "body:"  # document keys of pseudo-query passages (text without its title)
 CHUNK = CHUNK_KEY  # passage keys of one chunk ("chunk:<external id>/<n>"), as the search sends it
@@ -42,7 +45,10 @@ def mine(collection: Collection, mode: str, depth: int, pseudo_queries: int, see
     documents: dict[str, str] = {}
     judged_queries = []
     try:
-        for qid, judged in progress(qrels.items(), desc="mining judged queries", unit="query"):
+        qids = list(qrels)
+        texts = runs.encoded_in_batches(collection, [queries[qid] for qid in qids])
+        for qid, _ in progress(zip(qids, texts), total=len(qids), desc="mining judged queries", unit="query"):
+            judged = qrels[qid]
             # Every mode's candidates: training uses `mode`'s, the held-out evaluation chooses a
             # fusion with the first stage per mode (reranker/fusion.py).
             by_mode, passages = {}, {}
@@ -64,8 +70,10 @@ def mine(collection: Collection, mode: str, depth: int, pseudo_queries: int, see
                           .values_list("external_id", "title", "text"))
             # A seeded, stable choice of documents.
             titled.sort(key=lambda row: hashlib.sha256(f"{seed}:{row[0]}".encode()).hexdigest())
-            for external_id, title, text in progress(titled[:pseudo_queries], desc="mining title pseudo-queries",
-                                                 unit="query"):
+            chosen = titled[:pseudo_queries]
+            titles = runs.encoded_in_batches(collection, [title for _, title, _ in chosen])
+            for (external_id, title, text), _ in progress(zip(chosen, titles), total=len(chosen),
+                                                          desc="mining title pseudo-queries", unit="query"):
                 hits = runs.first_stage_hits(collection, title, mode, depth)
                 best = {}
                 for hit in hits:
@@ -89,6 +97,38 @@ def mine(collection: Collection, mode: str, depth: int, pseudo_queries: int, see
                  f"({mode} first stage, {depth} chunks each); {len(documents)} passages")
     return TrainingData(queries=judged_queries, documents=documents, pseudo_queries=pseudo,
                         first_stage=f"{mode}, depth {depth} chunks, collection {collection.slug}", mode=mode)
+
+
+def cpu_runtime(device: str) -> bool:
+    """True when the held-out queries are scored as a CPU worker serves the model: through ONNX
+    Runtime (training on a CPU, RERANKER_RUNTIME not forcing torch)."""
+    return pick_device(device) == "cpu" and settings.RERANKER_RUNTIME != "torch"
+
+
+def onnx_scorer(model, directory: Path) -> OnnxScorer:
+    """Save the trained model into its directory, export it (reranker/onnx_export.py) and score
+    through ONNX Runtime, as a CPU rerank worker will."""
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save(str(directory))
+    export(directory)
+    return OnnxScorer(directory, False, model.max_seq_length, settings.RERANKER_BATCH_SIZE,
+                      thread_count(settings.RERANKER_THREADS))
+
+
+def judge_int8(result, directory: Path, data: TrainingData, stdout) -> list[str]:
+    """After training on a CPU: judge int8 on the held-out queries (reranker.training.judge_int8)."""
+    from reranker.fusion import ModelFusion
+    from reranker.training import split_queries
+
+    settings_ = result.settings
+    _, heldout = split_queries(data.queries, settings_.heldout_fraction, settings_.seed)
+    judgment, lines = int8_judgment(
+        directory, heldout, data.documents, settings_.rerank_top, data.mode,
+        ModelFusion.from_dict(result.heldout["fusion"]), result.model.max_seq_length, settings.RERANKER_BATCH_SIZE,
+        thread_count(settings.RERANKER_THREADS),
+        progress=lambda total, desc: progress(total=total, desc=desc, unit="query"), float32_logits=result.heldout_logits)
+    stdout.write(f"int8 check: {judgment['reason']}: {'int8' if judgment['allowed'] else 'float32'} on CPUs")
+    return lines
 
 
 def models_dir() -> Path:
@@ -126,6 +166,10 @@ class Command(BaseCommand):
         parser.add_argument("--precision", default=d.precision, choices=["auto", "float32", "bfloat16", "float16"],
                             help="auto: bfloat16 autocast on CUDA and on CPUs with native bfloat16, else float32")
         parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+        parser.add_argument("--layers", type=int, default=d.layers,
+                            help="keep the base's first N transformer layers (0: all; 2 gives a CPU-speed reranker)")
+        parser.add_argument("--freeze-embeddings", action="store_true",
+                            help="do not update the token embeddings (faster steps on a CPU)")
         parser.add_argument("--output", help="parent folder of the versioned model directory "
                                              "(default var/rerankers)")
         parser.add_argument("--no-install", action="store_true", help="never make it the collection's reranker")
@@ -156,6 +200,7 @@ class Command(BaseCommand):
             groups_per_batch=options["batch_groups"], lr_body=options["lr_body"], lr_head=options["lr_head"],
             heldout_fraction=options["heldout"], rerank_top=options["rerank_top"], seed=options["seed"],
             max_steps=options["max_steps"], device=options["device"], precision=options["precision"],
+            layers=options["layers"], freeze_embeddings=options["freeze_embeddings"],
         )
         depth = max(train_settings.negatives_from_top, train_settings.rerank_top) * 2
         if options["data"]:
@@ -170,14 +215,21 @@ class Command(BaseCommand):
             self.stdout.write(f"training data written to {options['save_data']}")
             return
 
-        try:
-            result = train(data, train_settings, progress=lambda total: progress(total=total, desc="training", unit="step"),
-                           echo=self.stdout.write)
-        except TrainingError as exc:
-            raise CommandError(str(exc)) from None
         name = f"{collection.slug}-reranker-{timezone.now():%Y%m%d-%H%M%S}"
         parent = Path(options["output"]) if options["output"] else models_dir()
         directory = parent / name
+        onnx = cpu_runtime(train_settings.device)
+        try:
+            result = train(data, train_settings, progress=lambda total, desc: progress(total=total, desc=desc, unit="step"
+                                                                                        if desc == "training" else "query"),
+                           echo=self.stdout.write,
+                           heldout_scorer=(lambda model: onnx_scorer(model, directory)) if onnx else None)
+        except TrainingError as exc:
+            raise CommandError(str(exc)) from None
+        except ExportError as exc:
+            raise CommandError(f"the model trained but its ONNX export failed: {exc}") from None
+        if onnx and result.heldout.get("queries"):
+            result.runtime_card = judge_int8(result, directory, data, self.stdout)
         h = result.heldout
         first, reranked = h["first_stage"].get("ndcg@10"), h["reranked"].get("ndcg@10")
         final = (h.get("final") or h["reranked"]).get("ndcg@10")
@@ -187,22 +239,31 @@ class Command(BaseCommand):
         if first is None:
             raise CommandError("no held-out query: cannot tell whether the model helps; not installed")
         self.stdout.write(f"held-out ({h['queries']} queries, top {h['rerank_top']}): nDCG@10 first stage "
-                          f"{first:.4f} → reranked {reranked:.4f} → fused with the first stage {final:.4f} "
+                          f"{first:.4f} → reranked {reranked:.4f} → fused with the first stage {final:.4f} (cross-validated) "
                           f"(fusion {h.get('fusion')})")
         if not result.beats_first_stage:
-            save(result, directory, name, "no: held-out nDCG@10 does not beat the first stage")
+            save(result, directory, name, "no: held-out nDCG@10 does not beat the first stage", weights=not onnx)
             raise CommandError(
                 f"NOT INSTALLED: reranking makes the held-out queries worse or no better (nDCG@10 {first:.4f} → "
                 f"{final:.4f}); the model is kept for inspection in {directory}. Try more data "
                 "(--pseudo-queries), more steps (--epochs) or a GPU.")
         installed = "no (--no-install)" if options["no_install"] else f"yes, as the reranker of {collection.slug}"
-        save(result, directory, name, installed)
+        save(result, directory, name, installed, weights=not onnx)
+        if not onnx:
+            self.export_for_cpu(directory)
         if not options["no_install"]:
             collection.reranker_model = str(directory)
             collection.save(update_fields=["reranker_model", "updated_at"])
             self.send_warm_up(directory)
         self.stdout.write(self.style.SUCCESS(f"saved {directory} (model card: {directory / 'README.md'}); "
                                              f"installed: {installed}"))
+
+    def export_for_cpu(self, directory: Path) -> None:
+        """Trained on a GPU: export for the CPU workers too (int8 stays unjudged, so they run float32)."""
+        try:
+            export(directory)
+        except ExportError as exc:
+            self.stdout.write(f"no ONNX export ({exc}); CPU workers will run it in torch")
 
     def send_warm_up(self, directory: Path) -> None:
         """Ask a rerank worker to load the new model now, not on the first search (which
@@ -228,10 +289,10 @@ class Command(BaseCommand):
             reranked = (report["heldout"].get("final") or report["heldout"]["reranked"])["ndcg@10"]
         except (OSError, ValueError, KeyError) as exc:
             raise CommandError(f"{directory} has no readable training.json with held-out nDCG@10: {exc}") from None
-        from reranker.cross_encoder import RerankerUnavailable, load_cross_encoder
+        from reranker.cross_encoder import RerankerUnavailable, load_reranker
 
         try:
-            load_cross_encoder(str(directory))
+            load_reranker(str(directory))
         except RerankerUnavailable as exc:
             raise CommandError(str(exc)) from None
         if not reranked > first:
