@@ -33,9 +33,9 @@ from functools import lru_cache
 log = logging.getLogger(__name__)
 
 LANGUAGES: dict[str, str] = {
-    "en": "English (stemming and stop words)",
-    "zh": "Chinese (jieba word segmentation)",
-    "none": "none (Elasticsearch's standard analyzer: no stemming, no stop words, Chinese by character)",
+    "en": "English: stemming and stop words",
+    "zh": "Chinese: jieba word segmentation",
+    "none": "no analysis: Elasticsearch's standard analyzer, no stemming or stop words, Chinese by character",
 }
 DEFAULT_LANGUAGE = "en"
 # Languages whose chunks carry `title_terms` / `text_terms` written by this module.
