@@ -3,6 +3,8 @@ any service: `pytest tests/test_analysis.py` runs with Elasticsearch and Redis d
 behaviour through the real Elasticsearch: tests/test_languages.py."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from indexer.analysis import (HIGHLIGHT_END, HIGHLIGHT_START, LANGUAGES, UnknownLanguage, analyze, check_language,
@@ -70,6 +72,26 @@ def test_highlight_picks_the_passage_with_the_query_words():
     assert highlight("Short text", {"zebra"}, "en") == "Short text"
     title = "A long title about horses " * 20
     assert len(marked(highlight(title, {"hors"}, "en", fragment_chars=None))) == 20
+
+
+PROSE = ("The patients' IL-6 levels rose 1.5-fold; 3,000 cells were dying, lying or tying. Studies of flies "
+         "and skies: generously, relational organisations re-studied happiness (p53, NF-κB, T_cells, x2). "
+         "It's don't won't O'Brien's studying restudied 5 15 51 1 1.5 a an the of 医学DNA naïve Ünïcode")
+
+
+@pytest.mark.parametrize("language", ["en", "none"])
+def test_highlight_finds_exactly_the_words_the_analysis_matches(language):
+    """Highlights look only at candidate words (a shortcut); they must mark exactly the words whose
+    index term is a query term, as analyzing every word would."""
+    from indexer.analysis import _matches, tokens
+
+    words = {m for m in re.findall(r"\S+", PROSE)} | {"study", "die", "lie", "tie", "fly", "sky", "is", "1", "5"}
+    # The last text lowercases to a longer string ("İ" is two characters then): every word is analyzed.
+    for text in (PROSE, PROSE + " İstanbul"):
+        for query in sorted(words):
+            terms = frozenset(query_terms(query, language))
+            every_word = [(t.start, t.end) for t in tokens(text, language) if set(t.forms) & terms]
+            assert [(start, end) for start, end, _ in _matches(text, terms, language)] == every_word, query
 
 
 def test_highlight_drops_mark_characters_found_in_the_text():
