@@ -105,15 +105,10 @@ def serving_model(collection: Collection) -> str:
     return live.model_id if live else collection.embedding_model
 
 
-def serving_language(collection: Collection) -> str:
-    """The keyword language of the index the alias serves now: queries are analyzed in it, so a
-    rebuild in another language does not change search until the alias swaps."""
-    live = live_build(collection.pk)
-    return live.language if live else collection.language
-
-
 def serving(collection: Collection) -> tuple[str, str]:
-    """(model, language) of the index the alias serves now, in one query."""
+    """(model, keyword language) of the index the alias serves now: queries are embedded with
+    that model and analyzed in that language, so a rebuild with another one changes nothing
+    until the alias swaps."""
     live = live_build(collection.pk)
     return (live.model_id, live.language) if live else (collection.embedding_model, collection.language)
 
