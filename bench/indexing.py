@@ -199,7 +199,7 @@ def recall(vectors, planned, queries: list[str], model_id: str, num_candidates: 
     results = {}
     for options in INDEX_OPTION_TYPES:
         index = f"{os.environ['ELASTICSEARCH_INDEX_PREFIX']}-recall-{options.replace('_', '-')}"
-        create_index(index, dims=vectors.shape[1], model_id=model_id, index_options=options)
+        create_index(index, dims=vectors.shape[1], model_id=model_id, index_options=options, language="none")
         started = time.perf_counter()
         helpers.bulk(es, ({"_index": index, "_id": str(i), "_source": {
             "document_id": p.document.pk, "chunk": p.chunk.number, "text": p.chunk.text,

@@ -41,7 +41,7 @@ def status_count_column(status: Document.Status):
 
 @admin.register(Collection)
 class CollectionAdmin(admin.ModelAdmin):
-    list_display = ("name", "slug", "visibility", "total_documents",
+    list_display = ("name", "slug", "visibility", "language", "total_documents",
                     *(f"count_{s.value}" for s in STATUSES))
     search_fields = ("name", "slug")
     prepopulated_fields = {"slug": ("name",)}

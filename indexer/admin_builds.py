@@ -1,5 +1,6 @@
 """Admin of index builds (indexer/builds.py): progress that refreshes itself, the rebuild page,
-a "Rebuild index" action on collections, and the rebuild offer when a collection's model changes.
+a "Rebuild index" action on collections, and the rebuild offer when a collection's model or
+keyword language changes.
 
 Registered from indexer/admin.py (which owns the Collection and Document admin).
 """
@@ -12,7 +13,9 @@ from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
+from django.utils.http import urlencode
 
+from .analysis import LANGUAGES
 from .builds import BuildInProgress, live_build, start_build
 from .index import INDEX_OPTION_TYPES
 from .models import Collection, IndexBuild
@@ -21,9 +24,10 @@ from .models import Collection, IndexBuild
 REFRESH_SECONDS = 3
 
 
-def rebuild_url(collection_id: int, model_id: str | None = None) -> str:
+def rebuild_url(collection_id: int, model_id: str | None = None, language: str | None = None) -> str:
     url = reverse("admin:indexer_indexbuild_rebuild", args=[collection_id])
-    return url + (f"?model={model_id}" if model_id else "")
+    query = {key: value for key, value in (("model", model_id), ("language", language)) if value}
+    return url + (f"?{urlencode(query)}" if query else "")
 
 
 def format_seconds(seconds: float | None) -> str:
@@ -37,6 +41,10 @@ class RebuildForm(forms.Form):
     model_id = forms.CharField(label="Embedding model", max_length=300,
                                help_text="A sentence-transformers id or a local directory.")
     index_options = forms.ChoiceField(label="Index options", choices=[(t, t) for t in INDEX_OPTION_TYPES])
+    # Not required: a form posted without it (a script, an older page) builds in the collection's
+    # language; a value outside the list is still an error.
+    language = forms.ChoiceField(label="Keyword language", choices=list(LANGUAGES.items()), required=False,
+                                 help_text="Analysis of the keyword (BM25) stage in the new index.")
 
     def clean_model_id(self):
         from .management.commands.rebuild_index import check_model_id
@@ -52,11 +60,11 @@ class RebuildForm(forms.Form):
 
 @admin.register(IndexBuild)
 class IndexBuildAdmin(admin.ModelAdmin):
-    list_display = ("index_name", "collection", "status", "model_id", "index_options", "progress",
+    list_display = ("index_name", "collection", "status", "model_id", "language", "index_options", "progress",
                     "failed_documents", "done_chunks", "rate", "eta", "created_at")
     list_filter = ("status", "collection")
     list_select_related = ("collection",)
-    readonly_fields = ("collection", "index_name", "status", "error", "model_id", "dims", "index_options",
+    readonly_fields = ("collection", "index_name", "status", "error", "model_id", "language", "dims", "index_options",
                        "progress", "failed_documents", "done_chunks", "rate", "eta", "elapsed", "check_rounds",
                        "requested_by", "index_deleted", "created_at", "progress_at", "finished_at")
     fields = readonly_fields
@@ -118,12 +126,14 @@ class IndexBuildAdmin(admin.ModelAdmin):
             raise PermissionDenied
         live = live_build(collection.pk)
         initial = {"model_id": request.GET.get("model") or collection.embedding_model,
-                   "index_options": collection.index_options}
+                   "index_options": collection.index_options,
+                   "language": request.GET.get("language") or collection.language}
         form = RebuildForm(request.POST or None, initial=initial)
         if request.method == "POST" and form.is_valid():
             try:
                 build = start_build(collection, model_id=form.cleaned_data["model_id"],
                                     index_options=form.cleaned_data["index_options"],
+                                    language=form.cleaned_data["language"] or None,
                                     requested_by=request.user.get_username())
             except BuildInProgress as exc:
                 self.message_user(request, f"{collection} already has a build in progress.", messages.ERROR)
@@ -145,19 +155,34 @@ def start_rebuilds(model_admin, request, collections) -> None:
             model_admin.message_user(request, f"{collection}: a build is already in progress.", messages.WARNING)
             continue
         model_admin.message_user(request, format_html(
-            '{}: rebuilding into <a href="{}">{}</a> with {}.', collection,
+            '{}: rebuilding into <a href="{}">{}</a> with {}, language {}.', collection,
             reverse("admin:indexer_indexbuild_change", args=[build.pk]), build.index_name, build.model_id,
+            build.language,
         ), messages.SUCCESS)
 
 
+def build_differences(build: IndexBuild, collection: Collection) -> tuple[str, str]:
+    """("model X, language none", "model Y, language en"): what the live index serves and what
+    the collection is set to, naming only what differs; ("", "") when nothing does."""
+    serving, configured = [], []
+    if build.model_id != collection.embedding_model:
+        serving.append(build.model_id)
+        configured.append(collection.embedding_model)
+    if build.language != collection.language:
+        serving.append(f"language {build.language}")
+        configured.append(f"language {collection.language}")
+    return ", ".join(serving), ", ".join(configured)
+
+
 def collections_with_changed_model() -> list[dict]:
-    """Collections whose configured model is not the one their live index was built with."""
+    """Collections whose configured model or language is not what their live index was built with."""
     changed = []
     for build in IndexBuild.objects.filter(status=IndexBuild.Status.LIVE).select_related("collection"):
-        if build.model_id != build.collection.embedding_model:
-            changed.append({"collection": build.collection, "serving": build.model_id,
-                            "configured": build.collection.embedding_model,
-                            "url": rebuild_url(build.collection.pk, build.collection.embedding_model)})
+        serving, configured = build_differences(build, build.collection)
+        if serving:
+            changed.append({"collection": build.collection, "serving": serving, "configured": configured,
+                            "url": rebuild_url(build.collection.pk, build.collection.embedding_model,
+                                               build.collection.language)})
     return changed
 
 
@@ -168,18 +193,20 @@ def rebuild_index_action(model_admin, request, queryset):
 
 def add_rebuild_to_collection_admin(collection_admin_class) -> None:
     """Give the collection admin a "Rebuild index" action and, when a save changed the embedding
-    model, a message offering the rebuild (the live index keeps serving the old model until then:
-    vectors of two models cannot be mixed in one index)."""
+    model or the keyword language, a message offering the rebuild (the live index keeps serving the
+    old model and language until then: vectors of two models, or terms of two analyses, cannot be
+    mixed in one index)."""
     collection_admin_class.actions = (*(collection_admin_class.actions or ()), rebuild_index_action)
     response_change = collection_admin_class.response_change
 
     def response_change_offering_rebuild(self, request, obj):
         live = live_build(obj.pk)
-        if live is not None and live.model_id != obj.embedding_model:
+        serving, configured = build_differences(live, obj) if live is not None else ("", "")
+        if serving:
             self.message_user(request, format_html(
                 'The index of {} still serves {}. <a href="{}">Rebuild it with {}</a> (no downtime: '
                 "the current index answers searches until the new one is ready).",
-                obj, live.model_id, rebuild_url(obj.pk, obj.embedding_model), obj.embedding_model,
+                obj, serving, rebuild_url(obj.pk, obj.embedding_model, obj.language), configured,
             ), messages.WARNING)
         return response_change(self, request, obj)
 

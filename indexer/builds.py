@@ -7,8 +7,11 @@
     after_batch()      (worker, after each batch) refreshes the progress counters and, when no
                        document is left to do, moves the build to `finalizing` exactly once
     finalize_build()   (worker) refresh, check the counts against the database, swap the alias
-                       atomically, record the model on the collection, delete old indices
-                       beyond `keep_old_indices`
+                       atomically, record the model and language on the collection, delete old
+                       indices beyond `keep_old_indices`
+
+A build fixes the embedding model, the index options and the keyword language
+(indexer/analysis.py) of its index; changing any of them on a collection takes a rebuild.
 
 While a build runs the alias keeps serving the previous index; document statuses follow the
 new index (so `indexed` counts the progress of the build), and edits made meanwhile are written
@@ -24,6 +27,7 @@ from django.db.models import Count, Q, Sum
 from django.utils import timezone
 from elasticsearch import ApiError, NotFoundError
 
+from .analysis import check_language
 from .es import get_client
 from .index import INDEX_OPTION_TYPES, alias_name, create_index, indices_behind, new_index_name, point_alias
 from .models import Collection, Document, IndexBuild
@@ -56,17 +60,20 @@ def indexable_documents(collection_id: int):
 
 
 def start_build(collection: Collection, model_id: str | None = None, index_options: str | None = None,
-                requested_by: str = "") -> IndexBuild:
-    """Record a build and hand it to the workers; raises BuildInProgress if one runs already."""
+                requested_by: str = "", language: str | None = None) -> IndexBuild:
+    """Record a build and hand it to the workers; raises BuildInProgress if one runs already
+    (UnknownLanguage, a ValueError, for a bad language)."""
     model_id = (model_id or collection.embedding_model).strip()
     index_options = index_options or collection.index_options
+    language = check_language(language or collection.language)
     if index_options not in INDEX_OPTION_TYPES:
         raise ValueError(f"index_options must be one of {INDEX_OPTION_TYPES}, not {index_options!r}")
     try:
         with transaction.atomic():
             build = IndexBuild.objects.create(
                 collection=collection, index_name=new_index_name(collection.slug), model_id=model_id,
-                index_options=index_options, status=IndexBuild.Status.BUILDING, requested_by=requested_by,
+                language=language, index_options=index_options, status=IndexBuild.Status.BUILDING,
+                requested_by=requested_by,
                 total_documents=indexable_documents(collection.pk).count(), progress_at=timezone.now(),
             )
             indexable_documents(collection.pk).update(
@@ -98,6 +105,14 @@ def serving_model(collection: Collection) -> str:
     return live.model_id if live else collection.embedding_model
 
 
+def serving(collection: Collection) -> tuple[str, str]:
+    """(model, keyword language) of the index the alias serves now: queries are embedded with
+    that model and analyzed in that language, so a rebuild with another one changes nothing
+    until the alias swaps."""
+    live = live_build(collection.pk)
+    return (live.model_id, live.language) if live else (collection.embedding_model, collection.language)
+
+
 def prepare_build(build_id: int) -> dict:
     """(worker) Create the build's index and queue its documents."""
     from .dispatch import queue_for_indexing
@@ -110,7 +125,8 @@ def prepare_build(build_id: int) -> dict:
     dims = embedding_dimension(model)
     client = get_client()
     if not client.indices.exists(index=build.index_name):  # a redelivered message finds it there
-        create_index(build.index_name, dims=dims, model_id=build.model_id, index_options=build.index_options)
+        create_index(build.index_name, dims=dims, model_id=build.model_id, index_options=build.index_options,
+                     language=build.language)
     # No periodic refresh while building: fewer, larger segments; finalize refreshes once.
     client.indices.put_settings(index=build.index_name, settings={"index": {"refresh_interval": "-1"}})
     IndexBuild.objects.filter(pk=build.pk).update(dims=dims)
@@ -141,17 +157,21 @@ def ensure_live_build(collection: Collection) -> IndexBuild:
             return IndexBuild.objects.create(
                 collection=collection, index_name=index, status=IndexBuild.Status.LIVE,
                 model_id=meta.get("embedding_model", collection.embedding_model), dims=meta.get("dims"),
+                # An index from before languages has no `language` in its _meta: standard analyzer only.
+                language=meta.get("language", "none"),
                 index_options=meta.get("index_options", collection.index_options),
                 requested_by="adopted existing alias", finished_at=timezone.now(),
             )
         model = load_embedding_model(collection.embedding_model)
         dims = embedding_dimension(model)
         index = new_index_name(collection.slug)
-        create_index(index, dims=dims, model_id=collection.embedding_model, index_options=collection.index_options)
+        create_index(index, dims=dims, model_id=collection.embedding_model, index_options=collection.index_options,
+                     language=collection.language)
         point_alias(alias, index)
         return IndexBuild.objects.create(
             collection=collection, index_name=index, status=IndexBuild.Status.LIVE,
             model_id=collection.embedding_model, dims=dims, index_options=collection.index_options,
+            language=collection.language,
             requested_by="first document", finished_at=timezone.now(),
         )
 
@@ -295,9 +315,10 @@ def finalize_build(build_id: int) -> dict:
         IndexBuild.objects.filter(collection_id=build.collection_id, status=IndexBuild.Status.LIVE).update(
             status=IndexBuild.Status.RETIRED, finished_at=timezone.now()
         )
-        # The collection now serves this model (queryset update: no model signals, no re-index).
+        # The collection now serves this model and language (queryset update: no model signals,
+        # no re-index).
         Collection.objects.filter(pk=build.collection_id).update(
-            embedding_model=build.model_id, index_options=build.index_options
+            embedding_model=build.model_id, index_options=build.index_options, language=build.language
         )
     # Clean up before saying `live`, so that whoever waits for the build sees the final state.
     # Meanwhile writes go to this build only (it is still in progress, and no other is live).

@@ -11,6 +11,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.utils import timezone
 
+from .analysis import ANALYZED, check_language
 from .es import get_client
 
 INDEX_OPTION_TYPES = ("hnsw", "int8_hnsw", "bbq_hnsw")
@@ -24,12 +25,34 @@ def new_index_name(collection_slug: str) -> str:
     return f"{alias_name(collection_slug)}-{timezone.now().strftime('%Y%m%d%H%M%S%f')}"
 
 
-def chunk_mapping(dims: int, index_options: str) -> dict:
+# Terms written by indexer/analysis.py, space-separated: the `whitespace` analyzer (in every
+# Elasticsearch distribution) only splits them. Term frequencies are all BM25 needs (no phrase
+# queries, highlights are computed in Python), and the values stay out of `_source`.
+TERMS_SIMILARITY = "terms_bm25"
+TERMS_FIELD = {"type": "text", "analyzer": "whitespace", "index_options": "freqs", "similarity": TERMS_SIMILARITY}
+TERMS_FIELDS = ("title_terms", "text_terms")
+# BM25 of the terms fields: k1 0.9, b 0.4 (Anserini's defaults) beat Elasticsearch's 1.2 / 0.75
+# on SciFact train and dev alike (bench/keyword_analysis.py, docs/keyword-search.md). The
+# `title`/`text` fields of language `none` keep Elasticsearch's defaults, as before languages.
+TERMS_BM25 = {"type": "BM25", "k1": 0.9, "b": 0.4}
+
+
+def index_settings(shards: int = 1, replicas: int = 0) -> dict:
+    return {"number_of_shards": shards, "number_of_replicas": replicas,
+            "similarity": {TERMS_SIMILARITY: dict(TERMS_BM25)}}
+
+
+def chunk_mapping(dims: int, index_options: str, language: str = "none") -> dict:
     """Mapping of one chunk document. Vectors are L2-normalised at encode time, so
-    `dot_product` gives cosine similarity without the per-query normalisation cost."""
+    `dot_product` gives cosine similarity without the per-query normalisation cost.
+
+    `title` and `text` keep the standard analyzer in every language: they are what language
+    `none` searches, and an index of another language still answers a query of `none` (the
+    moment between an alias swap and the database saying so, ad-hoc queries)."""
     if index_options not in INDEX_OPTION_TYPES:
         raise ValueError(f"index_options must be one of {INDEX_OPTION_TYPES}, not {index_options!r}")
-    return {
+    check_language(language)
+    mapping = {
         "dynamic": "strict",
         "properties": {
             "collection": {"type": "keyword"},
@@ -52,18 +75,20 @@ def chunk_mapping(dims: int, index_options: str) -> dict:
             },
         },
     }
+    if language in ANALYZED:
+        mapping["properties"].update({field: dict(TERMS_FIELD) for field in TERMS_FIELDS})
+        mapping["_source"] = {"excludes": list(TERMS_FIELDS)}
+    return mapping
 
 
-def create_index(index: str, *, dims: int, model_id: str, index_options: str, shards: int = 1,
-                 replicas: int = 0) -> None:
-    """Create a build index; the model is recorded in the index metadata (`_meta`)."""
-    mapping = chunk_mapping(dims, index_options)
-    mapping["_meta"] = {"embedding_model": model_id, "dims": dims, "index_options": index_options}
-    get_client().indices.create(
-        index=index,
-        mappings=mapping,
-        settings={"number_of_shards": shards, "number_of_replicas": replicas},
-    )
+def create_index(index: str, *, dims: int, model_id: str, index_options: str, language: str,
+                 shards: int = 1, replicas: int = 0) -> None:
+    """Create a build index; the model and the language are recorded in the index metadata
+    (`_meta`)."""
+    mapping = chunk_mapping(dims, index_options, language)
+    mapping["_meta"] = {"embedding_model": model_id, "dims": dims, "index_options": index_options,
+                        "language": language}
+    get_client().indices.create(index=index, mappings=mapping, settings=index_settings(shards, replicas))
 
 
 def indices_behind(alias: str) -> list[str]:

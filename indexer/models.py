@@ -18,6 +18,8 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils.text import slugify
 
+from .analysis import DEFAULT_LANGUAGE, LANGUAGES
+
 TITLE_MAX_LENGTH = 500
 EXTERNAL_ID_MAX_LENGTH = 255
 
@@ -39,6 +41,13 @@ class Collection(models.Model):
     embedding_model = models.CharField(
         max_length=300, default=settings.EMBEDDING_MODEL,
         help_text="A sentence-transformers model id or local directory used to embed chunks and queries.",
+    )
+    # Part of an index build like the model: the live index keeps its language until a rebuild
+    # (indexer/builds.py); searches analyze the query in the language of the live index.
+    language = models.CharField(
+        max_length=10, choices=list(LANGUAGES.items()), default=DEFAULT_LANGUAGE,
+        help_text="Analysis of the keyword (BM25) stage: stemming and stop words for English, word "
+                  "segmentation for Chinese, or none. Changing it takes a rebuild of the index.",
     )
     chunk_size = models.PositiveIntegerField(
         default=256, validators=[MinValueValidator(16), MaxValueValidator(8192)],
@@ -153,6 +162,8 @@ class IndexBuild(models.Model):
     collection = models.ForeignKey(Collection, on_delete=models.CASCADE, related_name="builds")
     index_name = models.CharField(max_length=255, unique=True)
     model_id = models.CharField(max_length=300)
+    language = models.CharField(max_length=10, choices=list(LANGUAGES.items()),
+                                help_text="Keyword analysis the index was built with (indexer/analysis.py).")
     dims = models.PositiveIntegerField(null=True, blank=True)
     index_options = models.CharField(max_length=20)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.BUILDING, db_index=True)

@@ -6,7 +6,8 @@
 2. for every *target* index of the collection (the live index behind the alias and, during a
    rebuild, the index being built; each with its own model) chunk the documents with that
    model's tokenizer, sort the chunks by length (less padding), encode them in batches with
-   normalised output, and bulk-write them with deterministic `_id`s (re-indexing overwrites,
+   normalised output, analyze title and text for the keyword stage in that index's language
+   (indexer/analysis.py), and bulk-write them with deterministic `_id`s (re-indexing overwrites,
    never duplicates), deleting the chunks a shrunken document no longer has;
 3. update the statuses of the whole batch in one transaction.
 
@@ -26,6 +27,7 @@ from django.db import transaction
 from django.utils import timezone
 from elasticsearch import ApiError, NotFoundError, helpers
 
+from .analysis import ANALYZED, index_terms
 from .chunking import Chunk, chunk_id, chunk_text, load_tokenizer, model_max_tokens
 from .embedding import load_embedding_model
 from .es import get_client
@@ -57,11 +59,13 @@ class IndexMissing(IndexingError):
 
 @dataclass(frozen=True)
 class Target:
-    """An index the collection's documents are written to, with the model of its vectors."""
+    """An index the collection's documents are written to, with the model of its vectors and
+    the language of its keyword terms."""
 
     index: str
     model_id: str
     build_id: int
+    language: str
 
 
 @dataclass
@@ -147,11 +151,11 @@ def write_targets(collection: Collection, build_id: int | None = None) -> list[T
     if building is not None and building.dims is None:
         building = None  # its index does not exist yet; prepare_build re-queues every document
     if build_id is not None and building is not None and building.pk == build_id:
-        return [Target(building.index_name, building.model_id, building.pk)]
+        return [Target(building.index_name, building.model_id, building.pk, building.language)]
     live = IndexBuild.objects.filter(collection=collection, status=IndexBuild.Status.LIVE).first()
     if live is None and building is None:
         live = ensure_live_build(collection)
-    targets = [Target(b.index_name, b.model_id, b.pk) for b in (live, building) if b is not None]
+    targets = [Target(b.index_name, b.model_id, b.pk, b.language) for b in (live, building) if b is not None]
     return targets
 
 
@@ -214,9 +218,12 @@ def _is_missing_delete(error: dict) -> bool:
     return "delete" in error and error["delete"].get("status") == 404
 
 
-def chunk_source(item: PlannedChunk, vector: np.ndarray) -> dict:
+def chunk_source(item: PlannedChunk, vector: np.ndarray, language: str = "none",
+                 title_terms: dict[int, str] | None = None) -> dict:
+    """The chunk as Elasticsearch stores it; with an analyzed language, its keyword terms too
+    (`title_terms` caches each document's title terms across its chunks)."""
     document, chunk = item.document, item.chunk
-    return {
+    source = {
         "collection": document.collection.slug,
         "document_id": document.pk,
         "external_id": document.external_id,
@@ -229,6 +236,13 @@ def chunk_source(item: PlannedChunk, vector: np.ndarray) -> dict:
         "metadata": document.metadata or {},
         "embedding": vector.tolist(),
     }
+    if language in ANALYZED:
+        cache = title_terms if title_terms is not None else {}
+        if document.pk not in cache:
+            cache[document.pk] = index_terms(document.title, language)
+        source["title_terms"] = cache[document.pk]
+        source["text_terms"] = index_terms(chunk.text, language)
+    return source
 
 
 def write_to_target(target: Target, collection: Collection, documents: list[Document],
@@ -246,20 +260,23 @@ def write_to_target(target: Target, collection: Collection, documents: list[Docu
     counts = {d.pk: 0 for d in documents}
     for item in planned:
         counts[item.document.pk] += 1
+    titles: dict[int, str] = {}
     actions = [
         {"_op_type": "index", "_index": target.index,
          "_id": chunk_id(collection.slug, item.document.external_id, item.chunk.number),
-         "_source": chunk_source(item, vector)}
+         "_source": chunk_source(item, vector, target.language, titles)}
         for item, vector in zip(planned, vectors)
     ]
+    analyzed_at = time.perf_counter()
     stale = stale_chunk_ids(
         target.index, {f"{collection.slug}/{d.external_id}": counts[d.pk] for d in documents}
     )
     actions += [{"_op_type": "delete", "_index": target.index, "_id": i} for i in stale]
     bulk_write(actions)
-    log.info("%s: %d documents, %d chunks (%d stale deleted): chunking %.2fs, encoding %.2fs, writing %.2fs",
-             target.index, len(documents), len(planned), len(stale), planned_at - started,
-             encoded_at - planned_at, time.perf_counter() - encoded_at)
+    log.info("%s: %d documents, %d chunks (%d stale deleted): chunking %.2fs, encoding %.2fs, "
+             "analysis (%s) %.2fs, writing %.2fs", target.index, len(documents), len(planned), len(stale),
+             planned_at - started, encoded_at - planned_at, target.language, analyzed_at - encoded_at,
+             time.perf_counter() - analyzed_at)
     return counts
 
 

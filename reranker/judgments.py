@@ -27,8 +27,12 @@ class JudgmentFileError(ValueError):
     """A queries or qrels file that cannot be read as a whole; nothing was imported."""
 
 
-def read_queries(path: str | Path) -> dict[str, str]:
-    """{query id: text} from a BEIR queries.jsonl."""
+def read_queries(path: str | Path, too_long: dict[str, int] | None = None) -> dict[str, str]:
+    """{query id: text} from a BEIR queries.jsonl.
+
+    A query longer than QUERY_MAX_LENGTH (what the search accepts) is an error; given a
+    `too_long` dict, it is left out and recorded there instead ({query id: length}): standard IR
+    collections hold a few such queries, and the caller reports them."""
     path = Path(path)
     queries: dict[str, str] = {}
     try:
@@ -45,10 +49,13 @@ def read_queries(path: str | Path) -> dict[str, str]:
             raise JudgmentFileError(f"{path}:{number}: not a query object with _id and text ({exc})") from None
         if not text:
             raise JudgmentFileError(f"{path}:{number}: query {qid!r} has empty text")
-        if len(text) > QUERY_MAX_LENGTH:
-            raise JudgmentFileError(f"{path}:{number}: query {qid!r} is longer than {QUERY_MAX_LENGTH} characters")
-        if qid in queries:
+        if qid in queries or (too_long is not None and qid in too_long):
             raise JudgmentFileError(f"{path}:{number}: duplicate query id {qid!r}")
+        if len(text) > QUERY_MAX_LENGTH:
+            if too_long is None:
+                raise JudgmentFileError(f"{path}:{number}: query {qid!r} is longer than {QUERY_MAX_LENGTH} characters")
+            too_long[qid] = len(text)
+            continue
         queries[qid] = text
     return queries
 

@@ -1,7 +1,9 @@
 """First stage of search: candidate chunks from Elasticsearch. The one module that queries it.
 
     semantic  kNN on `embedding` (the query embedded with the model that built the index)
-    keyword   BM25 `multi_match` over `title` and `text`
+    keyword   BM25 `multi_match` over the title and text terms the index holds in its language
+              (indexer/analysis.py: `title_terms`/`text_terms` for en and zh, the query
+              analyzed the same way; `title`/`text` with the standard analyzer for none)
     hybrid    both, fused here by reciprocal rank fusion (the test distribution of Elasticsearch
               has no RRF retriever): score = sum over the two lists of 1 / (SEARCH_RRF_K + rank)
 
@@ -11,9 +13,15 @@ they pre-filter the HNSW search. Hits are never dropped afterwards: that would l
 break pagination. Ties are broken by document id and chunk number, so the same query gives the
 same order every time.
 
-Every hit carries a highlighter fragment marked with HIGHLIGHT_START/HIGHLIGHT_END (characters
-from Unicode's private use area); `highlight_html` escapes the text and turns the marks into
-<mark> tags, so no markup from a document ever reaches a page.
+Every hit carries a fragment of its text and its title marked with HIGHLIGHT_START/HIGHLIGHT_END
+(characters from Unicode's private use area), computed here in Python with the analysis of its
+collection's language (indexer/analysis.py highlight: the surface words whose terms are the
+query's, never a stop word), for kNN hits too; `highlight_html` escapes the text and turns the
+marks into <mark> tags, so no markup from a document ever reaches a page.
+
+A collection is searched in the language of its live index (indexer.builds.serving), so a rebuild
+in another language changes nothing until the alias swaps. Collections of different languages
+searched together get one BM25 clause per language, each filtered to its collections.
 """
 from __future__ import annotations
 
@@ -28,15 +36,14 @@ from django.db.models import Q
 from django.utils.html import escape
 from elasticsearch import ApiError, TransportError
 
-from indexer.builds import serving_model
+from indexer.analysis import ANALYZED, HIGHLIGHT_END, HIGHLIGHT_START, highlight, query_terms
+from indexer.builds import serving
 from indexer.es import get_client
 from indexer.index import alias_name
 from indexer.models import Collection
 
 MODES = ("semantic", "keyword", "hybrid")
 SOURCE_FIELDS = ["collection", "document_id", "external_id", "title", "text", "chunk", "start", "end", "metadata"]
-HIGHLIGHT_START, HIGHLIGHT_END = "\ue000", "\ue001"
-SNIPPET_CHARS = 300
 # Same order for equal scores on every request (stable pagination); document ids are unique
 # across collections.
 TIE_BREAK = [{"_score": "desc"}, {"document_id": "asc"}, {"chunk": "asc"}]
@@ -61,8 +68,8 @@ class Hit:
     end: int
     metadata: dict
     score: float  # first-stage score: ES score (semantic, keyword) or RRF score (hybrid)
-    fragment: str  # highlighter fragment of `text`, with HIGHLIGHT_START/END marks
-    title_fragment: str  # the title, marked the same way
+    fragment: str = ""  # the best passage of `text`, with HIGHLIGHT_START/END marks (add_highlights)
+    title_fragment: str = ""  # the title, marked the same way
     semantic_rank: int | None = None
     keyword_rank: int | None = None
     first_stage_rank: int = 0  # 1-based position in the first stage's list
@@ -181,53 +188,74 @@ def es_filters(collection_slugs: list[str], metadata: dict[str, list[str]]) -> l
     return filters
 
 
-def text_query(query: str) -> dict:
-    return {"multi_match": {"query": query, "fields": ["title", "text"], "type": "best_fields", "tie_breaker": 0.3}}
+def text_query(query: str, language: str) -> dict | None:
+    """The BM25 clause of one language; None when the query has no term in it (only stop words,
+    say: like Elasticsearch's own language analyzers, such a query matches nothing)."""
+    if language in ANALYZED:
+        terms = query_terms(query, language)
+        if not terms:
+            return None
+        # The fields' `whitespace` analyzer splits the terms exactly as indexer/analysis.py wrote them.
+        query, fields = " ".join(terms), ["title_terms", "text_terms"]
+    else:
+        fields = ["title", "text"]
+    return {"multi_match": {"query": query, "fields": fields, "type": "best_fields", "tie_breaker": 0.3}}
 
 
-def highlight(query: str) -> dict:
-    """One fragment of the chunk text around the query terms (or its start when none match),
-    and the whole title; `highlight_query` makes this work for kNN hits too."""
+def keyword_query(query: str, languages: dict[str, str]) -> dict | None:
+    """BM25 over collections {slug: language}: one clause when they share a language, else one
+    per language restricted to its collections (a term of one analysis means nothing in
+    another's fields). None when no language leaves a term."""
+    by_language: dict[str, list[str]] = {}
+    for slug, language in languages.items():
+        by_language.setdefault(language, []).append(slug)
+    clauses = [(sorted(slugs), text_query(query, language)) for language, slugs in sorted(by_language.items())]
+    clauses = [(slugs, clause) for slugs, clause in clauses if clause is not None]
+    if not clauses:
+        return None
+    if len(by_language) == 1:
+        return clauses[0][1]
+    return {"bool": {"should": [{"bool": {"must": [clause], "filter": [{"terms": {"collection": slugs}}]}}
+                                for slugs, clause in clauses], "minimum_should_match": 1}}
+
+
+def keyword_body(query: str, filters: list[dict], depth: int, match: dict | None = None) -> dict:
+    """`match`: the clause of keyword_query; without it, the query of language `none`."""
+    match = match or text_query(query, "none")
     return {
-        "pre_tags": [HIGHLIGHT_START],
-        "post_tags": [HIGHLIGHT_END],
-        "highlight_query": text_query(query),
-        "require_field_match": False,
-        "fields": {
-            "text": {"fragment_size": SNIPPET_CHARS, "number_of_fragments": 1, "no_match_size": SNIPPET_CHARS},
-            "title": {"number_of_fragments": 0},
-        },
-    }
-
-
-def keyword_body(query: str, filters: list[dict], depth: int) -> dict:
-    return {
-        "query": {"bool": {"must": [text_query(query)], "filter": filters}},
+        "query": {"bool": {"must": [match], "filter": filters}},
         "size": depth, "sort": TIE_BREAK, "track_scores": True, "track_total_hits": False,
-        "_source": SOURCE_FIELDS, "highlight": highlight(query),
+        "_source": SOURCE_FIELDS,
     }
 
 
 def semantic_body(query: str, vector: list[float], filters: list[dict], depth: int) -> dict:
+    """(`query` is unused: highlights are computed after the search, add_highlights.)"""
     return {
         "knn": {"field": "embedding", "query_vector": vector, "k": depth,
                 "num_candidates": max(settings.SEARCH_NUM_CANDIDATES, depth), "filter": filters},
         "size": depth, "sort": TIE_BREAK, "track_scores": True, "track_total_hits": False,
-        "_source": SOURCE_FIELDS, "highlight": highlight(query),
+        "_source": SOURCE_FIELDS,
     }
 
 
 def to_hit(raw: dict) -> Hit:
     source = raw["_source"]
-    marks = raw.get("highlight", {})
     return Hit(
         id=raw["_id"], collection=source["collection"], document_id=source["document_id"],
         external_id=source["external_id"], title=source.get("title", ""), text=source.get("text", ""),
         chunk=source["chunk"], start=source["start"], end=source["end"], metadata=source.get("metadata") or {},
         score=float(raw["_score"]),
-        fragment=(marks.get("text") or [source.get("text", "")[:SNIPPET_CHARS]])[0],
-        title_fragment=(marks.get("title") or [source.get("title", "")])[0],
     )
+
+
+def add_highlights(hits: list[Hit], query: str, languages: dict[str, str]) -> None:
+    """Mark the query's words in each hit's title and best passage, in its collection's language."""
+    terms = {language: frozenset(query_terms(query, language)) for language in set(languages.values())}
+    for hit in hits:
+        language = languages[hit.collection]
+        hit.fragment = highlight(hit.text, terms[language], language)
+        hit.title_fragment = highlight(hit.title, terms[language], language, fragment_chars=None)
 
 
 def run_msearch(searches: list[tuple[list[str], dict]]) -> list[list[Hit]]:
@@ -257,9 +285,6 @@ def fuse(semantic: list[Hit], keyword: list[Hit], rrf_k: int, depth: int) -> lis
             kept = fused.setdefault(hit.id, hit)
             if kept is hit:
                 kept.score = 0.0
-            elif rank_field == "keyword_rank":
-                kept.fragment = hit.fragment  # BM25's fragment is centred on the matched terms
-                kept.title_fragment = hit.title_fragment
             setattr(kept, rank_field, rank)
             kept.score += 1.0 / (rrf_k + rank)
     best_rank = lambda h: min(r for r in (h.semantic_rank, h.keyword_rank) if r is not None)  # noqa: E731
@@ -280,14 +305,18 @@ def first_stage(query: str, mode: str, collections: list[Collection], metadata: 
     slugs = [c.slug for c in collections]
     filters = es_filters(slugs, metadata)
     searches: list[tuple[list[str], dict]] = []
+    # What the alias of each collection serves now: its vectors' model and its terms' language.
+    models, languages = {}, {}
+    for collection in collections:
+        models[collection.slug], languages[collection.slug] = serving(collection)
 
     if mode in ("semantic", "hybrid"):
         # Each index holds vectors of one model: the query is embedded once per model, and
         # collections built with different models are searched separately (vectors of
         # different models and sizes cannot be compared).
         by_model: dict[str, list[str]] = {}
-        for collection in collections:
-            by_model.setdefault(serving_model(collection), []).append(collection.slug)
+        for slug in slugs:
+            by_model.setdefault(models[slug], []).append(slug)
         started = time.perf_counter()
         cached = []
         for model_id, model_slugs in sorted(by_model.items()):
@@ -298,15 +327,16 @@ def first_stage(query: str, mode: str, collections: list[Collection], metadata: 
         stage.embed_ms = (time.perf_counter() - started) * 1000
         stage.vector_cached = all(cached)
         stage.models = sorted(by_model)
-    if mode in ("keyword", "hybrid"):
-        searches.append(([alias_name(s) for s in slugs], keyword_body(query, filters, depth)))
+    match = keyword_query(query, languages) if mode in ("keyword", "hybrid") else None
+    if match is not None:
+        searches.append(([alias_name(s) for s in slugs], keyword_body(query, filters, depth, match)))
 
     started = time.perf_counter()
-    lists = run_msearch(searches)
+    lists = run_msearch(searches) if searches else []
     stage.es_ms = (time.perf_counter() - started) * 1000
 
     if mode == "keyword":
-        hits = lists[0]
+        hits = lists[0] if lists else []  # none when the query is only stop words
         for rank, hit in enumerate(hits, start=1):
             hit.keyword_rank = rank
     else:
@@ -315,9 +345,11 @@ def first_stage(query: str, mode: str, collections: list[Collection], metadata: 
                           key=lambda h: (-h.score, h.document_id, h.chunk))[:depth]
         for rank, hit in enumerate(semantic, start=1):
             hit.semantic_rank = rank
-        hits = semantic if mode == "semantic" else fuse(semantic, lists[-1], settings.SEARCH_RRF_K, depth)
+        keyword = lists[-1] if match is not None else []
+        hits = semantic if mode == "semantic" else fuse(semantic, keyword, settings.SEARCH_RRF_K, depth)
     for rank, hit in enumerate(hits, start=1):
         hit.first_stage_rank = rank
+    add_highlights(hits, query, languages)
     stage.hits = hits
     return stage
 

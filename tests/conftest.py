@@ -17,7 +17,10 @@ def services(*args: str) -> None:
     subprocess.run([sys.executable, str(ROOT / "scripts" / "services.py"), *args], check=True)
 
 
-def pytest_sessionstart(session):
+def pytest_collection_finish(session):
+    """The services must be up, unless every selected test is marked `no_services`."""
+    if session.items and all(item.get_closest_marker("no_services") for item in session.items):
+        return
     from indexer.es import get_client
 
     problems = []

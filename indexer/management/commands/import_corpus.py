@@ -1,4 +1,4 @@
-"""python manage.py import_corpus <collection-slug> <path> [--create] [--format beir|jsonl|csv|files]
+"""python manage.py import_corpus <collection-slug> <path> [--create [--language en|zh|none]] [--format beir|jsonl|csv|files]
 
 Upserts documents by external id (indexer/importing.py), prints a summary and the number of
 chunks the changed documents make at the collection's chunk settings, and exits non-zero when
@@ -13,6 +13,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.db import OperationalError, transaction
 
+from indexer.analysis import LANGUAGES, UnknownLanguage, check_language
 from indexer.importing import (FORMATS, ImportBusy, ImportOptions, collection_chunker, detect_format,
                                import_sources, is_lock_timeout, sources_from_path)
 from indexer.models import Collection, Document
@@ -32,6 +33,9 @@ class Command(BaseCommand):
         parser.add_argument("--create", action="store_true",
                             help="create the collection (with default settings) if it does not exist")
         parser.add_argument("--name", help="name of a collection created with --create (default: the slug)")
+        parser.add_argument("--language", help="keyword language of a collection created with --create: "
+                                               f"{', '.join(LANGUAGES)} (default en); an existing collection "
+                                               "must already have it (change it with rebuild_index --language)")
         parser.add_argument("--format", choices=FORMATS, help="default: detected from the path")
         parser.add_argument("--id-column", help="JSONL field / CSV column of the external id (default _id or id)")
         parser.add_argument("--title-column", help="JSONL field / CSV column of the title (default title)")
@@ -43,9 +47,14 @@ class Command(BaseCommand):
                             help="skip counting the chunks of the changed documents (it loads the tokenizer)")
 
     def handle(self, *args, slug, path, create, name, format, id_column, title_column, text_column,
-               encoding, max_bytes, no_chunk_count, verbosity, **options):
+               encoding, max_bytes, no_chunk_count, verbosity, language=None, **options):
         started = time.monotonic()
         path = path.expanduser()
+        if language is not None:
+            try:
+                check_language(language)
+            except UnknownLanguage as exc:
+                raise CommandError(f"{exc} (nothing was imported)") from None
         try:
             fmt = format or detect_format(path)
             sources = sources_from_path(path, fmt)
@@ -57,11 +66,17 @@ class Command(BaseCommand):
             if not create:
                 raise CommandError(f"no collection with slug {slug!r}; pass --create to create it")
             collection = Collection(name=name or slug, slug=slug)
+            if language is not None:
+                collection.language = language
             try:
                 collection.full_clean()
             except ValidationError as exc:
                 raise CommandError(f"cannot create collection {slug!r}: {'; '.join(exc.messages)}") from None
             # Created only together with its documents: an import that crashes leaves nothing.
+        elif language is not None and language != collection.language:
+            # Quietly importing into another language than asked would leave a surprise for later.
+            raise CommandError(f"collection {slug!r} exists with language {collection.language!r}, not {language!r}; "
+                               f"change it with `rebuild_index {slug} --language {language}` (nothing was imported)")
         options = ImportOptions(id_column, title_column, text_column, encoding, max_bytes)
 
         self.stdout.write(f"Importing {path} ({fmt}, {len(sources)} file(s)) into collection {slug!r}")

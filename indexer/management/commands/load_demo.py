@@ -14,6 +14,8 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
+from indexer.models import Collection
+
 DEMO_SLUG = "scifact"
 
 
@@ -31,8 +33,15 @@ class Command(BaseCommand):
                 f"No demo data set at {path} (set DEMO_DATASET to a BEIR folder); skipping the demo collection."))
             return
         self.stdout.write(f"Demo collection {DEMO_SLUG!r} from {path}:")
+        # English analysis for a new demo collection; one created before languages existed keeps
+        # what its index serves (`none`) until `rebuild_index scifact --language en`.
+        existing = Collection.objects.filter(slug=DEMO_SLUG).values_list("language", flat=True).first()
         call_command("import_corpus", DEMO_SLUG, str(path), create=True, name="SciFact", format="beir",
-                     verbosity=verbosity, stdout=self.stdout, stderr=self.stderr)
+                     language=existing or "en", verbosity=verbosity, stdout=self.stdout, stderr=self.stderr)
+        if existing == "none":
+            self.stdout.write(f"Collection {DEMO_SLUG!r} searches keywords without stemming or stop words (language "
+                              f"none, from before languages existed); `manage.py rebuild_index {DEMO_SLUG} --language en` "
+                              "switches it to English analysis without downtime.")
         qrels = path / "qrels" / "train.tsv"
         if (path / "queries.jsonl").is_file() and qrels.is_file():
             self.stdout.write(f"Judgments for {DEMO_SLUG!r} from {qrels}:")

@@ -1,6 +1,6 @@
 """Rebuild a collection's index without downtime, through the `embed` workers.
 
-    python manage.py rebuild_index <collection-slug> [--model ID] [--index-options int8_hnsw]
+    python manage.py rebuild_index <collection-slug> [--model ID] [--index-options int8_hnsw] [--language en]
 
 The alias keeps serving the previous index until the new one is complete and checked; then it
 swaps atomically. Needs a running `embed` worker (`make run` starts one).
@@ -12,6 +12,7 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 from searchsite.progress import progress
 
+from indexer.analysis import UnknownLanguage, check_language
 from indexer.builds import BuildInProgress, start_build
 from indexer.embedding import resolve_model_path
 from indexer.index import INDEX_OPTION_TYPES
@@ -36,23 +37,32 @@ class Command(BaseCommand):
         parser.add_argument("--model", help="embedding model id or directory (default: the collection's)")
         parser.add_argument("--index-options", choices=INDEX_OPTION_TYPES,
                             help="HNSW vector storage (default: the collection's)")
+        parser.add_argument("--language", help="keyword language of the new index: en, zh or none (default: the "
+                                                 "collection's); the collection records it when the alias swaps")
         parser.add_argument("--no-wait", action="store_true", help="start the build and return")
         parser.add_argument("--poll", type=float, default=1.0, help="seconds between progress updates")
 
-    def handle(self, *args, collection, model=None, index_options=None, no_wait=False, poll=1.0, **options):
+    def handle(self, *args, collection, model=None, index_options=None, language=None, no_wait=False, poll=1.0,
+               **options):
         try:
             coll = Collection.objects.get(slug=collection)
         except Collection.DoesNotExist:
             raise CommandError(f"no collection with slug {collection!r}") from None
+        if language is not None:
+            try:
+                check_language(language)
+            except UnknownLanguage as exc:
+                raise CommandError(str(exc)) from None
         if model:
             check_model_id(model)
         try:
-            build = start_build(coll, model_id=model, index_options=index_options, requested_by="rebuild_index")
+            build = start_build(coll, model_id=model, index_options=index_options, language=language,
+                                requested_by="rebuild_index")
         except BuildInProgress as exc:
             raise CommandError(f"{collection}: a build is already in progress ({exc.build}); "
                                "wait for it or see it in the admin") from None
         self.stdout.write(f"build {build.index_name}: {build.total_documents} documents, model "
-                          f"{build.model_id}, {build.index_options}")
+                          f"{build.model_id}, {build.index_options}, language {build.language}")
         if no_wait:
             return
         with progress(total=build.total_documents, unit="doc", desc=collection) as bar:

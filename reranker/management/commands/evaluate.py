@@ -7,6 +7,9 @@ Each query goes through the project's first stage (reranker/runs.py → searchsi
 with --rerank, the top N of each mode are rescored by the collection's cross-encoder (the
 model the rerank worker would load) for each N of --rerank-top. Prints a table, writes
 metrics.json and ndcg.png into --output.
+
+Judged queries longer than QUERY_MAX_LENGTH (the search refuses them) are skipped, counted and
+named in the table and in metrics.json (`skipped_queries`).
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from indexer.models import Collection
 from reranker import runs
 from reranker.judgments import JudgmentFileError, collection_qrels, read_qrels, read_queries
 from reranker.metrics import evaluate_run
+from reranker.models import QUERY_MAX_LENGTH
 
 
 def int_list(text: str) -> list[int]:
@@ -101,12 +105,18 @@ class Command(BaseCommand):
         if k < 1 or recall_k < 1:
             raise CommandError("--k and --recall-k must be positive")
         tops = int_list(options["rerank_top"]) if options["rerank"] else []
-        queries, qrels = self.load_judgments(collection, options["queries"], options["qrels"])
+        queries, qrels, too_long = self.load_judgments(collection, options["queries"], options["qrels"])
         qids = [q for q in qrels if any(g > 0 for g in qrels[q].values())]
+        skipped = [q for q in qids if q in too_long]
+        qids = [q for q in qids if q not in too_long]
         if options["limit"]:
             qids = qids[: options["limit"]]
+        if skipped:
+            self.stderr.write(f"skipping {len(skipped)} judged queries longer than {QUERY_MAX_LENGTH} characters: "
+                              + ", ".join(skipped[:10]) + (" ..." if len(skipped) > 10 else ""))
         if not qids:
-            raise CommandError("no judged query with a relevant document to evaluate")
+            raise CommandError("no judged query with a relevant document to evaluate"
+                               + (f" ({len(skipped)} skipped as too long)" if skipped else ""))
         qrels = {q: qrels[q] for q in qids}
 
         scorer, model_id = None, None
@@ -128,7 +138,7 @@ class Command(BaseCommand):
         cutoffs = {"ndcg": k, "recall": recall_k, "mrr": k}
         # Chunks asked from the first stage: enough for recall@k over documents (a document may
         # have several chunks in the list) and for the largest rerank head.
-        depth = options["depth"] or max(2 * recall_k, *tops)
+        depth = options["depth"] or max([2 * recall_k, *tops])
         results: dict[str, dict] = {}
         from searchsite.search import SearchBackendError
 
@@ -165,7 +175,7 @@ class Command(BaseCommand):
 
         if options["export_pairs"]:
             write_pairs(options["export_pairs"], list(exported))
-            self.stdout.write(self.table(results, cutoffs, len(qids)))
+            self.stdout.write(self.table(results, cutoffs, len(qids), skipped))
             self.stdout.write(f"{len(exported)} (query, passage) pairs written to {options['export_pairs']}")
             return
         rerank_latency = self.measure_rerank_latency(collection, scorer, queries, qids, tops,
@@ -179,7 +189,9 @@ class Command(BaseCommand):
         output.mkdir(parents=True, exist_ok=True)
         report = {
             "collection": collection.slug, "queries_file": options["queries"], "qrels_file": options["qrels"],
-            "queries": len(qids), "cutoffs": cutoffs, "reranker_model": model_id, "reranker_device": report_device,
+            "queries": len(qids),
+            "skipped_queries": {"longer_than": QUERY_MAX_LENGTH, "count": len(skipped), "ids": skipped},
+            "cutoffs": cutoffs, "reranker_model": model_id, "reranker_device": report_device,
             "reranker_precision": scorer.model.precision if scorer else None,
             "reranker_runtime": scorer.model.runtime if scorer else None,
             "fusion": scorer.model.fusion.to_dict() if scorer else None,
@@ -192,7 +204,7 @@ class Command(BaseCommand):
             "per_query": {mode: {run: r["per_query"] for run, r in by_run.items()} for mode, by_run in results.items()},
         }
         (output / "metrics.json").write_text(json.dumps(report, indent=2))
-        self.stdout.write(self.table(results, cutoffs, len(qids)))
+        self.stdout.write(self.table(results, cutoffs, len(qids), skipped))
         if scorer is not None:
             fusions = {mode: scorer.model.fusion.for_mode(mode) for mode in results}
             self.stdout.write(f"reranker {model_id} on {report_device}, {scorer.model.runtime} {scorer.model.precision}; rerank = its "
@@ -206,21 +218,23 @@ class Command(BaseCommand):
         self.stdout.write(f"written: {output / 'metrics.json'}, {output / 'ndcg.png'}")
 
     def load_judgments(self, collection, queries_path, qrels_path):
+        """(queries, qrels, {id: length} of the queries too long to search)."""
         if bool(queries_path) != bool(qrels_path):
             raise CommandError("give both --queries and --qrels, or neither (the collection's judgments)")
         if not queries_path:
             queries, qrels = collection_qrels(collection)
             if not qrels:
                 raise CommandError(f"collection {collection.slug!r} has no judgments; import some or give files")
-            return queries, qrels
+            return queries, qrels, {}
+        too_long: dict[str, int] = {}
         try:
-            queries, qrels = read_queries(queries_path), read_qrels(qrels_path)
+            queries, qrels = read_queries(queries_path, too_long=too_long), read_qrels(qrels_path)
         except JudgmentFileError as exc:
             raise CommandError(str(exc)) from None
-        missing = sorted(set(qrels) - set(queries))
+        missing = sorted(set(qrels) - set(queries) - set(too_long))
         if missing:
             raise CommandError(f"{len(missing)} qrels query ids are not in {queries_path}, e.g. {missing[:5]}")
-        return queries, qrels
+        return queries, qrels, too_long
 
     def measure_rerank_latency(self, collection, scorer, queries, qids, tops, sample=20) -> dict:
         """Seconds to score one query's top N hybrid chunks from scratch, averaged over a sample."""
@@ -234,9 +248,13 @@ class Command(BaseCommand):
         return latency
 
     @staticmethod
-    def table(results: dict, cutoffs: dict, n: int) -> str:
+    def table(results: dict, cutoffs: dict, n: int, skipped: list[str] = ()) -> str:
         names = [f"{name}@{k}" for name, k in cutoffs.items()]
-        lines = [f"{n} queries", f"{'mode':<10} {'run':<16} " + " ".join(f"{name:>10}" for name in names)]
+        heading = f"{n} queries"
+        if skipped:
+            heading += (f" ({len(skipped)} skipped: longer than {QUERY_MAX_LENGTH} characters, "
+                        + ", ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else "") + ")")
+        lines = [heading, f"{'mode':<10} {'run':<16} " + " ".join(f"{name:>10}" for name in names)]
         for mode, by_run in results.items():
             for run, r in by_run.items():
                 lines.append(f"{mode:<10} {run:<16} " + " ".join(f"{r['mean'][name]:>10.4f}" for name in names))

@@ -2,6 +2,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from indexer.models import Collection
 from reranker.judgments import JudgmentFileError, import_judgments, read_qrels, read_queries
+from reranker.models import QUERY_MAX_LENGTH
 
 
 class Command(BaseCommand):
@@ -18,13 +19,21 @@ class Command(BaseCommand):
             collection = Collection.objects.get(slug=options["collection"])
         except Collection.DoesNotExist:
             raise CommandError(f"no collection with slug {options['collection']!r}") from None
+        too_long: dict[str, int] = {}
         try:
-            queries = read_queries(options["queries"])
+            queries = read_queries(options["queries"], too_long=too_long)
             qrels = read_qrels(options["qrels"])
         except JudgmentFileError as exc:
             raise CommandError(f"{exc} (nothing imported)") from None
+        # Queries the search would refuse (longer than QUERY_MAX_LENGTH) are left out with their
+        # judgments, and said so; the rest is imported.
+        skipped_lines = sum(len(qrels.pop(qid)) for qid in list(qrels) if qid in too_long)
         report = import_judgments(collection, queries, qrels)
         self.stdout.write(f"{collection.slug}: {report.summary()}")
+        if too_long:
+            self.stdout.write(self.style.WARNING(
+                f"skipped {len(too_long)} queries longer than {QUERY_MAX_LENGTH} characters "
+                f"(e.g. {', '.join(sorted(too_long)[:5])}) and their {skipped_lines} qrels lines"))
         if report.skipped_lines:
             examples = sorted(report.unknown_documents)[:5] or sorted(report.unknown_queries)[:5]
             raise CommandError(f"{report.skipped_lines} qrels lines were not imported, e.g. {examples}; "
