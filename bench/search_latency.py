@@ -76,26 +76,31 @@ def direct(query: str, collection, mode: str, candidates: int) -> dict:
     """The same components in this process: encode, Elasticsearch, CrossEncoder.predict."""
     from django.conf import settings
 
-    from indexer.builds import serving_model
+    from indexer.builds import serving
     from indexer.es import get_client
     from indexer.index import alias_name
     from reranker.cross_encoder import configured_model, score_pairs
-    from searchsite.search import encode_queries, es_filters, keyword_body, semantic_body, to_hit
+    from searchsite.search import (add_highlights, encode_queries, es_filters, keyword_body, keyword_query,
+                                   semantic_body, to_hit)
 
     timings = {}
     started = time.perf_counter()
+    model_id, language = serving(collection)
+    languages = {collection.slug: language}
     filters = es_filters([collection.slug], {})
     if mode == "semantic":
-        vector = encode_queries([query], serving_model(collection))[0]
+        vector = encode_queries([query], model_id)[0]
         timings["embed"] = (time.perf_counter() - started) * 1000
         body = semantic_body(query, vector, filters, settings.SEARCH_DEPTH)
     else:
         timings["embed"] = 0.0
-        body = keyword_body(query, filters, settings.SEARCH_DEPTH)
+        body = keyword_body(query, filters, settings.SEARCH_DEPTH, keyword_query(query, languages))
     t = time.perf_counter()
     raw = get_client().search(index=alias_name(collection.slug), **body)["hits"]["hits"]
+    hits = [to_hit(h) for h in raw]
+    add_highlights(hits, query, languages)  # the API's snippets are part of its first stage
     timings["elasticsearch"] = (time.perf_counter() - t) * 1000
-    hits = [to_hit(h) for h in raw][:candidates]
+    hits = hits[:candidates]
     t = time.perf_counter()
     score_pairs(configured_model(collection.reranker_model), query,
                 [f"{h.title}\n{h.text}" if h.title else h.text for h in hits])

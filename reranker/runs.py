@@ -26,7 +26,7 @@ def first_stage_hits(collection: Collection, query: str, mode: str, depth: int) 
     """The first stage's chunks for `query` in one collection (searchsite.search.Hit), best first."""
     from searchsite.search import first_stage
 
-    return first_stage(query, mode, [collection], depth=depth).hits
+    return first_stage(query, mode, [collection], depth=depth, highlights=False).hits
 
 
 def encoded_in_batches(collection: Collection, texts: list[str], block: int = 256):

@@ -293,8 +293,9 @@ def fuse(semantic: list[Hit], keyword: list[Hit], rrf_k: int, depth: int) -> lis
 
 
 def first_stage(query: str, mode: str, collections: list[Collection], metadata: dict[str, list[str]] | None = None,
-                depth: int | None = None) -> FirstStage:
-    """Ranked candidate chunks for `query` from `collections` (already access-checked)."""
+                depth: int | None = None, highlights: bool = True) -> FirstStage:
+    """Ranked candidate chunks for `query` from `collections` (already access-checked);
+    `highlights=False` skips the snippets (mining and evaluation read no snippet)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}")
     depth = depth or settings.SEARCH_DEPTH
@@ -349,7 +350,8 @@ def first_stage(query: str, mode: str, collections: list[Collection], metadata: 
         hits = semantic if mode == "semantic" else fuse(semantic, keyword, settings.SEARCH_RRF_K, depth)
     for rank, hit in enumerate(hits, start=1):
         hit.first_stage_rank = rank
-    add_highlights(hits, query, languages)
+    if highlights:
+        add_highlights(hits, query, languages)
     stage.hits = hits
     return stage
 

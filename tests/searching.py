@@ -54,9 +54,10 @@ def search_settings(settings_fixture, model: str) -> None:
     settings_fixture.RERANK_QUEUE = SEARCH_RERANK_QUEUE
     settings_fixture.RERANKER_MODEL = model
     settings_fixture.RERANK_TIMEOUT = 60.0  # a shared 2-core machine: generous unless a test says otherwise
-    # Depth by speed (reranker/speed.py) would vary with the machine's load: a target this
-    # large sends RERANK_TOP_N unless a test says otherwise.
-    settings_fixture.RERANK_TARGET_SECONDS = 60.0
+    # Depth by speed (reranker/speed.py) would vary with the machine's load (and is unknown
+    # until the worker's warm-up has measured it): RERANK_TOP_N every time unless a test says
+    # otherwise.
+    settings_fixture.RERANK_MIN_CANDIDATES = settings_fixture.RERANK_TOP_N
 
 
 # --------------------------------------------------------------------------- corpus

@@ -27,6 +27,7 @@ from indexer.models import Collection, Document
 from reranker import runs
 from reranker.judgments import collection_qrels
 from reranker.onnx_export import ExportError, export
+from reranker.precision import PRECISIONS
 from reranker.scorers import OnnxScorer, thread_count
 from reranker.training import (CHUNK_KEY, JudgedQuery, TrainingData, TrainingError, TrainingSettings, int8_judgment,
                                pick_device, save, train)
@@ -163,8 +164,10 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=d.seed)
         parser.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0: epochs decide)")
         parser.add_argument("--device", default="auto", help="auto (cuda when present), cuda, mps or cpu")
-        parser.add_argument("--precision", default=d.precision, choices=["auto", "float32", "bfloat16", "float16"],
-                            help="auto: bfloat16 autocast on CUDA and on CPUs with native bfloat16, else float32")
+        parser.add_argument("--precision", default=settings.RERANKER_PRECISION, choices=PRECISIONS,
+                            help="default RERANKER_PRECISION; auto: bfloat16 autocast on CUDA and on CPUs with native "
+                                 "bfloat16, else float32 (RERANKER_PRECISION=float32 trains as a CPU without "
+                                 "bfloat16 would)")
         parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
         parser.add_argument("--layers", type=int, default=d.layers,
                             help="keep the base's first N transformer layers (0: all; 2 gives a CPU-speed reranker)")
