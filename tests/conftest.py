@@ -8,8 +8,8 @@ import pytest
 import redis
 from django.conf import settings
 
-from tests.searching import rerank_worker  # noqa: F401  (one session fixture for all modules)
-from tests.workers import ROOT, Worker
+from tests.support.searching import rerank_worker  # noqa: F401  (one session fixture for all modules)
+from tests.support.workers import ROOT, Worker
 
 
 def services(*args: str) -> None:

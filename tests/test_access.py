@@ -14,7 +14,7 @@ import pytest
 from django.contrib.auth.models import Group, User
 
 from indexer.models import Collection
-from tests.searching import add_documents, build_reranker, drop_collections, index_now, search_settings
+from tests.support.searching import add_documents, build_reranker, drop_collections, index_now, search_settings
 
 pytestmark = pytest.mark.django_db
 MODES = ("semantic", "keyword", "hybrid")

@@ -8,7 +8,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from indexer.models import Collection, Document
-from tests.files import jsonl, make_pdf
+from tests.support.files import jsonl, make_pdf
 
 pytestmark = pytest.mark.django_db
 

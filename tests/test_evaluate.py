@@ -10,7 +10,7 @@ from django.core.management import call_command
 
 from reranker.judgments import JudgmentFileError, read_queries
 from reranker.models import QUERY_MAX_LENGTH, Judgment
-from tests.searching import SCIENCE, add_documents, drop_collections, index_now
+from tests.support.searching import SCIENCE, add_documents, drop_collections, index_now
 
 pytestmark = pytest.mark.django_db
 

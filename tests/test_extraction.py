@@ -4,7 +4,7 @@ import codecs
 import pytest
 
 from indexer.extraction import ExtractionError, decode_text, extract
-from tests.files import make_pdf
+from tests.support.files import make_pdf
 
 FRENCH = ("Les études épidémiologiques récentes montrent que la consommation de café réduit "
           "légèrement le risque de maladies cardiaques chez les personnes âgées. Après contrôle "

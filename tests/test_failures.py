@@ -21,8 +21,8 @@ from indexer.index import alias_name
 from indexer.models import Collection, Document, IndexBuild
 from indexer.tasks import index_documents
 from tests.conftest import services
-from tests.indexing import all_indexed, assert_index_exact, index_all, make_collection, statuses, wait_for
-from tests.workers import ROOT, Worker, worker_env
+from tests.support.indexing import all_indexed, assert_index_exact, index_all, make_collection, statuses, wait_for
+from tests.support.workers import ROOT, Worker, worker_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

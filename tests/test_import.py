@@ -15,8 +15,8 @@ from django.test import override_settings
 
 from indexer.importing import ImportOptions, Source, import_sources
 from indexer.models import TITLE_MAX_LENGTH, Collection, Document
-from tests.files import jsonl, make_pdf, write_beir
-from tests.workers import ROOT
+from tests.support.files import jsonl, make_pdf, write_beir
+from tests.support.workers import ROOT
 
 pytestmark = pytest.mark.django_db
 

@@ -12,8 +12,8 @@ from django.test import Client
 
 from indexer.index import alias_name
 from indexer.models import Collection, IndexBuild
-from tests.indexing import all_indexed, assert_index_exact, index_all, make_collection, statuses, wait_for
-from tests.searching import add_documents
+from tests.support.indexing import all_indexed, assert_index_exact, index_all, make_collection, statuses, wait_for
+from tests.support.searching import add_documents
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

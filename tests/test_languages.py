@@ -16,8 +16,8 @@ from django.core.management.base import CommandError
 from indexer.analysis import LANGUAGES
 from indexer.index import alias_name
 from indexer.models import Collection, Document, IndexBuild
-from tests.files import write_beir
-from tests.searching import add_documents, build_reranker, drop_collections, index_now, search_settings
+from tests.support.files import write_beir
+from tests.support.searching import add_documents, build_reranker, drop_collections, index_now, search_settings
 
 pytestmark = pytest.mark.django_db
 

@@ -18,8 +18,8 @@ from indexer.embedding import load_embedding_model
 from indexer.index import alias_name, indices_behind
 from indexer.models import Collection, Document, IndexBuild
 from indexer.pipeline import plan_chunks
-from tests.indexing import all_indexed, assert_index_exact, es_chunks, index_all, make_collection, statuses, wait_for
-from tests.workers import ROOT, worker_env
+from tests.support.indexing import all_indexed, assert_index_exact, es_chunks, index_all, make_collection, statuses, wait_for
+from tests.support.workers import ROOT, worker_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

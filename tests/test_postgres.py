@@ -19,7 +19,7 @@ import pytest
 import redis
 from django.conf import settings
 
-from tests.workers import ROOT
+from tests.support.workers import ROOT
 
 
 def pg_binary(name: str) -> str | None:
@@ -75,7 +75,7 @@ def run_race(postgres_url: str, scenario: str) -> dict:
     prefix = f"pgrace-{uuid.uuid4().hex[:8]}:"  # its indexing messages go nowhere near a worker
     env = dict(os.environ, DATABASE_URL=postgres_url, CELERY_KEY_PREFIX=prefix)
     try:
-        result = subprocess.run([sys.executable, str(ROOT / "tests" / "postgres_race.py"), scenario], env=env,
+        result = subprocess.run([sys.executable, str(ROOT / "tests" / "support" / "postgres_race.py"), scenario], env=env,
                                 cwd=ROOT, capture_output=True, text=True, timeout=300)
     finally:
         client = redis.Redis.from_url(settings.REDIS_URL)

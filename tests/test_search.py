@@ -13,9 +13,9 @@ from django.conf import settings as django_settings
 from indexer.index import alias_name
 from indexer.models import Collection
 from searchsite import search
-from tests.searching import (SCIENCE, add_documents, build_reranker, drop_collections, index_now, long_text,
+from tests.support.searching import (SCIENCE, add_documents, build_reranker, drop_collections, index_now, long_text,
                              search_settings)
-from tests.workers import Worker
+from tests.support.workers import Worker
 
 pytestmark = pytest.mark.django_db
 MODES = ("semantic", "keyword", "hybrid")

@@ -10,7 +10,7 @@ from django.conf import settings
 from django.test import override_settings
 
 from tests.conftest import services
-from tests.workers import ROOT
+from tests.support.workers import ROOT
 
 
 def test_dense_vector_knn_round_trip(es):

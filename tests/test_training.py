@@ -143,7 +143,7 @@ def test_commands_mine_through_the_search_train_and_evaluate(es, tmp_path, capsy
     from indexer.models import Collection, Document
     from reranker.management.commands.train_reranker import BODY, mine
     from reranker.models import Judgment
-    from tests.searching import SCIENCE, add_documents, drop_collections, index_now
+    from tests.support.searching import SCIENCE, add_documents, drop_collections, index_now
 
     collection = Collection.objects.create(name="Relevance toy", slug="relevance-toy")
     add_documents(collection, [(f"s{i}", title, text, {}) for i, (title, text) in enumerate(SCIENCE)])

@@ -10,8 +10,8 @@ import pytest
 
 from indexer.models import Collection
 from reranker.tasks import rerank, warm_up
-from tests.searching import build_reranker
-from tests.workers import Worker
+from tests.support.searching import build_reranker
+from tests.support.workers import Worker
 
 # The worker reads the collections' rerankers from the database: committed rows.
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from tests.workers import Worker
+from tests.support.workers import Worker
 
 SEARCH_RERANK_QUEUE = "rerank-search"
 _started: dict = {}

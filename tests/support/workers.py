@@ -10,7 +10,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RUN_ID = os.environ["ELASTICSEARCH_INDEX_PREFIX"].removeprefix("test-")
 
 
