@@ -1,4 +1,4 @@
-"""Helpers shared by the indexing tests (tests/test_pipeline.py, tests/test_failures.py)."""
+"""Helpers shared by the indexing tests (tests/integration/test_pipeline.py, test_failures.py)."""
 from __future__ import annotations
 
 import time

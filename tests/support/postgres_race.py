@@ -1,7 +1,7 @@
 """Imports racing for one collection, on PostgreSQL.
 
-Run by tests/test_postgres.py in a process of its own with DATABASE_URL set to a throwaway
-PostgreSQL server; prints one JSON line.
+Run by tests/integration/test_postgres.py in a process of its own with DATABASE_URL set to a
+throwaway PostgreSQL server; prints one JSON line.
 - `race`: two imports of the same new external ids at the same moment; each import's outcome
   and the number of documents.
 - `busy`: a web-style import (wait=False) while another transaction holds the collection.

@@ -1,11 +1,12 @@
-"""Shared set-up of the search tests (tests/test_search.py, test_api.py, test_access.py).
+"""Shared set-up of the search tests (tests/integration/test_search.py, test_api.py, test_access.py).
 
 - `build_reranker()`: a cross-encoder built here from the packaged MiniLM with a fresh one-output
   head (no pretrained reranker can be installed). Its scores mean nothing: tests assert the
   mechanics (order = sort by its logits, scores, flags), never quality.
-- `rerank_worker()`: a real `rerank` worker process that gets that model through its environment
-  (RERANKER_MODEL), consuming a queue of its own so that it never shares work with the worker of
-  the `celery_workers` fixture (which has no model).
+- `SEARCH_RERANK_QUEUE`: the queue of the `rerank_worker` fixture (tests/integration/conftest.py), a
+  real `rerank` worker process that gets that model through its environment (RERANKER_MODEL),
+  consuming a queue of its own so that it never shares work with the worker of the
+  `celery_workers` fixture (which has no model).
 - `make_corpus()`: collections written to the database and indexed through the real indexing
   pipeline (indexer/pipeline.py, called synchronously), into the run's own Elasticsearch prefix.
 """
@@ -14,10 +15,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
 from django.conf import settings
-
-from tests.support.workers import Worker
 
 SEARCH_RERANK_QUEUE = "rerank-search"
 _started: dict = {}
@@ -35,18 +33,6 @@ def build_reranker() -> str:
         CrossEncoder(resolve_model_path(settings.EMBEDDING_MODEL), num_labels=1).save(str(path))
         _started["model"] = str(path)
     return _started["model"]
-
-
-@pytest.fixture(scope="session")
-def rerank_worker(request) -> Worker:
-    """One worker for the whole run (test modules import this fixture; the first start is
-    reused), stopped when the session ends."""
-    if "worker" not in _started:
-        model = build_reranker()
-        worker = Worker(SEARCH_RERANK_QUEUE, extra_env={"RERANKER_MODEL": model, "RERANK_QUEUE": SEARCH_RERANK_QUEUE})
-        _started["worker"] = worker.start()
-        request.addfinalizer(worker.stop)
-    return _started["worker"]
 
 
 def search_settings(settings_fixture, model: str) -> None:

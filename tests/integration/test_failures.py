@@ -2,7 +2,7 @@
 model change under live searches. Real worker processes, Elasticsearch and Redis throughout.
 
 Tests marked `disruptive` kill the embed worker or stop the shared Elasticsearch; run them alone
-(`pytest tests/test_failures.py -m disruptive`).
+(`pytest tests/integration/test_failures.py -m disruptive`).
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from indexer.embedding import load_embedding_model, resolve_model_path
 from indexer.index import alias_name
 from indexer.models import Collection, Document, IndexBuild
 from indexer.tasks import index_documents
-from tests.conftest import services
+from tests.support.services import services
 from tests.support.indexing import all_indexed, assert_index_exact, index_all, make_collection, statuses, wait_for
 from tests.support.workers import ROOT, Worker, worker_env
 

@@ -15,7 +15,7 @@ from reranker.onnx_export import (FP32, INT8, MANIFEST, ExportError, export, exp
                                   record_int8_judgment)
 from reranker.scorers import OnnxScorer, pick_runtime
 from reranker.training import JudgedQuery, TrainingData, TrainingSettings, torch_scorer, train
-from tests.test_training import DOCUMENTS, QUERIES
+from tests.unit.test_training import DOCUMENTS, QUERIES
 
 # Pairs of very different lengths, so that batches pad differently (the export must not have
 # frozen any shape).

@@ -1,5 +1,6 @@
 """`evaluate` and `import_judgments` as a new user runs them: no --rerank, and a query file with
-queries longer than the search accepts (skipped, counted and named, never the end of the run)."""
+queries longer than the search accepts (skipped, counted and named, never the end of the run).
+Reading the query file alone: tests/unit/test_evaluate.py."""
 from __future__ import annotations
 
 import json
@@ -8,29 +9,13 @@ import re
 import pytest
 from django.core.management import call_command
 
-from reranker.judgments import JudgmentFileError, read_queries
 from reranker.models import QUERY_MAX_LENGTH, Judgment
 from tests.support.searching import SCIENCE, add_documents, drop_collections, index_now
+from tests.unit import test_evaluate as reading
 
 pytestmark = pytest.mark.django_db
 
-QUERIES = {
-    "q1": "telomerase activity in stem cells",
-    "q2": "insulin receptor and glucose uptake",
-    "q3": "vaccine adjuvants and the immune response",
-    "long1": "telomerase " * (QUERY_MAX_LENGTH // 10 + 5),
-    "long2": "insulin " * (QUERY_MAX_LENGTH // 7 + 5),  # in the file, but not judged in the qrels
-}
-QRELS = [("q1", "s0", 1), ("q2", "s1", 1), ("q3", "s2", 2), ("long1", "s0", 1)]
-
-
-@pytest.fixture
-def files(tmp_path):
-    queries = tmp_path / "queries.jsonl"
-    queries.write_text("".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in QUERIES.items()))
-    qrels = tmp_path / "qrels.tsv"
-    qrels.write_text("query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{g}\n" for q, d, g in QRELS))
-    return queries, qrels
+files = reading.files  # the fixture writing the query and qrels files
 
 
 @pytest.fixture
@@ -42,16 +27,6 @@ def collection(es, db):
     index_now(es, collection)
     yield collection
     drop_collections(es, collection)
-
-
-def test_read_queries_is_strict_unless_asked_to_skip(files):
-    queries_path, _ = files
-    with pytest.raises(JudgmentFileError, match=f"query 'long1' is longer than {QUERY_MAX_LENGTH} characters"):
-        read_queries(queries_path)
-    too_long = {}
-    queries = read_queries(queries_path, too_long=too_long)
-    assert set(queries) == {"q1", "q2", "q3"} and set(too_long) == {"long1", "long2"}
-    assert all(length > QUERY_MAX_LENGTH for length in too_long.values())
 
 
 def test_evaluate_without_rerank_skips_and_counts_long_queries(collection, files, tmp_path, capsys):
@@ -82,4 +57,3 @@ def test_import_judgments_skips_long_queries_and_says_so(collection, files, caps
     assert "3 created" in out
     assert f"skipped 2 queries longer than {QUERY_MAX_LENGTH} characters (e.g. long1, long2) and their 1 qrels lines" in out
     assert set(Judgment.objects.filter(collection=collection).values_list("query_id", flat=True)) == {"q1", "q2", "q3"}
-

@@ -1,9 +1,10 @@
 """Language-aware keyword search through the real Elasticsearch: English stems and stop words,
 Chinese words, `none` as before, collections of several languages searched together, the
-highlights on the page and in the API, and `import_corpus --language`.
+highlights on the page and in the API, and rebuild_index's language argument.
 
-The analysis itself, without services: tests/test_analysis.py. A rebuild after a language
-change with searches served throughout: tests/test_language_rebuild.py.
+The analysis itself and `import_corpus --language`, without services: tests/unit/test_analysis.py
+and tests/unit/test_languages.py. A rebuild after a language change with searches served
+throughout: tests/integration/test_language_rebuild.py.
 """
 from __future__ import annotations
 
@@ -13,10 +14,8 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from indexer.analysis import LANGUAGES
 from indexer.index import alias_name
-from indexer.models import Collection, Document, IndexBuild
-from tests.support.files import write_beir
+from indexer.models import Collection, IndexBuild
 from tests.support.searching import add_documents, build_reranker, drop_collections, index_now, search_settings
 
 pytestmark = pytest.mark.django_db
@@ -192,35 +191,7 @@ def test_search_follows_the_live_index_not_the_setting(api, corpus):
         Collection.objects.filter(pk=corpus["none"].pk).update(language="none")
 
 
-# --------------------------------------------------------------------------- import_corpus
-
-
-def test_import_corpus_language(tmp_path, django_capture_on_commit_callbacks):
-    folder = write_beir(tmp_path, [{"_id": "1", "title": "医学", "text": "我们研究医学和生物学"}])
-    documents = Document.objects.count()
-    with pytest.raises(CommandError) as raised:
-        call_command("import_corpus", "bad-lang", str(folder), create=True, language="fr")
-    message = str(raised.value)
-    assert "unknown language 'fr'" in message and all(code in message for code in LANGUAGES)
-    assert "nothing was imported" in message
-    assert not Collection.objects.filter(slug="bad-lang").exists() and Document.objects.count() == documents
-
-    with django_capture_on_commit_callbacks():
-        call_command("import_corpus", "zh-import", str(folder), create=True, language="zh", no_chunk_count=True)
-    collection = Collection.objects.get(slug="zh-import")
-    assert collection.language == "zh" and collection.documents.count() == 1
-    # An existing collection keeps its language: asking for another is an error, nothing imported.
-    more = write_beir(tmp_path / "more", [{"_id": "2", "title": "", "text": "医生学习新的手术技术"}])
-    with pytest.raises(CommandError, match=r"exists with language 'zh', not 'en'.*rebuild_index zh-import --language en"):
-        call_command("import_corpus", "zh-import", str(more), language="en")
-    assert collection.documents.count() == 1
-    with django_capture_on_commit_callbacks():
-        call_command("import_corpus", "zh-import", str(more), language="zh", no_chunk_count=True)
-    assert collection.documents.count() == 2
-    # Without --language, --create makes an English collection.
-    with django_capture_on_commit_callbacks():
-        call_command("import_corpus", "en-import", str(folder), create=True, no_chunk_count=True)
-    assert Collection.objects.get(slug="en-import").language == "en"
+# --------------------------------------------------------------------------- rebuild_index
 
 
 def test_rebuild_index_rejects_a_bad_language(corpus):

@@ -1,5 +1,6 @@
 """manage.py demo_reranker: what `make run` does about the demo collection's reranker before any
-training (the training itself is train_reranker's, tested in test_training.py)."""
+training (the training itself is train_reranker's, tested in test_training.py here and in
+tests/integration/)."""
 from __future__ import annotations
 
 import json

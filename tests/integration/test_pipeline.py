@@ -1,7 +1,6 @@
 """The indexing pipeline through real Celery workers, Elasticsearch and Redis."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
@@ -12,12 +11,10 @@ from django.core.management import call_command
 from django.db import transaction
 
 from indexer.builds import BuildInProgress, start_build
-from indexer.chunking import load_tokenizer
 from indexer.dispatch import queue_for_indexing, queue_for_removal
 from indexer.embedding import load_embedding_model
 from indexer.index import alias_name, indices_behind
-from indexer.models import Collection, Document, IndexBuild
-from indexer.pipeline import plan_chunks
+from indexer.models import Document, IndexBuild
 from tests.support.indexing import all_indexed, assert_index_exact, es_chunks, index_all, make_collection, statuses, wait_for
 from tests.support.workers import ROOT, worker_env
 
@@ -52,20 +49,6 @@ def test_documents_become_searchable_chunks(es, celery_workers):
     # Offsets point back into the document text.
     source = es.get(index=alias, id=f"{collection.slug}/d000/1")["_source"]
     assert Document.objects.get(pk=source["document_id"]).text[source["start"]:source["end"]] == source["text"]
-
-
-def test_chunks_fit_the_model_with_the_title():
-    collection = Collection(name="t", slug="t", chunk_size=4096, chunk_overlap=32)
-    long_title = "A very long title " * 40
-    doc = Document(pk=1, collection=collection, external_id="x", title=long_title[:500], text="word " * 2000,
-                   content_hash="h")
-    tokenizer = load_tokenizer(MODEL)
-    model = load_embedding_model(MODEL)
-    planned = plan_chunks([doc], collection, MODEL)
-    assert len(planned) > 5
-    for item in planned:
-        assert item.embed_text.startswith("A very long title")
-        assert len(tokenizer(item.embed_text)["input_ids"]) <= model.max_seq_length
 
 
 def test_reindex_overwrites_and_shrinking_drops_stale_chunks(es, celery_workers):
@@ -198,13 +181,6 @@ def test_reconcile_requeues_missing_and_deletes_orphans(es, celery_workers):
     wait_for(lambda: all_indexed(collection), what="reconciled")
     assert assert_index_exact(es, collection)
     assert Document.objects.get(pk=victim.pk).status == Document.Status.INDEXED
-
-
-def test_reconcile_index_rejects_unknown_collection():
-    from django.core.management.base import CommandError
-
-    with pytest.raises(CommandError, match="unknown collection"):
-        call_command("reconcile_index", "no-such-collection")
 
 
 def test_admin_rebuild_page_progress_and_model_change_offer(admin_client, es, celery_workers):

@@ -1,6 +1,6 @@
 """Keyword analysis and highlights (indexer/analysis.py) and the queries built from them, without
-any service: `pytest tests/test_analysis.py` runs with Elasticsearch and Redis down. The same
-behaviour through the real Elasticsearch: tests/test_languages.py."""
+any service (like every unit test). The same behaviour through the real Elasticsearch:
+tests/integration/test_languages.py."""
 from __future__ import annotations
 
 import re
@@ -9,8 +9,6 @@ import pytest
 
 from indexer.analysis import (HIGHLIGHT_END, HIGHLIGHT_START, LANGUAGES, UnknownLanguage, analyze, check_language,
                               highlight, index_terms, query_terms)
-
-pytestmark = pytest.mark.no_services
 
 
 def marked(text: str) -> list[str]:
