@@ -9,7 +9,7 @@ HF_HUB_OFFLINE ?= 1
 export HF_HUB_OFFLINE
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: run test stop services venv migrate requeue demo clean-services
+.PHONY: run test unit stop services postgres venv migrate requeue demo clean-services
 
 venv: $(STAMP)
 $(STAMP): requirements.txt
@@ -21,6 +21,11 @@ $(STAMP): requirements.txt
 
 services:
 	$(PYTHON) scripts/services.py start
+
+## PostgreSQL's server binaries for tests/integration/test_postgres.py (it starts a throwaway
+## server of its own): Debian's postgresql is installed when missing, as root. Nothing is started.
+postgres:
+	$(PYTHON) scripts/services.py install postgres
 
 migrate: venv
 	$(PY) manage.py migrate --noinput
@@ -43,8 +48,14 @@ run: venv services migrate requeue demo
 	@echo "Search: http://127.0.0.1:$${WEB_PORT:-8000}/   admin: /admin/   health: /healthz"
 	$(VENV)/bin/honcho -f Procfile start
 
-test: venv services
+## Every test, unit and integration (tests/). A skipped integration test fails the run
+## (tests/integration/conftest.py) unless ALLOW_SKIPS=1; no test collected fails it too (exit 5).
+test: venv services postgres
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+## The unit tests alone (tests/unit): no service is started or needed.
+unit: venv
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 stop:
 	$(PYTHON) scripts/services.py stop

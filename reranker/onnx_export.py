@@ -194,7 +194,7 @@ def _quiet():
 
 def _export(model_dir: Path) -> ExportState:
     # The tracer warns about Python conditions it freezes (attention-mask padding checks that
-    # are constant for an encoder); the export is checked against torch by tests/test_onnx.py.
+    # are constant for an encoder); the export is checked against torch by tests/unit/test_onnx.py.
     with _quiet(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return _export_files(model_dir)

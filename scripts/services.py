@@ -4,6 +4,7 @@
     python scripts/services.py start [es|redis|all]
     python scripts/services.py stop  [es|redis|all]
     python scripts/services.py status
+    python scripts/services.py install postgres
 
 Elasticsearch is Elastic's own test distribution (`integ-test-zip`) of one pinned
 version, fetched from Maven Central with `mvn dependency:copy` (cached in ~/.m2, so a
@@ -13,6 +14,10 @@ second run downloads nothing), unpacked under `.services/`, and run single-node 
 run as root, so when we are root it runs as the unprivileged system user `elasticsearch`.
 
 Redis is Debian's `redis-server` (installed with apt-get when missing).
+
+`install postgres` only makes sure PostgreSQL's server binaries (`initdb`, `pg_ctl`) are there,
+installing Debian's `postgresql` with apt-get when missing (as root): the integration tests start
+a throwaway server of their own from them (tests/integration/test_postgres.py). Nothing is started.
 
 Only the standard library is used: this runs before the virtualenv exists.
 """
@@ -435,10 +440,59 @@ def stop_redis() -> None:
     say("Redis stopped")
 
 
+# ---------------------------------------------------------------- PostgreSQL (for the tests)
+
+
+def pg_binary(name: str) -> str | None:
+    """Where tests/integration/test_postgres.py finds it: on PATH, else Debian's versioned folder."""
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
+    return str(candidates[-1]) if candidates else None
+
+
+def postgres_ready() -> bool:
+    """initdb and pg_ctl, and as root the `postgres` user the tests run the server as."""
+    if not (pg_binary("initdb") and pg_binary("pg_ctl")):
+        return False
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            return False
+    return True
+
+
+def install_postgres() -> None:
+    if postgres_ready():
+        say(f"PostgreSQL server binaries present ({Path(pg_binary('initdb')).parent})")
+        return
+    if os.geteuid() != 0:
+        message = ("PostgreSQL's initdb and pg_ctl are missing (tests/integration/test_postgres.py starts a "
+                   "throwaway server from them): install Debian's postgresql package")
+        if os.environ.get("ALLOW_SKIPS", "") not in ("", "0"):
+            say(f"{message}; its tests will be skipped (ALLOW_SKIPS)")
+            return
+        fail(f"{message}, or set ALLOW_SKIPS=1 to skip its tests")
+    say("installing Debian's postgresql (server binaries for the tests)")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "update", "-q"], check=True, env=env, stdout=subprocess.DEVNULL)
+    subprocess.run(["apt-get", "install", "-y", "-q", "postgresql"], check=True, env=env,
+                   stdout=subprocess.DEVNULL)
+    if not postgres_ready():
+        fail("postgresql was installed but initdb, pg_ctl or the postgres user is still missing")
+
+
 def main(argv: list[str]) -> None:
-    if len(argv) < 1 or argv[0] not in {"start", "stop", "status", "password"}:
-        fail("usage: services.py start|stop|status|password [es|redis|all]")
+    if len(argv) < 1 or argv[0] not in {"start", "stop", "status", "password", "install"}:
+        fail("usage: services.py start|stop|status|password [es|redis|all] | install postgres")
     action, which = argv[0], (argv[1] if len(argv) > 1 else "all")
+    if action == "install":
+        if which != "postgres":
+            fail("usage: services.py install postgres")
+        install_postgres()
+        return
     if which not in {"es", "redis", "all"}:
         fail(f"unknown service {which!r}: es, redis or all")
     if action == "password":
