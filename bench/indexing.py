@@ -73,7 +73,7 @@ def read_jsonl(path: Path, limit: int | None = None) -> list[dict]:
 def machine() -> str:
     import torch
 
-    from indexer.embedding import pick_device
+    from reranker.precision import pick_device
     from django.conf import settings
 
     device = pick_device(settings.EMBEDDING_DEVICE)

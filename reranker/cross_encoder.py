@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 from django.conf import settings
 
-from indexer.embedding import pick_device, resolve_model_path
+from indexer.embedding import resolve_model_path
 
 from .fusion import ModelFusion, load_fusion
-from .precision import resolve_precision
+from .precision import pick_device, resolve_precision
 from .scorers import OnnxScorer, TorchScorer, pick_runtime, thread_count
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,5 @@
-"""Numeric precision of the cross-encoder, on every device.
+"""The device (`pick_device`: the bi-encoder's, indexer/embedding.py, the rerank worker's and
+training's alike) and the numeric precision of the cross-encoder, on every device:
 
 - CUDA: float16 weights (the worker) or bfloat16 autocast (training): tensor cores.
 - CPU with native bfloat16 (AVX512-BF16 or AMX, e.g. AMD Zen 4, Intel Sapphire Rapids):
@@ -15,6 +16,19 @@ import contextlib
 import functools
 
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+
+
+def pick_device(preference: str = "auto") -> str:
+    """cuda when present, else mps, else cpu; an explicit preference wins."""
+    if preference and preference != "auto":
+        return preference
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
 
 
 @functools.lru_cache(maxsize=1)

@@ -18,8 +18,11 @@ import numpy as np
 
 from indexer.models import Collection
 from reranker.fusion import Fusion
+from searchsite.search import MODES
 
-MODES = ("keyword", "semantic", "hybrid")
+# The modes are the search's (searchsite.search.MODES, semantic first on the search page);
+# evaluation reports and mining take them plainest first. A new mode must be placed here.
+REPORT_ORDER = tuple(sorted(MODES, key=["keyword", "semantic", "hybrid"].index))
 
 
 def first_stage_hits(collection: Collection, query: str, mode: str, depth: int) -> list:

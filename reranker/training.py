@@ -48,7 +48,7 @@ import numpy as np
 
 from .fusion import Fusion, ModelFusion, choose_fusion, save_fusion
 from .metrics import evaluate_run
-from .precision import resolve_precision
+from .precision import pick_device, resolve_precision
 from .scorers import TorchScorer
 
 log = logging.getLogger(__name__)
@@ -191,19 +191,6 @@ def resolve_base(base: str) -> str:
     except ImportError:  # outside the project (a GPU machine training from a data file)
         return base
     return resolve_model_path(base)
-
-
-def pick_device(preference: str = "auto") -> str:
-    """cuda when present, else mps, else cpu; an explicit preference wins."""
-    import torch
-
-    if preference and preference != "auto":
-        return preference
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
 
 
 def is_cross_encoder(path: str) -> bool:

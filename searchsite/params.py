@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
-from reranker.models import QUERY_MAX_LENGTH
+from reranker.models import QUERY_MAX_LENGTH, normalize_query
 
 from .search import MODES, visible_collections
 
@@ -46,10 +46,6 @@ class SearchParams:
 def max_page(k: int) -> int:
     """Pages are cut from the SEARCH_DEPTH first-stage chunks, so there are never more."""
     return max(1, math.ceil(settings.SEARCH_DEPTH / k))
-
-
-def normalize_query(text: str) -> str:
-    return " ".join(text.split())
 
 
 def _single(params, name: str, default: str | None = None) -> str | None:

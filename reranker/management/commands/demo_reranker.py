@@ -80,7 +80,7 @@ class Command(BaseCommand):
             raise CommandError(f"demo reranker: {col.slug} has no judgments to train on (run load_demo)")
         self.wait_for_indexing(col, poll)
 
-        from reranker.training import pick_device
+        from reranker.precision import pick_device
 
         kind = "cuda" if pick_device(device).startswith("cuda") else "cpu"
         chosen = RECIPES[kind if recipe == "auto" else recipe]

@@ -72,7 +72,7 @@ class Command(BaseCommand):
         parser.add_argument("collection", help="collection slug")
         parser.add_argument("--queries", help="BEIR queries.jsonl (default: the collection's judgments)")
         parser.add_argument("--qrels", help="qrels TSV (default: the collection's judgments)")
-        parser.add_argument("--modes", default=",".join(runs.MODES), help="comma-separated first-stage modes")
+        parser.add_argument("--modes", default=",".join(runs.REPORT_ORDER), help="comma-separated first-stage modes")
         parser.add_argument("--rerank", action="store_true", help="also rerank each mode's top candidates")
         parser.add_argument("--rerank-top", default="50,100", help="candidates reranked, one or more N (default 50,100)")
         parser.add_argument("--reranker-model", help="cross-encoder id or directory (default: the collection's, "
@@ -100,7 +100,7 @@ class Command(BaseCommand):
         modes = [m.strip() for m in options["modes"].split(",") if m.strip()]
         unknown = [m for m in modes if m not in runs.MODES]
         if not modes or unknown:
-            raise CommandError(f"unknown mode(s) {unknown}; choose from {', '.join(runs.MODES)}")
+            raise CommandError(f"unknown mode(s) {unknown}; choose from {', '.join(runs.REPORT_ORDER)}")
         k, recall_k = options["k"], options["recall_k"]
         if k < 1 or recall_k < 1:
             raise CommandError("--k and --recall-k must be positive")

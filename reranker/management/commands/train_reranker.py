@@ -27,10 +27,10 @@ from indexer.models import Collection, Document
 from reranker import runs
 from reranker.judgments import collection_qrels
 from reranker.onnx_export import ExportError, export
-from reranker.precision import PRECISIONS
+from reranker.precision import PRECISIONS, pick_device
 from reranker.scorers import OnnxScorer, thread_count
 from reranker.training import (CHUNK_KEY, JudgedQuery, TrainingData, TrainingError, TrainingSettings, int8_judgment,
-                               pick_device, save, train)
+                               save, train)
 
 BODY = "body:"  # document keys of pseudo-query passages (text without its title)
 CHUNK = CHUNK_KEY  # passage keys of one chunk ("chunk:<external id>/<n>"), as the search sends it
@@ -53,7 +53,7 @@ def mine(collection: Collection, mode: str, depth: int, pseudo_queries: int, see
             # Every mode's candidates: training uses `mode`'s, the held-out evaluation chooses a
             # fusion with the first stage per mode (reranker/fusion.py).
             by_mode, passages = {}, {}
-            for each in (mode, *[m for m in runs.MODES if m != mode]):
+            for each in (mode, *[m for m in runs.REPORT_ORDER if m != mode]):
                 best = {}
                 for hit in runs.first_stage_hits(collection, queries[qid], each, depth):
                     best.setdefault(hit.external_id, hit)  # a document's best chunk is what the reranker sees
@@ -153,7 +153,7 @@ class Command(BaseCommand):
         parser.add_argument("--pseudo-queries", type=int, default=0,
                             help="documents whose title becomes a pseudo-query for their text (e.g. 5000; "
                                  "costs one search each, and training time)")
-        parser.add_argument("--mode", choices=runs.MODES, default="hybrid", help="first stage to mine from")
+        parser.add_argument("--mode", choices=runs.REPORT_ORDER, default="hybrid", help="first stage to mine from")
         parser.add_argument("--batch-groups", type=int, default=d.groups_per_batch,
                             help="groups (1 positive + K negatives) per optimiser step")
         parser.add_argument("--lr-body", type=float, default=d.lr_body)
