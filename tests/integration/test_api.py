@@ -152,7 +152,7 @@ def test_a_collection_without_an_index_yet_gives_no_results(get):
 def test_elasticsearch_down_answers_503_with_a_message(get, mode, restore_elasticsearch):
     """A search while Elasticsearch is stopped: the API answers 503 with a message naming it,
     the page says so in its own layout; neither shows a traceback or an empty "no results"."""
-    from tests.conftest import services
+    from tests.support.services import services
 
     assert get(q="telomere", mode=mode, collection="a-col").status_code == 200
     services("stop", "es")
