@@ -21,12 +21,18 @@ from django.conf import settings
 from tests.support.workers import ROOT
 
 
-def pg_binary(name: str) -> str | None:
-    found = shutil.which(name)
-    if found:
-        return found
-    candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
-    return str(candidates[-1]) if candidates else None
+def _services_script():
+    """scripts/services.py (not a package): where `make test` looks for PostgreSQL's binaries,
+    so the test finds the same ones."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("project_services", ROOT / "scripts" / "services.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+pg_binary = _services_script().pg_binary
 
 
 def free_port() -> int:
