@@ -153,7 +153,9 @@ def _quantize(source: Path, target: Path) -> None:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8,
+    # Per-channel weight scales: on the CPU demo model the int8 logits correlate 0.989 with
+    # float32 against 0.967 per-tensor, for about 10% more time (docs/relevance.md).
+    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True,
                      extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
 
 
