@@ -98,6 +98,13 @@ def token_limit(tokenizer, config) -> int:
     return min(settings.RERANKER_MAX_LENGTH, model_limit, max_positions)
 
 
+def directory_token_limit(path: str) -> int:
+    """token_limit of a model directory, read from its tokenizer and config files."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    return token_limit(AutoTokenizer.from_pretrained(str(path)), AutoConfig.from_pretrained(str(path)))
+
+
 def _onnx_scorer(path: str, device: str) -> tuple[OnnxScorer | None, str]:
     """The ONNX Runtime scorer RERANKER_RUNTIME asks for on `device`, or (None, why not)."""
     from .onnx_export import ExportError, export
@@ -109,10 +116,7 @@ def _onnx_scorer(path: str, device: str) -> tuple[OnnxScorer | None, str]:
         runtime, quantized = pick_runtime(device, settings.RERANKER_RUNTIME, state.int8_allowed)
         if runtime != "onnxruntime":
             return None, ""
-        from transformers import AutoConfig, AutoTokenizer
-
-        limit = token_limit(AutoTokenizer.from_pretrained(path), AutoConfig.from_pretrained(path))
-        scorer = OnnxScorer(path, quantized, limit, settings.RERANKER_BATCH_SIZE,
+        scorer = OnnxScorer(path, quantized, directory_token_limit(path), settings.RERANKER_BATCH_SIZE,
                             thread_count(settings.RERANKER_THREADS, settings.RERANK_CONCURRENCY))
         if quantized is False and settings.RERANKER_RUNTIME == "auto":
             log.info("reranker %s: float32 in ONNX Runtime (%s)", path, state.int8_reason)

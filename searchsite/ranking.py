@@ -138,6 +138,8 @@ def plan_shares(hits: list[Hit], collections: dict) -> tuple[list[Share], str | 
     speed of each model (reranker/speed.py), never fewer than RERANK_MIN_CANDIDATES. A chunk
     goes to its collection's own reranker, else the site's; chunks of collections with neither
     keep their place. Returns (shares, why nothing can be reranked)."""
+    if not hits:
+        return [], "no results to rerank"
     budget = settings.RERANK_TARGET_SECONDS
     floor = max(1, settings.RERANK_MIN_CANDIDATES)
     shares: dict[str, Share] = {}
@@ -157,8 +159,6 @@ def plan_shares(hits: list[Hit], collections: dict) -> tuple[list[Share], str | 
         spent += cost
         sent += 1
         shares.setdefault(model, Share(model=model, sent_model=own, positions=[])).positions.append(position)
-    if not hits:
-        return [], "no results to rerank"
     if not shares:
         return [], "no reranker model configured"
     return list(shares.values()), None

@@ -54,11 +54,9 @@ class Command(BaseCommand):
             return
         data = mine(collection, "hybrid", max(2 * top, 100), 0, 13, self.stdout)
         judged = data.queries[:queries]
-        from transformers import AutoConfig, AutoTokenizer
+        from reranker.cross_encoder import directory_token_limit
 
-        from reranker.cross_encoder import token_limit
-
-        limit = token_limit(AutoTokenizer.from_pretrained(str(path)), AutoConfig.from_pretrained(str(path)))
+        limit = directory_token_limit(str(path))
         judgment, _ = int8_judgment(path, judged, data.documents, top, "hybrid", load_fusion(path), limit,
                                     settings.RERANKER_BATCH_SIZE, thread_count(settings.RERANKER_THREADS),
                                     progress=lambda total, desc: progress(total=total, desc=desc, unit="query"))
