@@ -36,7 +36,7 @@ def encoded_in_batches(collection: Collection, texts: list[str], block: int = 25
     """Yield `texts` in order, having encoded each block of them in one batch first (into the
     search's query-vector cache): mining thousands of queries one encode call at a time spends
     most of its time in per-call overhead."""
-    from indexer.builds import serving_model
+    from indexer.lookups import serving_model
     from searchsite.search import encode_queries, query_vectors
 
     model = serving_model(collection)

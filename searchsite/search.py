@@ -37,10 +37,9 @@ from django.utils.html import escape
 from elasticsearch import ApiError, TransportError
 
 from indexer.analysis import ANALYZED, HIGHLIGHT_END, HIGHLIGHT_START, highlight, query_terms
-from indexer.builds import serving
-from indexer.es import get_client
-from indexer.index import alias_name
+from indexer.lookups import serving
 from indexer.models import Collection
+from indexer.store import alias_name, get_client
 
 MODES = ("semantic", "keyword", "hybrid")
 SOURCE_FIELDS = ["collection", "document_id", "external_id", "title", "text", "chunk", "start", "end", "metadata"]
