@@ -23,9 +23,8 @@ def mark_queued(document_ids: Iterable[int]) -> list[int]:
     """
     ids = sorted(set(document_ids))
     now = timezone.now()
-    # In slices: one `pk IN (...)` over a whole corpus passes SQLite's limit on query
-    # parameters (250,000 here; "too many SQL variables"). Each slice leaves room for the
-    # UPDATE's own three values, since Django's SQLite figure, 999, is the old hard limit.
+    # In slices: one `pk IN (...)` over a whole corpus passes SQLite's limit on query parameters
+    # (docs/indexing.md). Each slice leaves room for the UPDATE's own three values.
     for batch in batches(ids, (connection.features.max_query_params or 10_000) - 3):
         Document.objects.filter(pk__in=batch).update(status=Document.Status.QUEUED, last_error="", updated_at=now)
     return ids

@@ -7,9 +7,9 @@ aliases, deletion, and the query path's searches.
 A rebuild writes into a new index while the alias keeps serving the old one, then swaps the
 alias atomically (indexer/builds.py).
 
-`get_store()` answers the store of `settings.SEARCH_BACKEND` (default `elasticsearch`). `Store`
-lists what the rest of the project asks of an engine, so a second engine (OpenSearch) is one more
-subclass; nothing outside this module imports the engine's client library. The engine's errors
+`get_store()` answers the store of `settings.SEARCH_BACKEND` (default `elasticsearch`; module
+map in docs/indexing.md). `Store` lists what the rest of the project asks of an engine, so a second engine (OpenSearch) is one more
+subclass; nothing else in the indexer imports the engine's client library. The engine's errors
 are translated here into the exceptions below where a caller must tell them apart: an index that
 is gone, a refusal that goes away by itself (worth a retry), anything else. Connection failures
 and timeouts keep the client library's own exception types (they name the problem best in a
