@@ -35,7 +35,8 @@ def build_of(collection, status, dims=384, **fields) -> IndexBuild:
 
 
 def test_the_last_batch_hands_the_build_to_finalize_exactly_once(collection):
-    first, second = add(collection, "a", Status.INDEXED, chunk_count=2), add(collection, "b", Status.QUEUED)
+    add(collection, "a", Status.INDEXED, chunk_count=2)
+    second = add(collection, "b", Status.QUEUED)
     build = build_of(collection, IndexBuild.Status.BUILDING)
     assert builds.after_batch(collection.pk) is None  # one document still to do
     build.refresh_from_db()
