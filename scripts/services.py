@@ -579,18 +579,41 @@ def os_healthy() -> bool:
     return os_request("/_cluster/health?wait_for_status=yellow&timeout=1s")[0] == 200
 
 
+def port_open(port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
 def os_identity() -> tuple[str, str] | None:
-    """(distribution, version number) from `GET /` of whatever answers on OS_PORT, the same
-    fields /healthz reads (`info()["version"]`); None when nothing answers. Elasticsearch
-    leaves out `distribution`."""
+    """(distribution, version number) from `GET /` of whatever listens on OS_PORT, the same
+    fields /healthz reads (`info()["version"]`); None when nothing listens. Elasticsearch
+    leaves out `distribution`; what is no search engine is described in the first item."""
     status, body = os_request("/")
     if status == 0:
-        return None
+        return (f"a server that does not answer HTTP ({body})", "?") if port_open(OS_PORT) else None
+    if status == 401:
+        return ("a server that asks for credentials (Elasticsearch, or OpenSearch with its security "
+                "plugin)", "?")
     try:
         version = json.loads(body)["version"]
         return version.get("distribution", "elasticsearch"), version["number"]
     except (ValueError, KeyError, TypeError):
-        return f"not a search engine (HTTP {status}: {body[:120]!r})", "?"
+        return f"a server that is no search engine (HTTP {status}: {body[:120]!r})", "?"
+
+
+def configured_os_port() -> int | None:
+    """http.port in the config of the installed node, None if there is none."""
+    try:
+        lines = (OS_HOME / "config" / "opensearch.yml").read_text().splitlines()
+    except FileNotFoundError:
+        return None
+    ports = [line.split(":", 1)[1].strip() for line in lines if line.startswith("http.port:")]
+    return int(ports[0]) if ports and ports[0].isdigit() else None
 
 
 def check_knn_plugin() -> None:
@@ -605,15 +628,36 @@ def check_knn_plugin() -> None:
 
 
 def start_opensearch() -> None:
-    if pid_alive(OS_PIDFILE) and os_healthy():
-        check_knn_plugin()
-        say(f"OpenSearch already running on 127.0.0.1:{OS_PORT} (reused)")
-        return
+    timeout = float(os.environ.get("OPENSEARCH_START_TIMEOUT", "180"))
+    pid = pid_alive(OS_PIDFILE)
+    if pid:
+        # The node started from this checkout runs (perhaps still starting): a second one on
+        # the same data would fail on its lock, and its pid file must not be lost. Its config
+        # was written when it started, so it tells the port it listens on.
+        running_port = configured_os_port()
+        if running_port is not None and running_port != OS_PORT:
+            fail(f"the OpenSearch node started from this checkout (pid {pid}) listens on port {running_port}, "
+                 f"not OPENSEARCH_PORT={OS_PORT}; stop it with `scripts/services.py stop opensearch` first")
+        deadline = time.time() + timeout
+        while time.time() < deadline and pid_alive(OS_PIDFILE) and not os_healthy():
+            identity = os_identity()
+            if identity is not None and identity[0] != "opensearch":
+                break  # another server holds the port: our node is not there
+            time.sleep(1)
+        if os_healthy():
+            check_knn_plugin()
+            say(f"OpenSearch already running on 127.0.0.1:{OS_PORT} (reused)")
+            return
+        if pid_alive(OS_PIDFILE):
+            fail(f"the OpenSearch node started from this checkout (pid {pid}) does not answer on "
+                 f"127.0.0.1:{OS_PORT} (started with another OPENSEARCH_PORT?); stop it with "
+                 "`scripts/services.py stop opensearch` and start again")
     identity = os_identity()
     if identity is not None:
         if identity[0] != "opensearch":
-            fail(f"port {OS_PORT} is answered by {identity[0]} {identity[1]}, not OpenSearch: stop it or set "
-                 "OPENSEARCH_PORT")
+            fail(f"port {OS_PORT} is in use by {identity[0]}"
+                 + (f" {identity[1]}" if identity[1] != "?" else "")
+                 + ", not OpenSearch: stop it or set OPENSEARCH_PORT")
         if identity[1] != OS_VERSION:
             fail(f"port {OS_PORT} is answered by OpenSearch {identity[1]}, not {OS_VERSION}: stop it or set "
                  "OPENSEARCH_PORT")
@@ -645,7 +689,7 @@ def start_opensearch() -> None:
     if result.returncode != 0:
         print(tail(launcher_log), tail(log), sep="\n", file=sys.stderr)
         fail(f"OpenSearch failed to start (exit {result.returncode}); logs: {launcher_log}, {log}")
-    deadline = time.time() + float(os.environ.get("OPENSEARCH_START_TIMEOUT", "180"))
+    deadline = time.time() + timeout
     while time.time() < deadline:
         if pid_tmp.exists():
             shutil.copy(pid_tmp, OS_PIDFILE)
@@ -802,6 +846,8 @@ def main(argv: list[str]) -> None:
         return
     if which not in {"es", "opensearch", "redis", "all"}:
         fail(f"unknown service {which!r}: es, opensearch, redis or all")
+    # A bad SEARCH_ENGINE is refused before anything starts.
+    engine = search_engine() if action == "start" and which == "all" else None
     if action == "password":
         print(es_password())
     elif action == "start":
@@ -812,7 +858,7 @@ def main(argv: list[str]) -> None:
         # `make run`/`make test` pay nothing for it otherwise.
         if which in ("es", "all"):
             start_es()
-        if which == "opensearch" or (which == "all" and search_engine() == "opensearch"):
+        if which == "opensearch" or engine == "opensearch":
             start_opensearch()
     elif action == "stop":
         if which in ("es", "all"):
