@@ -172,6 +172,8 @@ STATIC_URL = "static/"
 # `manage.py collectstatic` copies every app's static files here (the Docker image does it at
 # build time); WhiteNoise serves them with DEBUG off. With DEBUG on they come from the apps.
 STATIC_ROOT = Path(env("DJANGO_STATIC_ROOT", str(BASE_DIR / "var" / "static")))
+# WhiteNoise warns at every start about a missing folder (tests, `make run` before collectstatic).
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     # gzip copies made by collectstatic, sent to clients that accept them. No manifest (hashed
