@@ -274,6 +274,12 @@ UPLOAD_MAX_BYTES = env_int("UPLOAD_MAX_BYTES", 50 * 1024 * 1024)
 # more is answered with a message, nothing imported (indexer/upload_limits.py).
 UPLOAD_MAX_FILES = env_int("UPLOAD_MAX_FILES", 500)
 DATA_UPLOAD_MAX_NUMBER_FILES = UPLOAD_MAX_FILES
+# Who may search a new collection (admin, `import_corpus --create`) unless told otherwise:
+# public, authenticated or groups (checked in indexer/models.py). `groups` with no group
+# selected means superusers only, until an admin opens it up: a confidential folder imported
+# from the shell must not be searchable by anyone the moment it is indexed. The demo
+# (`load_demo`) asks for public explicitly.
+DEFAULT_COLLECTION_VISIBILITY = env("DEFAULT_COLLECTION_VISIBILITY", "groups")
 
 # --------------------------------------------------------------------------- Health
 
