@@ -50,6 +50,13 @@ def env_float(name: str, default: float) -> float:
         raise ImproperlyConfigured(f"{name} must be a number, not {value!r}") from None
 
 
+def env_seconds(name: str, default: float) -> float:
+    value = env_float(name, default)
+    if value <= 0:
+        raise ImproperlyConfigured(f"{name} must be a positive number of seconds, not {value!r}")
+    return value
+
+
 def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     value = env(name, default)
     if value not in choices:
@@ -241,6 +248,42 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Queue names; the routing in searchsite/celery.py sends each app's tasks to its queue.
 EMBED_QUEUE = env("EMBED_QUEUE", "embed")
 RERANK_QUEUE = env("RERANK_QUEUE", "rerank")
+# A worker reserves one message per pool process beyond the one it runs, not Celery's four:
+# an indexing batch takes minutes, and with acks_late the batches a busy worker had reserved
+# would wait behind it while another worker idles (and, if it died, come back only after the
+# visibility timeout); a reserved rerank request would miss its RERANK_TIMEOUT the same way.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+
+# Time limits per task kind (seconds). At the soft limit the task gets an exception: indexing
+# batches and builds end `failed` with "... ran past its soft time limit of N s
+# (<SETTING>)" (indexer/tasks.py, error_text); a task still running TASK_HARD_TIME_LIMIT_GRACE
+# seconds later (stuck in native code) is killed with its pool process, and fails the same way.
+# Indexing tasks acknowledge late, so CELERY_VISIBILITY_TIMEOUT must exceed their hard limit.
+# Enforced by the prefork pool (Celery's default), not by `--pool solo` or `threads`.
+INDEX_BATCH_SOFT_TIME_LIMIT = env_seconds("INDEX_BATCH_SOFT_TIME_LIMIT", 1200)  # INDEX_BATCH_SIZE documents
+INDEX_BUILD_SOFT_TIME_LIMIT = env_seconds("INDEX_BUILD_SOFT_TIME_LIMIT", 1800)  # a build's start and check/swap
+INDEX_MAINTENANCE_SOFT_TIME_LIMIT = env_seconds("INDEX_MAINTENANCE_SOFT_TIME_LIMIT", 1800)  # reconcile, index drops
+# A search waits RERANK_TIMEOUT at most; this only frees a worker from a runaway request (the
+# first request for a model may load and export it, minutes on a CPU).
+QUERY_SOFT_TIME_LIMIT = env_seconds("QUERY_SOFT_TIME_LIMIT", 300)
+MODEL_LOAD_SOFT_TIME_LIMIT = env_seconds("MODEL_LOAD_SOFT_TIME_LIMIT", 1800)  # a rerank worker loading new models
+TASK_HARD_TIME_LIMIT_GRACE = env_seconds("TASK_HARD_TIME_LIMIT_GRACE", 60)
+# Each kind: the setting that names its soft limit (quoted in the error text), the limit, its tasks.
+TASK_TIME_LIMIT_KINDS = {
+    "INDEX_BATCH_SOFT_TIME_LIMIT": (INDEX_BATCH_SOFT_TIME_LIMIT, (
+        "indexer.tasks.index_documents", "indexer.tasks.remove_documents", "indexer.tasks.remove_deleted_documents")),
+    "INDEX_BUILD_SOFT_TIME_LIMIT": (INDEX_BUILD_SOFT_TIME_LIMIT, (
+        "indexer.tasks.prepare_build", "indexer.tasks.finalize_build")),
+    "INDEX_MAINTENANCE_SOFT_TIME_LIMIT": (INDEX_MAINTENANCE_SOFT_TIME_LIMIT, (
+        "indexer.tasks.reconcile", "indexer.tasks.drop_indices")),
+    "QUERY_SOFT_TIME_LIMIT": (QUERY_SOFT_TIME_LIMIT, ("reranker.tasks.rerank", "searchsite.tasks.embed_queries")),
+    "MODEL_LOAD_SOFT_TIME_LIMIT": (MODEL_LOAD_SOFT_TIME_LIMIT, ("reranker.tasks.warm_up",)),
+}
+# Celery sets these attributes on the tasks it registers (searchsite/celery.py reads CELERY_*).
+CELERY_TASK_ANNOTATIONS = {
+    task: {"soft_time_limit": soft, "time_limit": soft + TASK_HARD_TIME_LIMIT_GRACE}
+    for soft, tasks in TASK_TIME_LIMIT_KINDS.values() for task in tasks
+}
 
 # --------------------------------------------------------------------------- Models
 
