@@ -259,7 +259,9 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # (<SETTING>)" (indexer/tasks.py, error_text); a task still running TASK_HARD_TIME_LIMIT_GRACE
 # seconds later (stuck in native code) is killed with its pool process, and fails the same way.
 # Indexing tasks acknowledge late, so CELERY_VISIBILITY_TIMEOUT must exceed their hard limit.
-# Enforced by the prefork pool (Celery's default), not by `--pool solo` or `threads`.
+# The limits travel in each message, from the settings of the process that queues the task
+# (web, beat, a worker): give every process the same values. Enforced by the prefork pool
+# (Celery's default), not by `--pool solo` or `threads`.
 INDEX_BATCH_SOFT_TIME_LIMIT = env_seconds("INDEX_BATCH_SOFT_TIME_LIMIT", 1200)  # INDEX_BATCH_SIZE documents
 INDEX_BUILD_SOFT_TIME_LIMIT = env_seconds("INDEX_BUILD_SOFT_TIME_LIMIT", 1800)  # a build's start and check/swap
 INDEX_MAINTENANCE_SOFT_TIME_LIMIT = env_seconds("INDEX_MAINTENANCE_SOFT_TIME_LIMIT", 1800)  # reconcile, index drops

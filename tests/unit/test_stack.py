@@ -87,6 +87,20 @@ def test_docker_compose_matches_settings():
     assert set(example) - known - {"POSTGRES_PASSWORD", "HF_HUB_OFFLINE"} == set()
 
 
+def test_workers_take_queue_names_from_the_environment():
+    """docker compose and the Procfile start the workers on the queues the settings route to."""
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    procfile = dict(line.split(": ", 1) for line in (ROOT / "Procfile").read_text().splitlines()
+                    if line and not line.startswith("#"))
+    for service, process, variable, default in (("worker-embed", "embed", "EMBED_QUEUE", "embed"),
+                                                ("worker-rerank", "rerank", "RERANK_QUEUE", "rerank")):
+        option = f"-Q ${{{variable}:-{default}}} "
+        assert option in compose["services"][service]["command"]
+        assert option in procfile[process]
+        # The web and beat route by the same names.
+        assert compose["services"]["web"]["environment"][variable] == f"${{{variable}:-{default}}}"
+
+
 def test_bad_settings_values_fail_clearly():
     env = dict(os.environ, EMBEDDING_BATCH_SIZE="many")
     result = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env,
