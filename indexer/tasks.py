@@ -48,7 +48,11 @@ def error_text(exc: BaseException, task: Task | None = None) -> str:
         # The worker's timer raises these without a message: say which limit ran out, and where
         # it is set (settings.TASK_TIME_LIMIT_KINDS).
         soft = isinstance(exc, SoftTimeLimitExceeded)
-        seconds = task.soft_time_limit if soft else task.time_limit
+        # The limit in force came with the message (the sender's settings); the task's own if none.
+        if soft:
+            seconds = ((getattr(task.request, "timelimit", None) or (None, None))[1]) or task.soft_time_limit
+        else:
+            seconds = exc.args[0] if exc.args else task.time_limit
         setting = next((name for name, (_, tasks) in settings.TASK_TIME_LIMIT_KINDS.items() if task.name in tasks),
                        "CELERY_TASK_ANNOTATIONS")
         grace = "" if soft else " + TASK_HARD_TIME_LIMIT_GRACE"
