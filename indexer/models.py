@@ -20,6 +20,7 @@ from django.db import models
 from django.utils.text import slugify
 
 from .analysis import DEFAULT_LANGUAGE, LANGUAGES
+from .store import default_index_options
 
 TITLE_MAX_LENGTH = 500
 EXTERNAL_ID_MAX_LENGTH = 255
@@ -67,10 +68,11 @@ class Collection(models.Model):
         max_length=500, blank=True,
         help_text="Cross-encoder id or directory for this collection; empty uses the site default.",
     )
-    # Index layout of the next build (indexer/builds.py). The default had the best kNN recall and
-    # needs the least memory (docs/indexing.md); BBQ needs at least 64 dimensions.
+    # Index layout of the next build (indexer/builds.py). The default is the engine's
+    # (indexer/store.py): on Elasticsearch BBQ, which had the best kNN recall and needs the least
+    # memory (docs/indexing.md; at least 64 dimensions); OpenSearch's lucene engine has no BBQ.
     index_options = models.CharField(
-        max_length=20, choices=[(t, t) for t in ("hnsw", "int8_hnsw", "bbq_hnsw")], default="bbq_hnsw",
+        max_length=20, choices=[(t, t) for t in ("hnsw", "int8_hnsw", "bbq_hnsw")], default=default_index_options,
         help_text="HNSW vector storage of the index: float32, int8 or binary (BBQ) quantised.",
     )
     keep_old_indices = models.PositiveIntegerField(

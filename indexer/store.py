@@ -7,9 +7,13 @@ aliases, deletion, and the query path's searches.
 A rebuild writes into a new index while the alias keeps serving the old one, then swaps the
 alias atomically (indexer/builds.py).
 
-`get_store()` answers the store of `settings.SEARCH_BACKEND` (default `elasticsearch`; module
-map in docs/indexing.md). `Store` lists what the rest of the project asks of an engine, so a second engine (OpenSearch) is one more
-subclass; nothing else in the indexer imports the engine's client library. The engine's errors
+`get_store()` answers the store of `settings.SEARCH_ENGINE` (`elasticsearch`, the default, or
+`opensearch`; module map in docs/indexing.md). `Store` lists what the rest of the project asks
+of an engine; `ElasticsearchStore` and `OpenSearchStore` are its two subclasses, both here: they
+share the chunk fields, the BM25 similarity and the error classes, and a module per engine would
+import the registry back from this one. Nothing else imports an engine's client library, and
+the query path builds its kNN clause through `Store.knn_search_body` (the one place where the
+two engines' query languages differ). The engine's errors
 are translated here into the exceptions below where a caller must tell them apart: an index that
 is gone, a refusal that goes away by itself (worth a retry), anything else. Connection failures
 and timeouts keep the client library's own exception types (they name the problem best in a
@@ -26,6 +30,10 @@ from django.conf import settings
 from django.utils import timezone
 from elasticsearch import ApiError, ConnectionTimeout, Elasticsearch, TransportError, helpers
 from elasticsearch import ConnectionError as ESConnectionError
+from opensearchpy import ConnectionError as OSConnectionError
+from opensearchpy import ConnectionTimeout as OSConnectionTimeout
+from opensearchpy import OpenSearch, TransportError as OSTransportError
+from opensearchpy import helpers as os_helpers
 
 from .analysis import ANALYZED, check_language
 
@@ -58,9 +66,17 @@ def new_index_name(collection_slug: str) -> str:
 
 
 def check_index_options(index_options: str) -> str:
-    if index_options not in INDEX_OPTION_TYPES:
-        raise ValueError(f"index_options must be one of {INDEX_OPTION_TYPES}, not {index_options!r}")
+    """The value itself, or ValueError naming the layouts the engine in use offers."""
+    store = get_store()
+    if index_options not in store.index_option_types:
+        raise ValueError(f"index_options must be one of {store.index_option_types} on {store.engine}, "
+                         f"not {index_options!r}")
     return index_options
+
+
+def default_index_options() -> str:
+    """A new collection's vector layout: the engine's best (docs/indexing.md)."""
+    return get_store().default_index_options
 
 
 @dataclass
@@ -100,8 +116,13 @@ class Store:
     """What the project asks of a search engine. Index names are concrete indices unless the
     argument says alias."""
 
+    engine = ""  # what /healthz and error messages call it
+    url = ""  # where it answers
     # Exceptions worth a retry with backoff (the engine unreachable, slow or busy).
     transient_errors: tuple[type[BaseException], ...] = (StoreUnavailable,)
+    # The vector layouts (Collection.index_options) this engine can build, and a new collection's.
+    index_option_types: tuple[str, ...] = ()
+    default_index_options = ""
 
     # -- indices and aliases
     def create_index(self, index: str, *, dims: int, model_id: str, index_options: str, language: str,
@@ -161,6 +182,13 @@ class Store:
         raise NotImplementedError
 
     # -- the query path and health
+    def knn_search_body(self, vector: list[float], *, k: int, num_candidates: int, filters: list[dict]) -> dict:
+        """The part of a search body that asks for the `k` chunks nearest to `vector` among those
+        matching every one of `filters` (applied inside the HNSW search, not after it),
+        examining `num_candidates` candidates; the caller adds size, sort and `_source`. Scores
+        are (1 + cosine) / 2 on both engines."""
+        raise NotImplementedError
+
     def msearch(self, searches: list[tuple[list[str], dict]]) -> list[list[dict]]:
         """Several searches in one round trip, each over some aliases (a missing one is skipped);
         the raw hits of each."""
@@ -214,7 +242,23 @@ def chunk_mapping(dims: int, index_options: str, language: str = "none") -> dict
     `title` and `text` keep the standard analyzer in every language: they are what language
     `none` searches, and an index of another language still answers a query of `none` (the
     moment between an alias swap and the database saying so, ad-hoc queries)."""
-    check_index_options(index_options)
+    if index_options not in INDEX_OPTION_TYPES:
+        raise ValueError(f"index_options must be one of {INDEX_OPTION_TYPES}, not {index_options!r}")
+    return chunk_fields(language, {
+        # Arbitrary per-document fields, filterable as metadata.<key> (exact values).
+        "metadata": {"type": "flattened"},
+        "embedding": {
+            "type": "dense_vector",
+            "dims": dims,
+            "index": True,
+            "similarity": "dot_product",
+            "index_options": {"type": index_options},
+        },
+    })
+
+
+def chunk_fields(language: str, engine_fields: dict) -> dict:
+    """The mapping both engines give a chunk, with the engine's own `metadata` and `embedding`."""
     check_language(language)
     mapping = {
         "dynamic": "strict",
@@ -228,15 +272,7 @@ def chunk_mapping(dims: int, index_options: str, language: str = "none") -> dict
             "start": {"type": "integer"},
             "end": {"type": "integer"},
             "content_hash": {"type": "keyword"},
-            # Arbitrary per-document fields, filterable as metadata.<key> (exact values).
-            "metadata": {"type": "flattened"},
-            "embedding": {
-                "type": "dense_vector",
-                "dims": dims,
-                "index": True,
-                "similarity": "dot_product",
-                "index_options": {"type": index_options},
-            },
+            **engine_fields,
         },
     }
     if language in ANALYZED:
@@ -279,12 +315,31 @@ def _is_missing_delete(error: dict) -> bool:
     return "delete" in error and error["delete"].get("status") == 404
 
 
+def _raise_bulk_errors(errors: list[dict], actions: int) -> None:
+    """The bulk helper's failed items (either engine's: same shape) as one exception."""
+    errors = [e for e in errors if not _is_missing_delete(e)]
+    if errors:
+        statuses = {next(iter(e.values())).get("status") for e in errors}
+        sample = next(iter(errors[0].values()))
+        message = f"{len(errors)} of {actions} bulk actions failed, e.g. {sample.get('error')}"
+        if statuses & TRANSIENT_STATUSES:
+            raise StoreUnavailable(message)
+        raise StoreError(message)
+
+
 class ElasticsearchStore(Store):
+    engine = "Elasticsearch"
     transient_errors = (StoreUnavailable, ESConnectionError, ConnectionTimeout)
+    index_option_types = INDEX_OPTION_TYPES
+    default_index_options = "bbq_hnsw"  # best recall, least memory (docs/indexing.md)
 
     @property
     def client(self):
         return get_client()
+
+    @property
+    def url(self) -> str:
+        return settings.ELASTICSEARCH_URL
 
     @_translated
     def create_index(self, index, *, dims, model_id, index_options, language, shards=1, replicas=0):
@@ -353,14 +408,7 @@ class ElasticsearchStore(Store):
             self.client, actions, chunk_size=500, max_retries=3, initial_backoff=1,
             raise_on_error=False, raise_on_exception=True, stats_only=False,
         )
-        errors = [e for e in errors if not _is_missing_delete(e)]
-        if errors:
-            statuses = {next(iter(e.values())).get("status") for e in errors}
-            sample = next(iter(errors[0].values()))
-            message = f"{len(errors)} of {len(actions)} bulk actions failed, e.g. {sample.get('error')}"
-            if statuses & TRANSIENT_STATUSES:
-                raise StoreUnavailable(message)
-            raise StoreError(message)
+        _raise_bulk_errors(errors, len(actions))
         return ok
 
     @_translated
@@ -415,6 +463,10 @@ class ElasticsearchStore(Store):
             if not after or not result["buckets"]:
                 return inventory
 
+    def knn_search_body(self, vector, *, k, num_candidates, filters):
+        return {"knn": {"field": "embedding", "query_vector": vector, "k": k,
+                        "num_candidates": max(num_candidates, k), "filter": filters}}
+
     def msearch(self, searches):
         lines = []
         for aliases, body in searches:
@@ -443,14 +495,251 @@ class ElasticsearchStore(Store):
         return ClusterHealth(name=health["cluster_name"], status=health["status"], versions=versions)
 
 
-STORES: dict[str, type[Store]] = {"elasticsearch": ElasticsearchStore}
+# --------------------------------------------------------------------------- OpenSearch
+
+
+@functools.lru_cache(maxsize=1)
+def get_opensearch_client() -> OpenSearch:
+    """The OpenSearch client of the settings (one per process)."""
+    kwargs: dict = {"timeout": settings.OPENSEARCH_TIMEOUT, "verify_certs": settings.OPENSEARCH_VERIFY_CERTS}
+    if settings.OPENSEARCH_CA_CERTS:
+        kwargs["ca_certs"] = settings.OPENSEARCH_CA_CERTS
+    if settings.OPENSEARCH_PASSWORD:
+        kwargs["http_auth"] = (settings.OPENSEARCH_USERNAME, settings.OPENSEARCH_PASSWORD)
+    return OpenSearch(settings.OPENSEARCH_URL, **kwargs)
+
+
+# Only the k-NN plugin's `lucene` engine: its default, faiss, needs native libraries that the
+# plugin from Maven Central lacks, and indexing into a faiss field kills the node
+# (scripts/opensearch_probe.py). Every vector field names its engine, so the default never applies.
+OPENSEARCH_KNN_ENGINE = "lucene"
+# Collection.index_options in the lucene engine's words: float32 HNSW, or HNSW over Lucene's
+# scalar quantiser (int8, 7 bits). It has no binary quantisation: `bbq_hnsw` is refused.
+OPENSEARCH_HNSW_PARAMETERS = {
+    "hnsw": {"m": 16, "ef_construction": 100},
+    "int8_hnsw": {"m": 16, "ef_construction": 100, "encoder": {"name": "sq"}},
+}
+
+
+def opensearch_chunk_mapping(dims: int, index_options: str, language: str = "none") -> dict:
+    """The chunk mapping of `chunk_mapping` in OpenSearch's words: `knn_vector` with
+    `cosinesimil` (score (1 + cos) / 2, the formula of Elasticsearch's `dot_product` on the unit
+    vectors we store, so scores of both engines compare), `flat_object` for `flattened`."""
+    if index_options not in OPENSEARCH_HNSW_PARAMETERS:
+        raise ValueError(f"index_options must be one of {tuple(OPENSEARCH_HNSW_PARAMETERS)} on OpenSearch "
+                         f"(its lucene engine has no binary quantisation), not {index_options!r}")
+    return chunk_fields(language, {
+        "metadata": {"type": "flat_object"},
+        "embedding": {
+            "type": "knn_vector",
+            "dimension": dims,
+            "method": {"name": "hnsw", "engine": OPENSEARCH_KNN_ENGINE, "space_type": "cosinesimil",
+                       "parameters": dict(OPENSEARCH_HNSW_PARAMETERS[index_options])},
+        },
+    })
+
+
+def _os_translated(method: Callable) -> Callable:
+    """OpenSearch's answers with an error status become this module's exceptions."""
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except (OSConnectionError, OSConnectionTimeout):
+            raise  # transient_errors: the client's own types name the problem best
+        except OSTransportError as exc:
+            raise _os_store_error(exc) from exc
+
+    return wrapper
+
+
+def _os_store_error(exc: OSTransportError) -> StoreError:
+    status = exc.status_code
+    message = f"OpenSearch answered {status}: {exc.error}: {_os_reason(exc)}"
+    if status == 404 and exc.error == "index_not_found_exception":
+        return IndexMissing(message)
+    if isinstance(status, int) and status in TRANSIENT_STATUSES:
+        return StoreUnavailable(message)
+    return StoreError(message)
+
+
+def _os_reason(exc: OSTransportError) -> str:
+    info = exc.info if isinstance(exc.info, dict) else {}
+    error = info.get("error")
+    if isinstance(error, dict):
+        return error.get("reason") or str(error)
+    return str(error or exc.info or "")
+
+
+class OpenSearchStore(Store):
+    engine = "OpenSearch"
+    transient_errors = (StoreUnavailable, OSConnectionError, OSConnectionTimeout)
+    index_option_types = tuple(OPENSEARCH_HNSW_PARAMETERS)
+    default_index_options = "int8_hnsw"  # the nearest to Elasticsearch's quantised default
+
+    @property
+    def client(self) -> OpenSearch:
+        return get_opensearch_client()
+
+    @property
+    def url(self) -> str:
+        return settings.OPENSEARCH_URL
+
+    @_os_translated
+    def create_index(self, index, *, dims, model_id, index_options, language, shards=1, replicas=0):
+        mapping = opensearch_chunk_mapping(dims, index_options, language)
+        mapping["_meta"] = {"embedding_model": model_id, "dims": dims, "index_options": index_options,
+                            "language": language}
+        # k-NN fields need `index.knn` on their index.
+        body = {"settings": {**index_settings(shards, replicas), "index.knn": True}, "mappings": mapping}
+        self.client.indices.create(index=index, body=body)
+
+    @_os_translated
+    def index_exists(self, index):
+        return bool(self.client.indices.exists(index=index))
+
+    @_os_translated
+    def index_meta(self, index):
+        return self.client.indices.get_mapping(index=index)[index]["mappings"].get("_meta", {})
+
+    @_os_translated
+    def pause_refresh(self, index):
+        self.client.indices.put_settings(index=index, body={"index": {"refresh_interval": "-1"}})
+
+    @_os_translated
+    def resume_refresh(self, index):
+        self.client.indices.put_settings(index=index, body={"index": {"refresh_interval": None}})
+
+    @_os_translated
+    def refresh(self, index):
+        self.client.indices.refresh(index=index)
+
+    @_os_translated
+    def count(self, index):
+        return self.client.count(index=index)["count"]
+
+    @_os_translated
+    def indices_behind(self, alias):
+        if not self.client.indices.exists_alias(name=alias):
+            return []
+        return sorted(self.client.indices.get_alias(name=alias).keys())
+
+    @_os_translated
+    def point_alias(self, alias, index):
+        actions = [{"remove": {"index": old, "alias": alias}} for old in self.indices_behind(alias) if old != index]
+        actions.append({"add": {"index": index, "alias": alias, "is_write_index": True}})
+        self.client.indices.update_aliases(body={"actions": actions})
+
+    @_os_translated
+    def delete_index(self, index):
+        self.client.indices.delete(index=index, ignore_unavailable=True)
+
+    @_os_translated
+    def drop_indices(self, indices):
+        if indices:
+            self.client.indices.delete(index=",".join(indices), ignore_unavailable=True)
+
+    @_os_translated
+    def write_chunks(self, index, writes, delete_ids=()):
+        actions = [{"_op_type": "index", "_index": index, "_id": w.id, "_source": w.source} for w in writes]
+        actions += [{"_op_type": "delete", "_index": index, "_id": i} for i in delete_ids]
+        if not actions:
+            return 0
+        # 429s are retried by the helper itself; what is left is raised.
+        ok, errors = os_helpers.bulk(
+            self.client, actions, chunk_size=500, max_retries=3, initial_backoff=1,
+            raise_on_error=False, raise_on_exception=True, stats_only=False,
+        )
+        _raise_bulk_errors(errors, len(actions))
+        return ok
+
+    @_os_translated
+    def stale_chunk_ids(self, index, first_stale):
+        found: list[str] = []
+        pending = dict(first_stale)
+        while pending:
+            ids = [f"{prefix}/{n}" for prefix, start in pending.items() for n in range(start, start + STALE_PROBE)]
+            docs = self.client.mget(index=index, body={"ids": ids}, _source=False, realtime=True)["docs"]
+            hits = {d["_id"] for d in docs if d.get("found")}
+            found.extend(i for i in ids if i in hits)
+            pending = {prefix: start + STALE_PROBE for prefix, start in pending.items()
+                       if f"{prefix}/{start + STALE_PROBE - 1}" in hits}
+        return found
+
+    def remove_chunks(self, index, document_ids):
+        try:
+            ids = self._chunk_ids(index, document_ids)
+        except IndexMissing:
+            return 0  # the index itself is gone
+        return self.write_chunks(index, [], delete_ids=ids)
+
+    @_os_translated
+    def _chunk_ids(self, index: str, document_ids: list[int]) -> list[str]:
+        self.client.indices.refresh(index=index)  # deletions must see chunks written a moment ago
+        body = {"query": {"terms": {"document_id": document_ids}}, "_source": False}
+        return [h["_id"] for h in os_helpers.scan(self.client, index=index, query=body, size=1000)]
+
+    @_os_translated
+    def inventory(self, index):
+        inventory: dict[int, IndexedDocument] = {}
+        after = None
+        while True:
+            composite = {"size": 1000, "sources": [{"doc": {"terms": {"field": "document_id"}}},
+                                                   {"hash": {"terms": {"field": "content_hash"}}}]}
+            if after:
+                composite["after"] = after
+            body = {"size": 0, "aggs": {"docs": {"composite": composite,
+                                                 "aggs": {"max_chunk": {"max": {"field": "chunk"}}}}}}
+            result = self.client.search(index=index, body=body)["aggregations"]["docs"]
+            for bucket in result["buckets"]:
+                entry = inventory.setdefault(bucket["key"]["doc"], IndexedDocument())
+                entry.chunks += bucket["doc_count"]
+                entry.max_chunk = max(entry.max_chunk, int(bucket["max_chunk"]["value"]))
+                entry.hashes.add(bucket["key"]["hash"])
+            after = result.get("after_key")
+            if not after or not result["buckets"]:
+                return inventory
+
+    def knn_search_body(self, vector, *, k, num_candidates, filters):
+        # A `knn` query; the lucene engine examines `ef_search` candidates (its default, 100,
+        # gave recall@10 0.93 in scripts/opensearch_probe.py, 400 gave 1.0): the counterpart of
+        # Elasticsearch's num_candidates. The filter runs inside the HNSW search.
+        return {"query": {"knn": {"embedding": {
+            "vector": vector, "k": k, "filter": {"bool": {"filter": filters}},
+            "method_parameters": {"ef_search": max(num_candidates, k)},
+        }}}}
+
+    def msearch(self, searches):
+        lines = []
+        for aliases, body in searches:
+            lines += [{"index": ",".join(aliases), "ignore_unavailable": True, "allow_no_indices": True}, body]
+        try:
+            responses = self.client.msearch(body=lines)["responses"]
+        except (OSConnectionError, OSConnectionTimeout) as exc:
+            raise StoreUnavailable(f"OpenSearch: {exc}") from exc
+        except OSTransportError as exc:
+            raise _os_store_error(exc) from exc
+        results = []
+        for response in responses:
+            if "error" in response:
+                error = response["error"]
+                raise StoreError(f"OpenSearch: {error.get('reason') if isinstance(error, dict) else error}")
+            results.append(response["hits"]["hits"])
+        return results
+
+    @_os_translated
+    def health(self, timeout):
+        health = self.client.cluster.health(request_timeout=timeout)
+        nodes = self.client.nodes.info(filter_path="nodes.*.version", request_timeout=timeout)
+        versions = sorted({n["version"] for n in nodes.get("nodes", {}).values()})
+        return ClusterHealth(name=health["cluster_name"], status=health["status"], versions=versions)
+
+
+STORES: dict[str, type[Store]] = {"elasticsearch": ElasticsearchStore, "opensearch": OpenSearchStore}
 
 
 @functools.lru_cache(maxsize=1)
 def get_store() -> Store:
-    """The store of `settings.SEARCH_BACKEND` (one per process)."""
-    name = getattr(settings, "SEARCH_BACKEND", "elasticsearch")
-    try:
-        return STORES[name]()
-    except KeyError:
-        raise ValueError(f"SEARCH_BACKEND must be one of {sorted(STORES)}, not {name!r}") from None
+    """The store of `settings.SEARCH_ENGINE` (one per process; settings.py checked the name)."""
+    return STORES[settings.SEARCH_ENGINE]()

@@ -34,12 +34,11 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.db.models import Q
 from django.utils.html import escape
-from elasticsearch import ApiError, TransportError
 
 from indexer.analysis import ANALYZED, HIGHLIGHT_END, HIGHLIGHT_START, highlight, query_terms
 from indexer.lookups import serving
 from indexer.models import Collection
-from indexer.store import alias_name, get_client
+from indexer.store import StoreError, alias_name, get_store
 
 MODES = ("semantic", "keyword", "hybrid")
 SOURCE_FIELDS = ["collection", "document_id", "external_id", "title", "text", "chunk", "start", "end", "metadata"]
@@ -231,8 +230,7 @@ def keyword_body(query: str, filters: list[dict], depth: int, match: dict | None
 def semantic_body(query: str, vector: list[float], filters: list[dict], depth: int) -> dict:
     """(`query` is unused: highlights are computed after the search, add_highlights.)"""
     return {
-        "knn": {"field": "embedding", "query_vector": vector, "k": depth,
-                "num_candidates": max(settings.SEARCH_NUM_CANDIDATES, depth), "filter": filters},
+        **get_store().knn_search_body(vector, k=depth, num_candidates=settings.SEARCH_NUM_CANDIDATES, filters=filters),
         "size": depth, "sort": TIE_BREAK, "track_scores": True, "track_total_hits": False,
         "_source": SOURCE_FIELDS,
     }
@@ -260,20 +258,11 @@ def add_highlights(hits: list[Hit], query: str, languages: dict[str, str]) -> No
 def run_msearch(searches: list[tuple[list[str], dict]]) -> list[list[Hit]]:
     """Several searches in one round trip; each over the aliases of its collections (aliases of
     collections that have no index yet are skipped)."""
-    lines = []
-    for aliases, body in searches:
-        lines += [{"index": ",".join(aliases), "ignore_unavailable": True, "allow_no_indices": True}, body]
+    store = get_store()
     try:
-        responses = get_client().msearch(searches=lines)["responses"]
-    except (ApiError, TransportError) as exc:
-        raise SearchBackendError(f"Elasticsearch: {exc}") from exc
-    results = []
-    for response in responses:
-        if "error" in response:
-            reason = response["error"].get("reason") if isinstance(response["error"], dict) else response["error"]
-            raise SearchBackendError(f"Elasticsearch: {reason}")
-        results.append([to_hit(raw) for raw in response["hits"]["hits"]])
-    return results
+        return [[to_hit(raw) for raw in hits] for hits in store.msearch(searches)]
+    except (StoreError, *store.transient_errors) as exc:
+        raise SearchBackendError(str(exc)) from exc
 
 
 def fuse(semantic: list[Hit], keyword: list[Hit], rrf_k: int, depth: int) -> list[Hit]:

@@ -199,10 +199,16 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
     "loggers": {
         "elastic_transport": {"level": "WARNING"},
+        "opensearch": {"level": "WARNING"},
         "sentence_transformers": {"level": "WARNING"},
         "httpx": {"level": "WARNING"},
     },
 }
+
+# --------------------------------------------------------------------------- search engine
+
+# The engine behind indexer/store.py: Elasticsearch, or OpenSearch with its k-NN plugin.
+SEARCH_ENGINE = env_choice("SEARCH_ENGINE", "elasticsearch", ("elasticsearch", "opensearch"))
 
 # --------------------------------------------------------------------------- Elasticsearch
 
@@ -221,6 +227,18 @@ ELASTICSEARCH_TIMEOUT = env_float("ELASTICSEARCH_TIMEOUT", 30.0)
 # Every index and alias this site creates starts with this prefix, so several sites (or the
 # test suite) can share one cluster.
 ELASTICSEARCH_INDEX_PREFIX = env("ELASTICSEARCH_INDEX_PREFIX", "searchsite")
+
+# --------------------------------------------------------------------------- OpenSearch
+
+# Read when SEARCH_ENGINE=opensearch. The default follows scripts/services.py (OPENSEARCH_PORT,
+# security off); a secured cluster takes a user and password, and a CA for its certificate.
+# Indices get ELASTICSEARCH_INDEX_PREFIX too.
+OPENSEARCH_URL = env("OPENSEARCH_URL", f"http://127.0.0.1:{env('OPENSEARCH_PORT', '9250')}")
+OPENSEARCH_USERNAME = env("OPENSEARCH_USERNAME", "admin")
+OPENSEARCH_PASSWORD = env("OPENSEARCH_PASSWORD")
+OPENSEARCH_CA_CERTS = env("OPENSEARCH_CA_CERTS")
+OPENSEARCH_VERIFY_CERTS = env_bool("OPENSEARCH_VERIFY_CERTS", True)
+OPENSEARCH_TIMEOUT = env_float("OPENSEARCH_TIMEOUT", 30.0)
 
 # --------------------------------------------------------------------------- Redis / Celery
 
