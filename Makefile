@@ -9,7 +9,7 @@ HF_HUB_OFFLINE ?= 1
 export HF_HUB_OFFLINE
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: run test unit stop services postgres venv migrate requeue demo clean-services
+.PHONY: run test unit stop services opensearch postgres venv migrate requeue demo clean-services
 
 venv: $(STAMP)
 $(STAMP): requirements.txt
@@ -21,6 +21,10 @@ $(STAMP): requirements.txt
 
 services:
 	$(PYTHON) scripts/services.py start
+
+## The second engine, for the backend suite of `make test` (whatever SEARCH_ENGINE says).
+opensearch:
+	$(PYTHON) scripts/services.py start opensearch
 
 ## PostgreSQL's server binaries for tests/integration/test_postgres.py (it starts a throwaway
 ## server of its own): Debian's postgresql is installed when missing, as root. Nothing is started.
@@ -48,10 +52,14 @@ run: venv services migrate requeue demo
 	@echo "Search: http://127.0.0.1:$${WEB_PORT:-8000}/   admin: /admin/   health: /healthz"
 	$(VENV)/bin/honcho -f Procfile start
 
-## Every test, unit and integration (tests/). A skipped integration test fails the run
-## (tests/integration/conftest.py) unless ALLOW_SKIPS=1; no test collected fails it too (exit 5).
-test: venv services postgres
-	$(PY) -m pytest $(PYTEST_ARGS)
+## Every test, unit and integration (tests/), on Elasticsearch; then the backend suite (the tests
+## marked `backend`, which exercise the engine) again on OpenSearch: one suite, both engines
+## (tests/integration/conftest.py). A skipped integration test fails the run unless
+## ALLOW_SKIPS=1; no test collected fails it too (exit 5). BACKEND_ARGS narrows the second run.
+BACKEND_ARGS ?= tests/integration
+test: venv services opensearch postgres
+	SEARCH_ENGINE=elasticsearch $(PY) -m pytest $(PYTEST_ARGS)
+	SEARCH_ENGINE=opensearch $(PY) -m pytest -m backend $(BACKEND_ARGS)
 
 ## The unit tests alone (tests/unit): no service is started or needed.
 unit: venv

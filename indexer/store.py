@@ -591,8 +591,11 @@ class OpenSearchStore(Store):
         mapping = opensearch_chunk_mapping(dims, index_options, language)
         mapping["_meta"] = {"embedding_model": model_id, "dims": dims, "index_options": index_options,
                             "language": language}
-        # k-NN fields need `index.knn` on their index.
-        body = {"settings": {**index_settings(shards, replicas), "index.knn": True}, "mappings": mapping}
+        # k-NN fields need `index.knn` on their index. Vectors stay in `_source` as sent: with
+        # the default "derived source" (vectors rebuilt from the vector files), reading a chunk of
+        # an int8_hnsw index failed on 3.5.0 ("AlreadyClosedException ... ScalarQuantizedVectorsFormat").
+        body = {"settings": {**index_settings(shards, replicas), "index.knn": True,
+                             "index.knn.derived_source.enabled": False}, "mappings": mapping}
         self.client.indices.create(index=index, body=body)
 
     @_os_translated

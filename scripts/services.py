@@ -853,9 +853,9 @@ def main(argv: list[str]) -> None:
     elif action == "start":
         if which in ("redis", "all"):
             start_redis()
-        # Elasticsearch stays part of `all` whatever SEARCH_ENGINE says: the app runs on it
-        # until the OpenSearch store exists. OpenSearch joins `all` only when chosen, so
-        # `make run`/`make test` pay nothing for it otherwise.
+        # Elasticsearch stays part of `all` whatever SEARCH_ENGINE says: `make test` runs the
+        # whole suite on it. OpenSearch joins `all` only when chosen, so `make run` pays nothing
+        # for it otherwise (`make test` starts it by name for its backend suite).
         if which in ("es", "all"):
             start_es()
         if which == "opensearch" or engine == "opensearch":

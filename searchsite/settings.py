@@ -200,6 +200,7 @@ LOGGING = {
     "loggers": {
         "elastic_transport": {"level": "WARNING"},
         "opensearch": {"level": "WARNING"},
+        "opensearchpy.trace": {"level": "WARNING"},
         "sentence_transformers": {"level": "WARNING"},
         "httpx": {"level": "WARNING"},
     },

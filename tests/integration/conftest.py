@@ -8,6 +8,12 @@
   running a subset on a machine that lacks something, e.g. PostgreSQL's server binaries).
 - The service fixtures (`es`, `celery_workers`, `rerank_worker`, `restore_elasticsearch`) live
   here, so a test outside this folder that asks for one fails with "fixture not found".
+- One backend suite, every engine (as Haystack runs one document-store suite against each
+  store): the tests marked `backend` exercise the engine (indexing, rebuild with alias swap,
+  delete propagation, the three modes, filters, highlights, access control, the kill -9 drill)
+  through indexer/store.py only. `make test` runs the whole suite on Elasticsearch, then the
+  `backend` tests again with SEARCH_ENGINE=opensearch (read by this process's settings and by
+  every worker process the tests start, which inherit the environment).
 """
 from __future__ import annotations
 
@@ -35,13 +41,16 @@ def pytest_collection_finish(session):
     """The services must be up when any integration test is selected (to run, not only to list)."""
     if session.config.option.collectonly or not any(in_this_layer(item.nodeid) for item in session.items):
         return
-    from indexer.store import get_client
+    from indexer.store import get_store
 
     problems = []
+    store = get_store()
     try:
-        get_client().cluster.health(wait_for_status="yellow", timeout="10s")
+        health = store.health(timeout=10)
+        if not health.ok:
+            problems.append(f"{store.engine} at {store.url}: cluster health is {health.status}")
     except Exception as exc:
-        problems.append(f"Elasticsearch at {settings.ELASTICSEARCH_URL}: {exc}")
+        problems.append(f"{store.engine} at {store.url}: {exc}")
     try:
         redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2).ping()
     except Exception as exc:
@@ -99,14 +108,14 @@ def pytest_terminal_summary(terminalreporter):
 
 @pytest.fixture(scope="session")
 def es():
-    from indexer.store import get_client
+    """The client of the engine under test (SEARCH_ENGINE): Elasticsearch's, or OpenSearch's in
+    the `backend` run. Tests call it only the ways both clients take (`body=`, `index=`/`id=`)."""
+    from indexer.store import get_store
 
-    client = get_client()
-    yield client
+    store = get_store()
+    yield store.client
     # Everything this run created starts with its own prefix.
-    client.options(ignore_status=404).indices.delete(
-        index=f"{settings.ELASTICSEARCH_INDEX_PREFIX}*", expand_wildcards="all"
-    )
+    store.drop_indices([f"{settings.ELASTICSEARCH_INDEX_PREFIX}*"])
 
 
 @pytest.fixture(scope="session")

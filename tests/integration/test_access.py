@@ -92,6 +92,7 @@ EXPECTED = {  # user -> collections whose documents they must get (all of them: 
 }
 
 
+@pytest.mark.backend
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("user", sorted(EXPECTED))
 def test_private_documents_never_reach_users_outside(as_user, user, mode):
@@ -114,6 +115,7 @@ def test_private_documents_never_reach_users_outside(as_user, user, mode):
     assert SECRET_WORD not in page and "c-secret" not in page and "Secret lab" not in page
 
 
+@pytest.mark.backend
 @pytest.mark.parametrize("mode", MODES)
 def test_group_member_and_superuser_see_the_private_collection(as_user, mode):
     for user in ("member", "root"):

@@ -96,6 +96,7 @@ def test_only_get(client, corpus):
     assert client.post("/api/search", {"q": "telomere"}).status_code == 405
 
 
+@pytest.mark.backend
 @pytest.mark.parametrize("mode", ["semantic", "keyword", "hybrid"])
 def test_hostile_document_text_is_escaped(get, mode):
     body = get(q="telomerase telomeres", mode=mode, k=10).json()

@@ -86,13 +86,14 @@ def assert_build_live_and_exact(es, collection: Collection, build: IndexBuild, m
     return total
 
 
+@pytest.mark.backend
 def test_transient_errors_end_failed_after_the_last_retry():
-    """Elasticsearch unreachable for good: the batch is retried, then its documents are failed
+    """The engine unreachable for good: the batch is retried, then its documents are failed
     with the error text (a worker of its own, on its own queue, pointed at a closed port)."""
     collection = make_collection("fail-retries", 3)
     queue = f"{settings.EMBED_QUEUE}-unreachable"
     worker = Worker(queue, extra_env={
-        "ELASTICSEARCH_URL": "http://127.0.0.1:9", "EMBED_QUEUE": queue, "INDEX_MAX_RETRIES": "2",
+        "ELASTICSEARCH_URL": "http://127.0.0.1:9", "OPENSEARCH_URL": "http://127.0.0.1:9", "EMBED_QUEUE": queue, "INDEX_MAX_RETRIES": "2",
         "INDEX_RETRY_BACKOFF": "1", "INDEX_RETRY_BACKOFF_MAX": "2",
     }).start()
     try:
@@ -199,6 +200,7 @@ def test_rebuild_with_second_model_while_searching(es, embed_worker, second_mode
     assert set(collection.documents.values_list("indexed_model", flat=True)) == {second_model}
 
 
+@pytest.mark.backend
 @pytest.mark.disruptive
 def test_kill_embed_worker_mid_build(es, embed_worker):
     collection = make_collection("fail-kill", 45)

@@ -109,6 +109,7 @@ def marks(html: str) -> list[str]:
     return re.findall(r"<mark>(.*?)</mark>", html)
 
 
+@pytest.mark.backend
 def test_new_collections_are_english_and_indices_record_their_language(corpus, es):
     assert Collection._meta.get_field("language").default == "en" and corpus["en"].language == "en"
     for key, language in (("en", "en"), ("none", "none"), ("zh", "zh")):
@@ -119,6 +120,7 @@ def test_new_collections_are_english_and_indices_record_their_language(corpus, e
         assert ("text_terms" in mapping["properties"]) == (language != "none")
 
 
+@pytest.mark.backend
 def test_study_run_horse_finds_studied_running_horses(api):
     body = api(q="study run horse", mode="keyword", collection="l-en")
     assert found(body)[0] == "horses"
@@ -127,6 +129,7 @@ def test_study_run_horse_finds_studied_running_horses(api):
     assert found(api(q="study run horse", mode="keyword", collection="l-none")) == []
 
 
+@pytest.mark.backend
 @pytest.mark.parametrize("mode", ["keyword", "semantic", "hybrid"])
 def test_highlights_never_mark_stop_words(api, mode):
     query = "the horses of a farm and the running of the ponies"
@@ -150,6 +153,7 @@ def test_a_query_of_stop_words_matches_nothing_in_english(api):
     assert found(api(q="of the and a", mode="hybrid", collection="l-en"))
 
 
+@pytest.mark.backend
 def test_chinese_words_not_characters(api):
     body = api(q="医学", mode="keyword", collection="l-zh")
     assert set(found(body)) == MEDICINE and DOCTOR_LEARNING not in found(body)
@@ -165,6 +169,7 @@ def test_chinese_words_not_characters(api):
     assert {m for r in body["results"] for m in marks(r["snippet_html"])} == {"生物学", "生物学家"}
 
 
+@pytest.mark.backend
 @pytest.mark.parametrize("mode", ["keyword", "hybrid"])
 def test_collections_of_different_languages_searched_together(api, mode):
     body = api(q="医学 horses", mode=mode, collection="l-en,l-zh")

@@ -1,4 +1,5 @@
-"""The indexing pipeline through real Celery workers, Elasticsearch and Redis."""
+"""The indexing pipeline through real Celery workers, the search engine and Redis (the tests
+marked `backend` run against both engines: tests/integration/conftest.py)."""
 from __future__ import annotations
 
 import subprocess
@@ -23,6 +24,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 MODEL = settings.EMBEDDING_MODEL
 
 
+@pytest.mark.backend
 def test_documents_become_searchable_chunks(es, celery_workers):
     collection = make_collection("pipe-basic", 12)
     index_all(collection)
@@ -33,7 +35,7 @@ def test_documents_become_searchable_chunks(es, celery_workers):
     live = IndexBuild.objects.get(collection=collection, status=IndexBuild.Status.LIVE)
     alias = alias_name(collection.slug)
     assert get_store().indices_behind(alias) == [live.index_name]
-    meta = es.indices.get_mapping(index=alias)[live.index_name]["mappings"]["_meta"]
+    meta = get_store().index_meta(live.index_name)
     assert meta["embedding_model"] == MODEL == live.model_id and meta["dims"] == 384
     doc = Document.objects.get(collection=collection, external_id="d003")
     assert doc.indexed_model == MODEL and doc.indexed_hash == doc.content_hash and doc.indexed_at
@@ -41,8 +43,9 @@ def test_documents_become_searchable_chunks(es, celery_workers):
     # The stored vector is the unit-length embedding of title + chunk text.
     model = load_embedding_model(MODEL)
     query = model.encode(doc.text, normalize_embeddings=True)
-    hits = es.search(index=alias, knn={"field": "embedding", "query_vector": query.tolist(), "k": 3,
-                                       "num_candidates": 50})["hits"]["hits"]
+    knn = get_store().knn_search_body(query.tolist(), k=3, num_candidates=50,
+                                      filters=[{"terms": {"collection": [collection.slug]}}])
+    hits = es.search(index=alias, body={**knn, "size": 3})["hits"]["hits"]
     assert hits[0]["_source"]["external_id"] == "d003"
     stored = np.array(es.get(index=alias, id=f"{collection.slug}/d003/0")["_source"]["embedding"])
     assert abs(np.linalg.norm(stored) - 1) < 1e-3
@@ -51,6 +54,7 @@ def test_documents_become_searchable_chunks(es, celery_workers):
     assert Document.objects.get(pk=source["document_id"]).text[source["start"]:source["end"]] == source["text"]
 
 
+@pytest.mark.backend
 def test_reindex_overwrites_and_shrinking_drops_stale_chunks(es, celery_workers):
     collection = make_collection("pipe-shrink", 6)
     index_all(collection)
@@ -74,6 +78,7 @@ def test_reindex_overwrites_and_shrinking_drops_stale_chunks(es, celery_workers)
     assert assert_index_exact(es, collection) == before - long_doc.chunk_count + 1
 
 
+@pytest.mark.backend
 def test_remove_delete_document_and_collection(es, celery_workers):
     collection = make_collection("pipe-remove", 5)
     index_all(collection)
@@ -100,6 +105,7 @@ def test_remove_delete_document_and_collection(es, celery_workers):
              what="collection indices dropped")
 
 
+@pytest.mark.backend
 def test_rebuild_index_command_swaps_alias_and_keeps_n(es, celery_workers):
     collection = make_collection("pipe-rebuild", 10, keep_old_indices=1)
     index_all(collection)
@@ -111,8 +117,12 @@ def test_rebuild_index_command_swaps_alias_and_keeps_n(es, celery_workers):
     second = IndexBuild.objects.get(collection=collection, status=IndexBuild.Status.LIVE)
     assert second.pk != first.pk and get_store().indices_behind(alias) == [second.index_name]
     assert second.index_options == "hnsw"
-    assert es.indices.get_mapping(index=second.index_name)[second.index_name]["mappings"]["properties"][
-        "embedding"]["index_options"]["type"] == "hnsw"
+    embedding = es.indices.get_mapping(index=second.index_name)[second.index_name]["mappings"]["properties"]["embedding"]
+    # float32 HNSW in each engine's words: Elasticsearch's index_options, OpenSearch's lucene
+    # method without a quantising encoder.
+    assert embedding.get("index_options", {}).get("type") == "hnsw" or (
+        embedding["method"]["name"] == "hnsw" and "encoder" not in embedding["method"].get("parameters", {}))
+    assert get_store().index_meta(second.index_name)["index_options"] == "hnsw"
     assert (second.total_documents, second.done_documents, second.failed_documents) == (10, 10, 0)
     assert second.done_chunks == sum(Document.objects.filter(collection=collection).values_list("chunk_count", flat=True))
     assert second.chunks_per_second > 0 and second.finished_at
@@ -158,6 +168,7 @@ def test_unloadable_model_marks_documents_failed_with_the_error(celery_workers):
     assert len(errors) == 1 and "/nonexistent/model-dir" in errors.pop()
 
 
+@pytest.mark.backend
 def test_reconcile_requeues_missing_and_deletes_orphans(es, celery_workers):
     collection = make_collection("pipe-reconcile", 6)
     index_all(collection)
@@ -165,7 +176,7 @@ def test_reconcile_requeues_missing_and_deletes_orphans(es, celery_workers):
     alias = alias_name(collection.slug)
     victim = Document.objects.get(collection=collection, external_id="d002")
     es.delete(index=alias, id=f"{collection.slug}/d002/0", refresh=True)  # lost behind our back
-    es.index(index=alias, id=f"{collection.slug}/ghost/0", refresh=True, document={
+    es.index(index=alias, id=f"{collection.slug}/ghost/0", refresh=True, body={
         "collection": collection.slug, "document_id": 999999, "external_id": "ghost", "text": "orphan",
         "chunk": 0, "start": 0, "end": 6, "content_hash": "x", "embedding": [384 ** -0.5] * 384,
     })

@@ -117,6 +117,7 @@ def test_each_mode_reranked_by_the_worker(api, es, mode):
         assert timings["embed"] > 0 and body["query_vector_cached"] in (True, False)
 
 
+@pytest.mark.backend
 @pytest.mark.parametrize("mode", MODES)
 def test_rerank_off_keeps_the_first_stage_order(api, mode):
     body = api(q=QUERY, mode=mode, rerank="off", k=50)
@@ -289,6 +290,7 @@ def test_a_models_fusion_with_the_first_stage_orders_the_head(api, corpus, tmp_p
         Collection.objects.filter(pk=corpus["sci"].pk).update(reranker_model="")
 
 
+@pytest.mark.backend
 @pytest.mark.parametrize("mode", MODES)
 def test_filters_by_collection_and_metadata(api, mode):
     body = api(q=QUERY, mode=mode, collection="s-extra", k=50)
@@ -311,6 +313,7 @@ def test_filters_by_collection_and_metadata(api, mode):
     assert body["results"] == [] and body["total"] == 0
 
 
+@pytest.mark.backend
 def test_pagination_is_stable(api):
     full = api(q=QUERY, mode="hybrid", k=50)
     assert full["total"] > 6

@@ -62,9 +62,13 @@ def statuses(collection: Collection) -> dict[str, int]:
 
 
 def es_chunks(es, collection: Collection, index: str | None = None) -> list[dict]:
-    """Every chunk in the collection's alias (or an index), after a refresh."""
-    from elasticsearch import helpers
+    """Every chunk in the collection's alias (or an index), after a refresh. `es`: either
+    engine's client (tests/integration/conftest.py), scanned with its own library's helper."""
+    from elasticsearch import helpers as es_helpers
+    from opensearchpy import OpenSearch
+    from opensearchpy import helpers as os_helpers
 
+    helpers = os_helpers if isinstance(es, OpenSearch) else es_helpers
     index = index or alias_name(collection.slug)
     es.indices.refresh(index=index)
     body = {"query": {"match_all": {}}, "_source": ["document_id", "external_id", "chunk", "content_hash"]}

@@ -110,8 +110,8 @@ def index_now(es, *collections) -> None:
 
 
 def drop_collections(es, *collections) -> None:
-    from indexer.store import alias_name
+    from indexer.store import alias_name, get_store
 
     for collection in collections:
-        es.options(ignore_status=404).indices.delete(index=f"{alias_name(collection.slug)}-*")
+        get_store().drop_indices([f"{alias_name(collection.slug)}-*"])
         collection.delete()
