@@ -1,14 +1,17 @@
 """Indexing benchmark (not a test): raw encoding vs the whole pipeline, and kNN recall.
 
-    .venv/bin/python bench/indexing.py [--limit N] [--encode-only] [--corpus DIR]
+    .venv/bin/python bench/indexing.py [--engine elasticsearch|opensearch] [--limit N] [--encode-only] [--corpus DIR]
 
 1. Raw: `model.encode` over exactly the chunk texts the pipeline produces for the corpus
    (indexer.pipeline.plan_chunks: same model, device, batch size, normalised output).
 2. End to end: a real `embed` Celery worker; from enqueueing every document to every chunk being
    searchable after a refresh (statuses `indexed`, count checked). Prints both throughputs and
    their ratio (target: end-to-end >= 0.90 x raw).
-3. Recall@10 of Elasticsearch kNN against exact cosine top-10 for 300 queries, for each
-   `index_options` type, over the same vectors.
+3. Recall@10 of the engine's kNN against exact cosine top-10 for 300 queries, for each
+   `index_options` type the engine offers, over the same vectors.
+
+`--engine` picks the engine (SEARCH_ENGINE, also for the worker it starts); default: the
+settings' (elasticsearch).
 
 It runs against its own index prefix, Redis key prefix and SQLite file (all removed at the end),
 never the development data. `--encode-only` needs no Elasticsearch, Redis or database (for a GPU
@@ -46,6 +49,8 @@ def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "datasets" / "scifact",
                         help="BEIR folder with corpus.jsonl and queries.jsonl")
+    parser.add_argument("--engine", choices=["elasticsearch", "opensearch"],
+                        help="search engine (SEARCH_ENGINE); default: the environment's")
     parser.add_argument("--limit", type=int, help="first N documents only (a quick run)")
     parser.add_argument("--encode-only", action="store_true", help="step 1 only (no services needed)")
     parser.add_argument("--batch-size", type=int, help="encode batch size (default EMBEDDING_BATCH_SIZE)")
@@ -157,11 +162,11 @@ def end_to_end(collection, docs, expected_chunks: int) -> float:
     """Step 2: enqueue -> every chunk searchable after refresh, through a real worker."""
     from django.db import transaction
 
-    from indexer.store import alias_name, get_client
+    from indexer.store import alias_name, get_store
     from indexer.tasks import queue_for_indexing
     from indexer.models import Collection
 
-    es = get_client()
+    store = get_store()
     # Warm-up outside the clock: the worker loads the model and the live index is created.
     warm = Collection.objects.create(name="warm-up", slug="warm-up")
     warm_docs = make_documents(warm, [{"_id": "w", "title": "warm", "text": "warm up the worker"}], save=True)
@@ -174,9 +179,9 @@ def end_to_end(collection, docs, expected_chunks: int) -> float:
         queue_for_indexing([d.pk for d in docs])
     wait_indexed(collection)
     alias = alias_name(collection.slug)
-    es.indices.refresh(index=alias)
+    store.refresh(alias)
     seconds = time.perf_counter() - started
-    count = es.count(index=alias)["count"]
+    count = store.count(alias)
     if count != expected_chunks:
         raise SystemExit(f"the index holds {count} chunks, the plan says {expected_chunks}")
     return seconds
@@ -185,41 +190,43 @@ def end_to_end(collection, docs, expected_chunks: int) -> float:
 def recall(vectors, planned, queries: list[str], model_id: str, num_candidates: int) -> dict[str, float]:
     """Step 3: recall@10 of kNN under each index_options against exact cosine top-10."""
     import numpy as np
-    from elasticsearch import helpers
 
     from indexer.embedding import load_embedding_model
-    from indexer.store import INDEX_OPTION_TYPES, get_client, get_store
+    from indexer.store import ChunkWrite, get_store
 
-    es = get_client()
+    store = get_store()
     model = load_embedding_model(model_id)
     q = np.asarray(model.encode(queries, normalize_embeddings=True), dtype=np.float32)
     exact = np.argsort(-(q @ vectors.T), axis=1)[:, :10]
     results = {}
-    for options in INDEX_OPTION_TYPES:
+    for options in store.index_option_types:
         index = f"{os.environ['ELASTICSEARCH_INDEX_PREFIX']}-recall-{options.replace('_', '-')}"
-        get_store().create_index(index, dims=vectors.shape[1], model_id=model_id, index_options=options, language="none")
+        store.create_index(index, dims=vectors.shape[1], model_id=model_id, index_options=options, language="none")
         started = time.perf_counter()
-        helpers.bulk(es, ({"_index": index, "_id": str(i), "_source": {
+        store.write_chunks(index, [ChunkWrite(str(i), {
             "document_id": p.document.pk, "chunk": p.chunk.number, "text": p.chunk.text,
-            "embedding": v.tolist()}} for i, (p, v) in enumerate(zip(planned, vectors))), chunk_size=500)
-        es.indices.refresh(index=index)
+            "embedding": v.tolist()}) for i, (p, v) in enumerate(zip(planned, vectors))])
+        store.refresh(index)
         load_seconds = time.perf_counter() - started
         hits_total, latencies = 0, []
         for row, vector in enumerate(q):
+            body = {**store.knn_search_body(vector.tolist(), k=10, num_candidates=num_candidates, filters=[]),
+                    "size": 10, "_source": False}
             t = time.perf_counter()
-            hits = es.search(index=index, knn={"field": "embedding", "query_vector": vector.tolist(), "k": 10,
-                                               "num_candidates": num_candidates}, size=10, source=False)
+            hits = store.msearch([([index], body)])[0]
             latencies.append(time.perf_counter() - t)
-            hits_total += len({int(h["_id"]) for h in hits["hits"]["hits"]} & set(exact[row].tolist()))
+            hits_total += len({int(h["_id"]) for h in hits} & set(exact[row].tolist()))
         results[options] = hits_total / (10 * len(q))
         print(f"  {options:10s} recall@10 {results[options]:.4f}   (bulk+refresh {load_seconds:.1f}s, "
               f"kNN p50 {1000 * sorted(latencies)[len(latencies) // 2]:.1f} ms)", flush=True)
-        es.indices.delete(index=index)
+        store.delete_index(index)
     return results
 
 
 def main():
     args = parse_args()
+    if args.engine:
+        os.environ["SEARCH_ENGINE"] = args.engine  # before Django reads it; the worker inherits it
     import django
 
     django.setup()
@@ -231,7 +238,7 @@ def main():
     model_id = settings.EMBEDDING_MODEL
     batch_size = args.batch_size or settings.EMBEDDING_BATCH_SIZE
     corpus = read_jsonl(args.corpus / "corpus.jsonl", args.limit)
-    print(f"machine: {machine()}")
+    print(f"machine: {machine()}; engine: {settings.SEARCH_ENGINE}")
     print(f"corpus: {len(corpus)} documents from {args.corpus}; model {model_id}; batch size {batch_size}")
 
     worker = None
@@ -311,10 +318,9 @@ def cleanup():
             import redis
             from django.conf import settings
 
-            from indexer.store import get_client
+            from indexer.store import get_store
 
-            get_client().options(ignore_status=404).indices.delete(
-                index=f"{os.environ['ELASTICSEARCH_INDEX_PREFIX']}-*", expand_wildcards="all")
+            get_store().drop_indices([f"{os.environ['ELASTICSEARCH_INDEX_PREFIX']}-*"])
             client = redis.Redis.from_url(settings.REDIS_URL)
             for key in client.scan_iter(match=f"{os.environ['CELERY_KEY_PREFIX']}*", count=1000):
                 client.delete(key)

@@ -1,11 +1,13 @@
-"""Search latency: the HTTP API (web process + Elasticsearch + the real rerank worker) against the
+"""Search latency: the HTTP API (web process + the search engine + the real rerank worker) against the
 same components called directly in one process. Not a test: it prints numbers and a ratio.
 
 For each SciFact dev query (200 by default), in turn:
   API     GET /api/search?q=...&mode=semantic&collection=scifact&k=10 on a running server, timed by
           this client (end to end), with the server's own per-stage timings from the JSON;
-  direct  in this process: encode the query (bi-encoder, no cache), the same Elasticsearch kNN
-          request, and CrossEncoder.predict on the same (query, title + chunk) pairs.
+  direct  in this process: encode the query (bi-encoder, no cache), the same engine request
+          (indexer/store.py), and CrossEncoder.predict on the same (query, title + chunk) pairs.
+`--engine` sets SEARCH_ENGINE for this process (bench/search_latency.sh passes it to the server
+and the worker too); the server must run on the same engine.
 Then p50/p95 of every stage and of the totals, and the ratio API p95 / direct p95 (target <= 1.15).
 
 Set-up (the same environment for the server, the worker and this script):
@@ -77,7 +79,7 @@ def direct(query: str, collection, mode: str, candidates: int) -> dict:
     from django.conf import settings
 
     from indexer.lookups import serving
-    from indexer.store import alias_name, get_client
+    from indexer.store import alias_name, get_store
     from reranker.cross_encoder import configured_model, score_pairs
     from searchsite.search import (add_highlights, encode_queries, es_filters, keyword_body, keyword_query,
                                    semantic_body, to_hit)
@@ -95,7 +97,7 @@ def direct(query: str, collection, mode: str, candidates: int) -> dict:
         timings["embed"] = 0.0
         body = keyword_body(query, filters, settings.SEARCH_DEPTH, keyword_query(query, languages))
     t = time.perf_counter()
-    raw = get_client().search(index=alias_name(collection.slug), **body)["hits"]["hits"]
+    raw = get_store().msearch([([alias_name(collection.slug)], body)])[0]
     hits = [to_hit(h) for h in raw]
     add_highlights(hits, query, languages)  # the API's snippets are part of its first stage
     timings["elasticsearch"] = (time.perf_counter() - t) * 1000
@@ -117,7 +119,11 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--mode", default="semantic", choices=["semantic", "keyword"])
+    parser.add_argument("--engine", choices=["elasticsearch", "opensearch"],
+                        help="search engine (SEARCH_ENGINE); default: the environment's")
     args = parser.parse_args()
+    if args.engine:
+        os.environ["SEARCH_ENGINE"] = args.engine
 
     import django
 
@@ -161,7 +167,7 @@ def main() -> None:
             values = [r[key] for r in rows]
             print(f"  {key:<16}{pct(values, 50):>10.1f}{pct(values, 95):>10.1f}")
 
-    print(f"\nmode={args.mode} collection={collection.slug} depth={settings.SEARCH_DEPTH} "
+    print(f"\nengine={settings.SEARCH_ENGINE} mode={args.mode} collection={collection.slug} depth={settings.SEARCH_DEPTH} "
           f"rerank top {settings.RERANK_TOP_N} RERANKER_MODEL={settings.RERANKER_MODEL or '(collection)'}")
     table("API (server-reported stages; end_to_end timed by this client)", api_rows,
           ["embed", "elasticsearch", "rerank", "total", "end_to_end"])

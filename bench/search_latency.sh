@@ -3,8 +3,9 @@
 # already indexed and has a reranker (its own `reranker_model`, or RERANKER_MODEL).
 #
 #   DATABASE_URL=sqlite:///$PWD/var/relevance.sqlite3 ELASTICSEARCH_INDEX_PREFIX=relevance \
-#       bench/search_latency.sh [--queries 200] [--mode semantic]
+#       bench/search_latency.sh [--engine opensearch] [--queries 200] [--mode semantic]
 #
+# --engine: SEARCH_ENGINE for the server, the worker and the client alike (default: this shell's).
 # Both processes get this shell's environment (the same settings as this script); they use a
 # Redis key prefix of their own and are stopped at the end.
 set -euo pipefail
@@ -12,6 +13,13 @@ cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 PORT=${BENCH_PORT:-8032}
 export CELERY_KEY_PREFIX=${CELERY_KEY_PREFIX:-searchbench$$:} HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} TOKENIZERS_PARALLELISM=false
+ARGS=("$@")
+for ((i = 0; i < ${#ARGS[@]}; i++)); do
+    case "${ARGS[i]}" in
+        --engine) export SEARCH_ENGINE="${ARGS[i + 1]:?--engine needs elasticsearch or opensearch}" ;;
+        --engine=*) export SEARCH_ENGINE="${ARGS[i]#--engine=}" ;;
+    esac
+done
 LOGS=$(mktemp -d /tmp/search-latency-XXXX)
 .venv/bin/celery -A searchsite worker -Q "${RERANK_QUEUE:-rerank}" -c 1 -n "searchbench$$@%h" -l warning \
     --without-gossip --without-mingle >"$LOGS/worker.log" 2>&1 &
