@@ -19,7 +19,7 @@ from .builds import BuildInProgress
 from .embedding import UnloadableModel, check_model_id
 from .lookups import live_build
 from .models import Collection, IndexBuild
-from .store import INDEX_OPTION_TYPES
+from .store import get_store
 from .tasks import start_build
 
 # Seconds between reloads of the build list and page while a build runs.
@@ -42,7 +42,9 @@ def format_seconds(seconds: float | None) -> str:
 class RebuildForm(forms.Form):
     model_id = forms.CharField(label="Embedding model", max_length=300,
                                help_text="A sentence-transformers id or a local directory.")
-    index_options = forms.ChoiceField(label="Index options", choices=[(t, t) for t in INDEX_OPTION_TYPES])
+    # The layouts the engine in use offers (OpenSearch has no bbq_hnsw).
+    index_options = forms.ChoiceField(label="Index options",
+                                      choices=lambda: [(t, t) for t in get_store().index_option_types])
     # Not required: a form posted without it (a script, an older page) builds in the collection's
     # language; a value outside the list is still an error.
     language = forms.ChoiceField(label="Keyword language", choices=list(LANGUAGES.items()), required=False,
@@ -152,6 +154,9 @@ def start_rebuilds(model_admin, request, collections) -> None:
             build = start_build(collection, requested_by=request.user.get_username())
         except BuildInProgress:
             model_admin.message_user(request, f"{collection}: a build is already in progress.", messages.WARNING)
+            continue
+        except ValueError as exc:  # index options or language the engine cannot build
+            model_admin.message_user(request, f"{collection}: {exc}", messages.ERROR)
             continue
         model_admin.message_user(request, format_html(
             '{}: rebuilding into <a href="{}">{}</a> with {}, language {}.', collection,

@@ -16,7 +16,7 @@ from indexer.analysis import UnknownLanguage, check_language
 from indexer.builds import BuildInProgress
 from indexer.embedding import UnloadableModel, check_model_id
 from indexer.models import Collection, IndexBuild
-from indexer.store import INDEX_OPTION_TYPES
+from indexer.store import get_store
 from indexer.tasks import start_build
 
 
@@ -26,8 +26,8 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("collection", help="collection slug")
         parser.add_argument("--model", help="embedding model id or directory (default: the collection's)")
-        parser.add_argument("--index-options", choices=INDEX_OPTION_TYPES,
-                            help="HNSW vector storage (default: the collection's)")
+        parser.add_argument("--index-options", choices=get_store().index_option_types,
+                            help="HNSW vector storage, of those the engine offers (default: the collection's)")
         parser.add_argument("--language", help="keyword language of the new index: en, zh or none (default: the "
                                                  "collection's); the collection records it when the alias swaps")
         parser.add_argument("--no-wait", action="store_true", help="start the build and return")
@@ -55,6 +55,8 @@ class Command(BaseCommand):
         except BuildInProgress as exc:
             raise CommandError(f"{collection}: a build is already in progress ({exc.build}); "
                                "wait for it or see it in the admin") from None
+        except ValueError as exc:  # the collection's index options are not the engine's (bbq_hnsw on OpenSearch)
+            raise CommandError(f"{collection}: {exc}") from None
         self.stdout.write(f"build {build.index_name}: {build.total_documents} documents, model "
                           f"{build.model_id}, {build.index_options}, language {build.language}")
         if no_wait:
