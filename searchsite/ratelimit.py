@@ -92,9 +92,11 @@ def client_address(request) -> str:
     except ValueError:
         # A trusted proxy wrote something that is no address: count it as written (bounded).
         return address[:64] or "unknown"
-    if ip.version == 6 and not ip.ipv4_mapped:
+    if ip.version == 6:
+        if ip.ipv4_mapped:
+            return str(ip.ipv4_mapped)
         return str(ipaddress.ip_network(f"{ip}/64", strict=False))
-    return str(ip.ipv4_mapped or ip)
+    return str(ip)
 
 
 class Refusal(NamedTuple):
