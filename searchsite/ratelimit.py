@@ -29,6 +29,7 @@ import math
 import re
 import threading
 import time
+from functools import lru_cache
 from typing import NamedTuple
 
 import redis
@@ -63,6 +64,7 @@ class Rate(NamedTuple):
         return f"{self.requests} per {self.seconds} s"
 
 
+@lru_cache(maxsize=64)
 def parse_rate(text: str) -> Rate:
     """'60/minute', '300/hour', '10/30s' (10 per 30 seconds): a Rate; anything else raises
     ValueError saying what is accepted."""
@@ -134,9 +136,9 @@ class RateLimitMiddleware:
         (also when Redis cannot be asked)."""
         user = getattr(request, "user", None)
         if user is not None and user.is_authenticated:
-            rate, who, key = settings.SEARCH_RATE_LIMIT_USER, "user", f"user:{user.pk}"
+            rate, who, key = parse_rate(settings.SEARCH_RATE_LIMIT_USER), "user", f"user:{user.pk}"
         else:
-            rate, who, key = settings.SEARCH_RATE_LIMIT, "address", f"addr:{client_address(request)}"
+            rate, who, key = parse_rate(settings.SEARCH_RATE_LIMIT), "address", f"addr:{client_address(request)}"
         if time.monotonic() - self._redis_failed_at < REDIS_RETRY_SECONDS:
             return None
         # The rate is part of the key: after a change of limit, no window of the old length lingers.

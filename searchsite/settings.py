@@ -308,20 +308,17 @@ CACHES = {
 
 from searchsite.ratelimit import parse_rate  # noqa: E402  (the one definition of the "60/minute" syntax)
 
-
-def env_rate(name: str, default: str):
-    try:
-        return parse_rate(env(name, default))
-    except ValueError as exc:
-        raise ImproperlyConfigured(f"{name} {exc}") from None
-
-
 # Searches (the search page with a query, /api/search) per client in a window that opens at its
 # first search; over it, 429 with Retry-After. Anonymous clients are counted by address, signed-in
 # users by user id with their own, higher limit. Off: nothing is counted.
 SEARCH_RATE_LIMIT_ENABLED = env_bool("SEARCH_RATE_LIMIT_ENABLED", True)
-SEARCH_RATE_LIMIT = env_rate("SEARCH_RATE_LIMIT", "60/minute")
-SEARCH_RATE_LIMIT_USER = env_rate("SEARCH_RATE_LIMIT_USER", "300/minute")
+SEARCH_RATE_LIMIT = env("SEARCH_RATE_LIMIT", "60/minute")
+SEARCH_RATE_LIMIT_USER = env("SEARCH_RATE_LIMIT_USER", "300/minute")
+for _name, _value in (("SEARCH_RATE_LIMIT", SEARCH_RATE_LIMIT), ("SEARCH_RATE_LIMIT_USER", SEARCH_RATE_LIMIT_USER)):
+    try:
+        parse_rate(_value)  # here, so that a bad value stops the start rather than a search
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{_name} {exc}") from None
 # Reverse proxies in front of the web server that append to X-Forwarded-For (0: the client is
 # REMOTE_ADDR and the header is ignored, since any client can send it).
 RATE_LIMIT_TRUSTED_PROXIES = env_int("RATE_LIMIT_TRUSTED_PROXIES", 0)

@@ -15,7 +15,6 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from indexer.models import Collection
-from searchsite.ratelimit import Rate
 from tests.support.searching import add_documents, drop_collections, index_now
 
 pytestmark = pytest.mark.django_db
@@ -36,8 +35,8 @@ def corpus(es, django_db_setup, django_db_blocker):
 def limits(settings, corpus):
     """Small limits; no reranker (not what these tests are about), keyword mode in the requests."""
     settings.SEARCH_RATE_LIMIT_ENABLED = True
-    settings.SEARCH_RATE_LIMIT = Rate(3, 60)
-    settings.SEARCH_RATE_LIMIT_USER = Rate(5, 60)
+    settings.SEARCH_RATE_LIMIT = "3/minute"
+    settings.SEARCH_RATE_LIMIT_USER = "5/minute"
     settings.RATE_LIMIT_TRUSTED_PROXIES = 0
     settings.RERANKER_MODEL = ""
     return settings
@@ -105,7 +104,7 @@ def test_two_web_processes_share_the_counter(limits):
 
 
 def test_the_window_closes_after_its_length(limits, client):
-    limits.SEARCH_RATE_LIMIT = Rate(1, 1)
+    limits.SEARCH_RATE_LIMIT = "1/second"
     assert search(client, "10.15.4.1").status_code == 200
     refused = search(client, "10.15.4.1")
     assert refused.status_code == 429 and refused["Retry-After"] == "1"
@@ -114,7 +113,7 @@ def test_the_window_closes_after_its_length(limits, client):
 
 
 def test_forwarded_addresses_count_only_behind_trusted_proxies(limits, client):
-    limits.SEARCH_RATE_LIMIT = Rate(1, 60)
+    limits.SEARCH_RATE_LIMIT = "1/minute"
     # No trusted proxy: a client cannot escape its count by sending X-Forwarded-For.
     assert search(client, "10.15.5.1", HTTP_X_FORWARDED_FOR="203.0.113.1").status_code == 200
     assert search(client, "10.15.5.1", HTTP_X_FORWARDED_FOR="203.0.113.2").status_code == 429
@@ -134,7 +133,7 @@ def test_every_counter_expires(limits, client):
 
 
 def test_disabled_limits_count_nothing(limits, client):
-    limits.SEARCH_RATE_LIMIT = Rate(1, 60)
+    limits.SEARCH_RATE_LIMIT = "1/minute"
     limits.SEARCH_RATE_LIMIT_ENABLED = False
     assert [search(client, "10.15.7.1").status_code for _ in range(3)] == [200, 200, 200]
 
@@ -146,7 +145,7 @@ def closed_port() -> int:
 
 
 def test_redis_unreachable_lets_searches_through_with_one_warning(limits, client, caplog):
-    limits.SEARCH_RATE_LIMIT = Rate(1, 60)
+    limits.SEARCH_RATE_LIMIT = "1/minute"
     limits.RATE_LIMIT_REDIS_URL = f"redis://127.0.0.1:{closed_port()}/0"
     with caplog.at_level(logging.WARNING, logger="searchsite.ratelimit"):
         statuses = [search(client, "10.15.8.1").status_code for _ in range(3)]
@@ -176,7 +175,7 @@ def test_redis_that_never_answers_costs_one_short_wait(limits, client, caplog):
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
     try:
-        limits.SEARCH_RATE_LIMIT = Rate(1, 60)
+        limits.SEARCH_RATE_LIMIT = "1/minute"
         limits.RATE_LIMIT_REDIS_TIMEOUT = 0.5
         limits.RATE_LIMIT_REDIS_URL = f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
         with caplog.at_level(logging.WARNING, logger="searchsite.ratelimit"):

@@ -69,8 +69,8 @@ def test_bad_settings_stop_the_start(variable, value, words):
 def test_defaults():
     from django.conf import settings
 
-    assert settings.SEARCH_RATE_LIMIT == Rate(60, 60)
-    assert settings.SEARCH_RATE_LIMIT_USER == Rate(300, 60)
+    assert parse_rate(settings.SEARCH_RATE_LIMIT) == Rate(60, 60)
+    assert parse_rate(settings.SEARCH_RATE_LIMIT_USER) == Rate(300, 60)
     assert settings.RATE_LIMIT_KEY_PREFIX.startswith(settings.CELERY_KEY_PREFIX)
 
 
