@@ -124,6 +124,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # After the messages middleware, before any view reads the upload (indexer/upload_limits.py).
     "indexer.upload_limits.UploadLimitMiddleware",
+    # After authentication (signed-in users are counted by user); answers 429 (searchsite/ratelimit.py).
+    "searchsite.ratelimit.RateLimitMiddleware",
 ]
 
 ROOT_URLCONF = "searchsite.urls"
@@ -390,3 +392,32 @@ CACHES = {
         "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
     },
 }
+
+# --------------------------------------------------------------------------- Rate limits (searchsite/ratelimit.py)
+
+from searchsite.ratelimit import parse_rate  # noqa: E402  (the one definition of the "60/minute" syntax)
+
+# Searches (the search page with a query, /api/search) per client in a window that opens at its
+# first search; over it, 429 with Retry-After. Anonymous clients are counted by address, signed-in
+# users by user id with their own, higher limit. Off: nothing is counted.
+SEARCH_RATE_LIMIT_ENABLED = env_bool("SEARCH_RATE_LIMIT_ENABLED", True)
+SEARCH_RATE_LIMIT = env("SEARCH_RATE_LIMIT", "60/minute")
+SEARCH_RATE_LIMIT_USER = env("SEARCH_RATE_LIMIT_USER", "300/minute")
+for _name, _value in (("SEARCH_RATE_LIMIT", SEARCH_RATE_LIMIT), ("SEARCH_RATE_LIMIT_USER", SEARCH_RATE_LIMIT_USER)):
+    try:
+        parse_rate(_value)  # here, so that a bad value stops the start rather than a search
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{_name} {exc}") from None
+# Reverse proxies in front of the web server that append to X-Forwarded-For (0: the client is
+# REMOTE_ADDR and the header is ignored, since any client can send it).
+RATE_LIMIT_TRUSTED_PROXIES = env_int("RATE_LIMIT_TRUSTED_PROXIES", 0)
+if RATE_LIMIT_TRUSTED_PROXIES < 0:
+    raise ImproperlyConfigured(f"RATE_LIMIT_TRUSTED_PROXIES must be 0 or more, not {RATE_LIMIT_TRUSTED_PROXIES}")
+# The counters' Redis; each request waits at most this long for it (seconds) before it goes
+# through uncounted. Keys start with CELERY_KEY_PREFIX, so test runs and deployments sharing one
+# Redis never share counters.
+RATE_LIMIT_REDIS_URL = env("RATE_LIMIT_REDIS_URL", REDIS_URL)
+RATE_LIMIT_REDIS_TIMEOUT = env_float("RATE_LIMIT_REDIS_TIMEOUT", 0.25)
+if RATE_LIMIT_REDIS_TIMEOUT <= 0:
+    raise ImproperlyConfigured(f"RATE_LIMIT_REDIS_TIMEOUT must be a positive number of seconds, not {RATE_LIMIT_REDIS_TIMEOUT}")
+RATE_LIMIT_KEY_PREFIX = f"{CELERY_KEY_PREFIX}ratelimit:"
