@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
@@ -36,7 +37,8 @@ BODY = "body:"  # document keys of pseudo-query passages (text without its title
 CHUNK = CHUNK_KEY  # passage keys of one chunk ("chunk:<external id>/<n>"), as the search sends it
 
 
-def mine(collection: Collection, mode: str, depth: int, pseudo_queries: int, seed: int, stdout) -> TrainingData:
+def mine(collection: Collection, mode: str, depth: int, pseudo_queries: int, seed: int, stdout,
+         progress=progress) -> TrainingData:
     from searchsite.search import SearchBackendError
 
     queries, qrels = collection_qrels(collection)
@@ -116,7 +118,7 @@ def onnx_scorer(model, directory: Path) -> OnnxScorer:
                       thread_count(settings.RERANKER_THREADS))
 
 
-def judge_int8(result, directory: Path, data: TrainingData, stdout) -> list[str]:
+def judge_int8(result, directory: Path, data: TrainingData, stdout, progress=progress) -> list[str]:
     """After training on a CPU: judge int8 on the held-out queries (reranker.training.judge_int8)."""
     from reranker.fusion import ModelFusion
     from reranker.training import split_queries
@@ -135,6 +137,155 @@ def judge_int8(result, directory: Path, data: TrainingData, stdout) -> list[str]
 def models_dir() -> Path:
     """Where trained rerankers go unless --output says otherwise (demo_reranker looks here too)."""
     return settings.BASE_DIR / "var" / "rerankers"
+
+
+def check_options(options: dict) -> None:
+    for name in ("epochs", "max_length", "negatives", "batch_groups", "rerank_top", "negatives_from_top"):
+        if options[name] < 1:
+            raise CommandError(f"--{name.replace('_', '-')} must be at least 1")
+    if not 0 < options["heldout"] < 1:
+        raise CommandError("--heldout must be between 0 and 1 (a share of the judged queries)")
+
+
+@dataclass
+class Trained:
+    """The outcome of a training: the model directory (None when --save-data stopped after
+    mining), whether it was installed, and, when the install rule refused it, why (the
+    directory and its card are kept for inspection)."""
+    directory: Path | None
+    message: str
+    installed: bool = False
+    refusal: str = ""
+
+
+def train_collection(collection: Collection, options: dict, stdout, progress=progress) -> Trained:
+    """The body of `manage.py train_reranker` (options: the command's, by their option names),
+    also run by the admin's train task (reranker/run_tasks.py) with its own `stdout` (an object
+    with `write(line)`) and `progress`. Bad input and failures raise CommandError."""
+    check_options(options)
+    if options["threads"]:
+        import torch
+
+        torch.set_num_threads(options["threads"])
+    train_settings = TrainingSettings(
+        base=options["base"], epochs=options["epochs"], max_length=options["max_length"],
+        negatives=options["negatives"], negatives_from_top=options["negatives_from_top"],
+        groups_per_batch=options["batch_groups"], lr_body=options["lr_body"], lr_head=options["lr_head"],
+        heldout_fraction=options["heldout"], rerank_top=options["rerank_top"], seed=options["seed"],
+        max_steps=options["max_steps"], device=options["device"], precision=options["precision"],
+        layers=options["layers"], freeze_embeddings=options["freeze_embeddings"],
+    )
+    depth = max(train_settings.negatives_from_top, train_settings.rerank_top) * 2
+    if options["data"]:
+        try:
+            data = TrainingData.from_json(options["data"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CommandError(f"cannot read training data {options['data']}: {exc}") from None
+    else:
+        data = mine(collection, options["mode"], depth, options["pseudo_queries"], options["seed"], stdout,
+                    progress=progress)
+    if options["save_data"]:
+        data.to_json(options["save_data"])
+        stdout.write(f"training data written to {options['save_data']}")
+        return Trained(directory=None, message=f"training data written to {options['save_data']}")
+
+    name = f"{collection.slug}-reranker-{timezone.now():%Y%m%d-%H%M%S}"
+    parent = Path(options["output"]) if options["output"] else models_dir()
+    directory = parent / name
+    onnx = cpu_runtime(train_settings.device)
+    try:
+        result = train(data, train_settings, progress=lambda total, desc: progress(total=total, desc=desc, unit="step"
+                                                                                    if desc == "training" else "query"),
+                       echo=stdout.write,
+                       heldout_scorer=(lambda model: onnx_scorer(model, directory)) if onnx else None)
+    except TrainingError as exc:
+        raise CommandError(str(exc)) from None
+    except ExportError as exc:
+        raise CommandError(f"the model trained but its ONNX export failed: {exc}") from None
+    if onnx and result.heldout.get("queries"):
+        result.runtime_card = judge_int8(result, directory, data, stdout, progress=progress)
+    h = result.heldout
+    first, reranked = h["first_stage"].get("ndcg@10"), h["reranked"].get("ndcg@10")
+    final = (h.get("final") or h["reranked"]).get("ndcg@10")
+    loss = result.loss_log[-1]["loss"] if result.loss_log else float("nan")
+    stdout.write(f"trained {result.steps} steps in {result.seconds:.0f} s on {result.device}; last loss "
+                 f"{loss:.4f} (constant predictor {result.constant_loss:.4f})")
+    if first is None:
+        raise CommandError("no held-out query: cannot tell whether the model helps; not installed")
+    stdout.write(f"held-out ({h['queries']} queries, top {h['rerank_top']}): nDCG@10 first stage "
+                 f"{first:.4f} → reranked {reranked:.4f} → fused with the first stage {final:.4f} (cross-validated) "
+                 f"(fusion {h.get('fusion')})")
+    if not result.beats_first_stage:
+        save(result, directory, name, "no: held-out nDCG@10 does not beat the first stage", weights=not onnx)
+        return Trained(directory=directory, message=f"saved {directory}; not installed", refusal=(
+            f"NOT INSTALLED: reranking makes the held-out queries worse or no better (nDCG@10 {first:.4f} → "
+            f"{final:.4f}); the model is kept for inspection in {directory}. Try more data "
+            "(--pseudo-queries), more steps (--epochs) or a GPU."))
+    installed = "no (--no-install)" if options["no_install"] else f"yes, as the reranker of {collection.slug}"
+    save(result, directory, name, installed, weights=not onnx)
+    if not onnx:
+        export_for_cpu(directory, stdout)
+    if not options["no_install"]:
+        collection.reranker_model = str(directory)
+        collection.save(update_fields=["reranker_model", "updated_at"])
+        send_warm_up(directory, stdout)
+    return Trained(directory=directory, installed=not options["no_install"],
+                   message=f"saved {directory} (model card: {directory / 'README.md'}); installed: {installed}")
+
+
+def export_for_cpu(directory: Path, stdout) -> None:
+    """Trained on a GPU: export for the CPU workers too (int8 stays unjudged, so they run float32)."""
+    try:
+        export(directory)
+    except ExportError as exc:
+        stdout.write(f"no ONNX export ({exc}); CPU workers will run it in torch")
+
+
+def send_warm_up(directory: Path, stdout) -> None:
+    """Ask a rerank worker to load the new model now, not on the first search (which
+    would wait past RERANK_TIMEOUT and show "not reranked")."""
+    from kombu.exceptions import OperationalError
+
+    from reranker.tasks import warm_up
+
+    try:
+        # Pointless once a search has loaded it: dropped if no worker takes it within a minute.
+        warm_up.apply_async(args=[[str(directory)]], retry=False, expires=60, ignore_result=True)
+    except OperationalError as exc:
+        stdout.write(f"could not reach the rerank queue to warm the model up ({exc}); "
+                     "the first search with it will load it")
+
+
+def heldout_figures(directory: Path) -> tuple[float, float]:
+    """(first stage, search with the model) held-out nDCG@10 from a model directory's training.json."""
+    import json
+
+    try:
+        report = json.loads((directory / "training.json").read_text())
+        first = report["heldout"]["first_stage"]["ndcg@10"]
+        reranked = (report["heldout"].get("final") or report["heldout"]["reranked"])["ndcg@10"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CommandError(f"{directory} has no readable training.json with held-out nDCG@10: {exc}") from None
+    return first, reranked
+
+
+def install_trained(collection: Collection, directory: Path, stdout) -> str:
+    """`--install-trained` (and the admin's install and roll back): the same rule as after
+    training here, installed only if it beat the first stage. Returns what was done."""
+    first, reranked = heldout_figures(directory)
+    from reranker.cross_encoder import RerankerUnavailable, load_reranker
+
+    try:
+        load_reranker(str(directory))
+    except RerankerUnavailable as exc:
+        raise CommandError(str(exc)) from None
+    if not reranked > first:
+        raise CommandError(f"NOT INSTALLED: held-out nDCG@10 {first:.4f} → {reranked:.4f} does not beat "
+                           "the first stage")
+    collection.reranker_model = str(directory)
+    collection.save(update_fields=["reranker_model", "updated_at"])
+    send_warm_up(directory, stdout)
+    return f"installed {directory} as the reranker of {collection.slug} (held-out nDCG@10 {first:.4f} → {reranked:.4f})"
 
 
 class Command(BaseCommand):
@@ -186,124 +337,13 @@ class Command(BaseCommand):
         collection = Collection.objects.filter(slug=options["collection"]).first()
         if collection is None:
             raise CommandError(f"no collection with slug {options['collection']!r}")
-        for name in ("epochs", "max_length", "negatives", "batch_groups", "rerank_top", "negatives_from_top"):
-            if options[name] < 1:
-                raise CommandError(f"--{name.replace('_', '-')} must be at least 1")
-        if not 0 < options["heldout"] < 1:
-            raise CommandError("--heldout must be between 0 and 1 (a share of the judged queries)")
+        check_options(options)
         if options["install_trained"]:
-            return self.install_trained(collection, Path(options["install_trained"]).resolve())
-        if options["threads"]:
-            import torch
-
-            torch.set_num_threads(options["threads"])
-        train_settings = TrainingSettings(
-            base=options["base"], epochs=options["epochs"], max_length=options["max_length"],
-            negatives=options["negatives"], negatives_from_top=options["negatives_from_top"],
-            groups_per_batch=options["batch_groups"], lr_body=options["lr_body"], lr_head=options["lr_head"],
-            heldout_fraction=options["heldout"], rerank_top=options["rerank_top"], seed=options["seed"],
-            max_steps=options["max_steps"], device=options["device"], precision=options["precision"],
-            layers=options["layers"], freeze_embeddings=options["freeze_embeddings"],
-        )
-        depth = max(train_settings.negatives_from_top, train_settings.rerank_top) * 2
-        if options["data"]:
-            try:
-                data = TrainingData.from_json(options["data"])
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                raise CommandError(f"cannot read training data {options['data']}: {exc}") from None
-        else:
-            data = mine(collection, options["mode"], depth, options["pseudo_queries"], options["seed"], self.stdout)
-        if options["save_data"]:
-            data.to_json(options["save_data"])
-            self.stdout.write(f"training data written to {options['save_data']}")
+            message = install_trained(collection, Path(options["install_trained"]).resolve(), self.stdout)
+            self.stdout.write(self.style.SUCCESS(message))
             return
-
-        name = f"{collection.slug}-reranker-{timezone.now():%Y%m%d-%H%M%S}"
-        parent = Path(options["output"]) if options["output"] else models_dir()
-        directory = parent / name
-        onnx = cpu_runtime(train_settings.device)
-        try:
-            result = train(data, train_settings, progress=lambda total, desc: progress(total=total, desc=desc, unit="step"
-                                                                                        if desc == "training" else "query"),
-                           echo=self.stdout.write,
-                           heldout_scorer=(lambda model: onnx_scorer(model, directory)) if onnx else None)
-        except TrainingError as exc:
-            raise CommandError(str(exc)) from None
-        except ExportError as exc:
-            raise CommandError(f"the model trained but its ONNX export failed: {exc}") from None
-        if onnx and result.heldout.get("queries"):
-            result.runtime_card = judge_int8(result, directory, data, self.stdout)
-        h = result.heldout
-        first, reranked = h["first_stage"].get("ndcg@10"), h["reranked"].get("ndcg@10")
-        final = (h.get("final") or h["reranked"]).get("ndcg@10")
-        loss = result.loss_log[-1]["loss"] if result.loss_log else float("nan")
-        self.stdout.write(f"trained {result.steps} steps in {result.seconds:.0f} s on {result.device}; last loss "
-                          f"{loss:.4f} (constant predictor {result.constant_loss:.4f})")
-        if first is None:
-            raise CommandError("no held-out query: cannot tell whether the model helps; not installed")
-        self.stdout.write(f"held-out ({h['queries']} queries, top {h['rerank_top']}): nDCG@10 first stage "
-                          f"{first:.4f} → reranked {reranked:.4f} → fused with the first stage {final:.4f} (cross-validated) "
-                          f"(fusion {h.get('fusion')})")
-        if not result.beats_first_stage:
-            save(result, directory, name, "no: held-out nDCG@10 does not beat the first stage", weights=not onnx)
-            raise CommandError(
-                f"NOT INSTALLED: reranking makes the held-out queries worse or no better (nDCG@10 {first:.4f} → "
-                f"{final:.4f}); the model is kept for inspection in {directory}. Try more data "
-                "(--pseudo-queries), more steps (--epochs) or a GPU.")
-        installed = "no (--no-install)" if options["no_install"] else f"yes, as the reranker of {collection.slug}"
-        save(result, directory, name, installed, weights=not onnx)
-        if not onnx:
-            self.export_for_cpu(directory)
-        if not options["no_install"]:
-            collection.reranker_model = str(directory)
-            collection.save(update_fields=["reranker_model", "updated_at"])
-            self.send_warm_up(directory)
-        self.stdout.write(self.style.SUCCESS(f"saved {directory} (model card: {directory / 'README.md'}); "
-                                             f"installed: {installed}"))
-
-    def export_for_cpu(self, directory: Path) -> None:
-        """Trained on a GPU: export for the CPU workers too (int8 stays unjudged, so they run float32)."""
-        try:
-            export(directory)
-        except ExportError as exc:
-            self.stdout.write(f"no ONNX export ({exc}); CPU workers will run it in torch")
-
-    def send_warm_up(self, directory: Path) -> None:
-        """Ask a rerank worker to load the new model now, not on the first search (which
-        would wait past RERANK_TIMEOUT and show "not reranked")."""
-        from kombu.exceptions import OperationalError
-
-        from reranker.tasks import warm_up
-
-        try:
-            # Pointless once a search has loaded it: dropped if no worker takes it within a minute.
-            warm_up.apply_async(args=[[str(directory)]], retry=False, expires=60, ignore_result=True)
-        except OperationalError as exc:
-            self.stdout.write(f"could not reach the rerank queue to warm the model up ({exc}); "
-                              "the first search with it will load it")
-
-    def install_trained(self, collection: Collection, directory: Path) -> None:
-        """The same rule as after training here: installed only if it beat the first stage."""
-        import json
-
-        try:
-            report = json.loads((directory / "training.json").read_text())
-            first = report["heldout"]["first_stage"]["ndcg@10"]
-            reranked = (report["heldout"].get("final") or report["heldout"]["reranked"])["ndcg@10"]
-        except (OSError, ValueError, KeyError) as exc:
-            raise CommandError(f"{directory} has no readable training.json with held-out nDCG@10: {exc}") from None
-        from reranker.cross_encoder import RerankerUnavailable, load_reranker
-
-        try:
-            load_reranker(str(directory))
-        except RerankerUnavailable as exc:
-            raise CommandError(str(exc)) from None
-        if not reranked > first:
-            raise CommandError(f"NOT INSTALLED: held-out nDCG@10 {first:.4f} → {reranked:.4f} does not beat "
-                               "the first stage")
-        collection.reranker_model = str(directory)
-        collection.save(update_fields=["reranker_model", "updated_at"])
-        self.send_warm_up(directory)
-        self.stdout.write(self.style.SUCCESS(
-            f"installed {directory} as the reranker of {collection.slug} (held-out nDCG@10 {first:.4f} → {reranked:.4f})"))
-
+        outcome = train_collection(collection, options, self.stdout)
+        if outcome.refusal:
+            raise CommandError(outcome.refusal)
+        if outcome.directory is not None:
+            self.stdout.write(self.style.SUCCESS(outcome.message))
