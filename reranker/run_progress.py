@@ -67,7 +67,9 @@ class RunProgress:
         from .models import RerankerRun
 
         def save(**fields):
-            RerankerRun.objects.filter(pk=run_id).update(**fields)
+            from django.utils import timezone
+
+            RerankerRun.objects.filter(pk=run_id).update(reported_at=timezone.now(), **fields)
 
         return cls(save, interval)
 
@@ -79,6 +81,10 @@ class RunProgress:
         self.lines.extend(str(line).rstrip("\n").splitlines() or [""])
         del self.lines[:-LOG_LINES_KEPT]
         self.save(log="\n".join(self.lines))
+
+    def write(self, line: str) -> None:
+        """`echo` under the name the commands' stdout has (train_collection writes to it)."""
+        self.echo(line)
 
     def _show(self, bar: RunBar, force: bool = False) -> None:
         now = self.clock()

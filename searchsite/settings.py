@@ -250,6 +250,11 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Queue names; the routing in searchsite/celery.py sends each app's tasks to its queue.
 EMBED_QUEUE = env("EMBED_QUEUE", "embed")
 RERANK_QUEUE = env("RERANK_QUEUE", "rerank")
+# Evaluate and train runs started from the admin (reranker/run_tasks.py): minutes of CPU or GPU
+# each, so on a queue of their own (the Procfile's `train` worker, one at a time), never in the
+# way of indexing or of a search's rerank.
+TRAIN_QUEUE = env("TRAIN_QUEUE", "train")
+
 # A worker reserves one message per pool process beyond the one it runs, not Celery's four:
 # an indexing batch takes minutes, and with acks_late the batches a busy worker had reserved
 # would wait behind it while another worker idles (and, if it died, come back only after the
