@@ -243,3 +243,15 @@ def test_trained_rerankers_and_the_roll_back_target(admin_client, collection, se
     assert confirm.status_code == 200 and b'name="confirm" value="yes"' in confirm.content
     collection.refresh_from_db()
     assert collection.reranker_model == str(oldest)  # asking is not installing
+
+
+@pytest.mark.django_db
+def test_posts_need_the_csrf_token(collection, admin_user):
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(admin_user)
+    for name in ("evaluate", "train", "install", "rollback"):
+        url = reverse(f"admin:reranker_rerankerrun_{name}", args=[collection.pk])
+        assert client.post(url, {"confirm": "yes", "name": "x", "modes": ["keyword"]}).status_code == 403, name
+    assert not RerankerRun.objects.exists()
