@@ -29,7 +29,6 @@ from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
 
 from indexer.models import Collection
 
@@ -353,7 +352,7 @@ class RerankerRunAdmin(admin.ModelAdmin):
             except CommandError as exc:
                 self.message_user(request, f"{collection}: {exc}", messages.ERROR)
             else:
-                self.message_user(request, format_html("{} {}", message, " ".join(lines)), messages.SUCCESS)
+                self.message_user(request, " ".join([message, *lines]), messages.SUCCESS)
             return redirect(reverse("admin:reranker_rerankerrun_rerankers", args=[collection.pk]))
         return TemplateResponse(request, "admin/reranker/rerankerrun/confirm_install.html", self.context(
             request, f"{action.capitalize()}: {collection}", collection=collection, chosen=chosen, action=action,
