@@ -257,8 +257,7 @@ class RerankerRunAdmin(admin.ModelAdmin):
     # ------------------------------------------------------------------ starting runs
 
     def evaluate_view(self, request, collection_id):
-        return self.start_view(request, collection_id, RerankerRun.Kind.EVALUATE, EvaluateForm,
-                               initial={"reranker_model": ""})
+        return self.start_view(request, collection_id, RerankerRun.Kind.EVALUATE, EvaluateForm, initial={})
 
     def train_view(self, request, collection_id):
         collection = self.collection_for_change(request, collection_id)
