@@ -8,8 +8,10 @@ error text; an unexpected exception is also raised again, so the worker's log ha
 
 Messages are acknowledged when a worker takes them (Celery's default, not `acks_late`): a run
 takes longer than Redis's visibility timeout may allow, and a run is not safe to repeat
-unasked (a second training, a second model directory). A run whose worker died stays
-`running`; its page says how long ago it last reported.
+unasked (a second training, a second model directory). A run past its time limit
+(RERANKER_RUN_SOFT_TIME_LIMIT), or whose pool process was killed, ends `failed` saying so
+(`on_failure`); one whose whole worker died stays `running`, and its page says when it last
+reported.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import json
 import logging
 from pathlib import Path
 
-from celery import shared_task
+from celery import Task, shared_task
 from django.core.management import CommandError, load_command_class
 from django.db import transaction
 from django.utils import timezone
@@ -117,7 +119,7 @@ def _run(task, run_id: int, body) -> None:
         _finish(run_id, RerankerRun.Status.FAILED, error=str(exc))
         return
     except BaseException as exc:
-        _finish(run_id, RerankerRun.Status.FAILED, error=f"{type(exc).__name__}: {exc}")
+        _finish(run_id, RerankerRun.Status.FAILED, error=error_text(exc, task))
         raise
     _finish(run_id, status, result, error)
 
@@ -173,11 +175,26 @@ def _train(run, options, reporter):
     return RerankerRun.Status.DONE, result, ""
 
 
-@shared_task(name="reranker.run_tasks.evaluate", bind=True, acks_late=False)
+def error_text(exc: BaseException, task: Task) -> str:
+    """The indexing tasks' error text (it names a time limit that ran out, and its setting)."""
+    from indexer.tasks import error_text as task_error_text
+
+    return task_error_text(exc, task)
+
+
+class RunTask(Task):
+    def on_failure(self, exc, task_id, args, kwargs, einfo):
+        """Also when the body could not say it (a hard time limit or a lost pool process kills
+        it): the run ends `failed` with the reason, unless it already ended."""
+        RerankerRun.objects.filter(pk=args[0], status__in=[RerankerRun.Status.QUEUED, RerankerRun.Status.RUNNING]) \
+            .update(status=RerankerRun.Status.FAILED, error=error_text(exc, self), finished_at=timezone.now())
+
+
+@shared_task(name="reranker.run_tasks.evaluate", bind=True, base=RunTask, acks_late=False)
 def evaluate_run(self, run_id: int) -> None:
     _run(self, run_id, _evaluate)
 
 
-@shared_task(name="reranker.run_tasks.train", bind=True, acks_late=False)
+@shared_task(name="reranker.run_tasks.train", bind=True, base=RunTask, acks_late=False)
 def train_run(self, run_id: int) -> None:
     _run(self, run_id, _train)

@@ -276,6 +276,9 @@ INDEX_MAINTENANCE_SOFT_TIME_LIMIT = env_seconds("INDEX_MAINTENANCE_SOFT_TIME_LIM
 # first request for a model may load and export it, minutes on a CPU).
 QUERY_SOFT_TIME_LIMIT = env_seconds("QUERY_SOFT_TIME_LIMIT", 300)
 MODEL_LOAD_SOFT_TIME_LIMIT = env_seconds("MODEL_LOAD_SOFT_TIME_LIMIT", 1800)  # a rerank worker loading new models
+# An evaluate or train run from the admin (reranker/run_tasks.py): the CPU demo recipe trains in
+# about 20 minutes on 2 cores; larger settings on a CPU take hours.
+RERANKER_RUN_SOFT_TIME_LIMIT = env_seconds("RERANKER_RUN_SOFT_TIME_LIMIT", 6 * 3600)
 TASK_HARD_TIME_LIMIT_GRACE = env_seconds("TASK_HARD_TIME_LIMIT_GRACE", 60)
 # Each kind: the setting that names its soft limit (quoted in the error text), the limit, its tasks.
 TASK_TIME_LIMIT_KINDS = {
@@ -287,6 +290,8 @@ TASK_TIME_LIMIT_KINDS = {
         "indexer.tasks.reconcile", "indexer.tasks.drop_indices")),
     "QUERY_SOFT_TIME_LIMIT": (QUERY_SOFT_TIME_LIMIT, ("reranker.tasks.rerank", "searchsite.tasks.embed_queries")),
     "MODEL_LOAD_SOFT_TIME_LIMIT": (MODEL_LOAD_SOFT_TIME_LIMIT, ("reranker.tasks.warm_up",)),
+    "RERANKER_RUN_SOFT_TIME_LIMIT": (RERANKER_RUN_SOFT_TIME_LIMIT, (
+        "reranker.run_tasks.evaluate", "reranker.run_tasks.train")),
 }
 # Celery sets these attributes on the tasks it registers (searchsite/celery.py reads CELERY_*).
 CELERY_TASK_ANNOTATIONS = {

@@ -255,3 +255,23 @@ def test_posts_need_the_csrf_token(collection, admin_user):
         url = reverse(f"admin:reranker_rerankerrun_{name}", args=[collection.pk])
         assert client.post(url, {"confirm": "yes", "name": "x", "modes": ["keyword"]}).status_code == 403, name
     assert not RerankerRun.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_run_killed_by_its_time_limit_ends_failed_naming_it(collection):
+    from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+
+    from reranker.run_tasks import evaluate_run, train_run
+    from searchsite.celery import app
+
+    app.loader.import_default_modules()
+    running = RerankerRun.objects.create(collection=collection, kind="train", status="running")
+    done = RerankerRun.objects.create(collection=collection, kind="evaluate", status="done")
+    app.tasks[train_run.name].on_failure(TimeLimitExceeded(21660), "task-id", [running.pk], {}, None)
+    app.tasks[evaluate_run.name].on_failure(SoftTimeLimitExceeded(), "task-id", [done.pk], {}, None)
+    running.refresh_from_db()
+    done.refresh_from_db()
+    assert running.status == "failed" and running.finished_at is not None
+    assert running.error == ("TimeLimitExceeded: reranker.run_tasks.train ran past its hard time limit of 21660 s "
+                             "(RERANKER_RUN_SOFT_TIME_LIMIT + TASK_HARD_TIME_LIMIT_GRACE)")
+    assert done.status == "done" and done.error == ""  # a run that ended keeps its outcome

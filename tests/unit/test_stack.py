@@ -94,7 +94,8 @@ def test_workers_take_queue_names_from_the_environment():
     procfile = dict(line.split(": ", 1) for line in (ROOT / "Procfile").read_text().splitlines()
                     if line and not line.startswith("#"))
     for service, process, variable, default in (("worker-embed", "embed", "EMBED_QUEUE", "embed"),
-                                                ("worker-rerank", "rerank", "RERANK_QUEUE", "rerank")):
+                                                ("worker-rerank", "rerank", "RERANK_QUEUE", "rerank"),
+                                                ("worker-train", "train", "TRAIN_QUEUE", "train")):
         option = f"-Q ${{{variable}:-{default}}} "
         assert option in compose["services"][service]["command"]
         assert option in procfile[process]
