@@ -32,6 +32,8 @@ from django.utils import timezone
 
 from indexer.models import Collection
 
+from .management.commands.evaluate import int_list
+from .management.commands.train_reranker import heldout_figures, install_trained, models_dir
 from .models import RerankerRun
 from .run_tasks import RunRefused, command_options, option_choices, start_run
 
@@ -76,8 +78,6 @@ class EvaluateForm(forms.Form):
         self.fields["modes"].initial = list(report_modes())
 
     def clean_rerank_top(self):
-        from .management.commands.evaluate import int_list
-
         try:
             int_list(self.cleaned_data["rerank_top"])
         except CommandError as exc:
@@ -166,8 +166,6 @@ class TrainedReranker:
 
 def trained_rerankers(collection: Collection) -> list[TrainedReranker]:
     """The collection's model directories made by `train_reranker` (default folder), oldest first."""
-    from .management.commands.train_reranker import heldout_figures, models_dir
-
     found = []
     for directory in sorted(models_dir().glob(f"{collection.slug}-reranker-*")):
         if not directory.is_dir():
@@ -342,8 +340,6 @@ class RerankerRunAdmin(admin.ModelAdmin):
 
     def confirm_install(self, request, collection, chosen: TrainedReranker, action: str):
         """GET: the confirmation page; POST (confirmed): install through `--install-trained`'s function."""
-        from .management.commands.train_reranker import install_trained
-
         if request.method == "POST" and request.POST.get("confirm") == "yes":
             lines = Lines()
             try:

@@ -12,6 +12,10 @@ from __future__ import annotations
 import time
 from typing import Callable, Iterable
 
+from django.utils import timezone
+
+from .models import RerankerRun
+
 # Lines of output kept in the record (the newest ones); the head of a long log says little.
 LOG_LINES_KEPT = 200
 TEXT_MAX = 500  # RerankerRun.progress_text
@@ -64,11 +68,7 @@ class RunProgress:
 
     @classmethod
     def for_run(cls, run_id: int, interval: float = 1.0) -> "RunProgress":
-        from .models import RerankerRun
-
         def save(**fields):
-            from django.utils import timezone
-
             RerankerRun.objects.filter(pk=run_id).update(reported_at=timezone.now(), **fields)
 
         return cls(save, interval)

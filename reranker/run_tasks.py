@@ -25,7 +25,13 @@ from celery import Task, shared_task
 from django.core.management import CommandError, load_command_class
 from django.db import transaction
 from django.utils import timezone
+from kombu.exceptions import OperationalError
 
+# Every task's error text: it names a time limit that ran out, and its setting.
+from indexer.tasks import error_text
+
+from .management.commands.evaluate import chart, evaluate_collection
+from .management.commands.train_reranker import train_collection
 from .models import RerankerRun
 from .run_progress import RunProgress
 
@@ -68,8 +74,6 @@ def start_run(collection, kind: str, parameters: dict, user=None) -> RerankerRun
     task = {RerankerRun.Kind.EVALUATE: evaluate_run, RerankerRun.Kind.TRAIN: train_run}[kind]
 
     def send():
-        from kombu.exceptions import OperationalError
-
         try:
             result = task.apply_async(args=[run.pk], retry=False)
         except OperationalError as exc:
@@ -86,8 +90,6 @@ def start_run(collection, kind: str, parameters: dict, user=None) -> RerankerRun
 def chart_png(results: dict, metric: str, slug: str, n: int) -> str:
     """The evaluate command's chart (bars per mode and run), as base64 PNG for the run's page:
     the web process may not see the worker's files."""
-    from .management.commands.evaluate import chart
-
     buffer = io.BytesIO()
     chart(results, buffer, metric, slug, n)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
@@ -125,8 +127,6 @@ def _run(task, run_id: int, body) -> None:
 
 
 def _evaluate(run, options, reporter):
-    from .management.commands.evaluate import evaluate_collection
-
     evaluation = evaluate_collection(run.collection, options, progress=reporter.progress, warn=reporter.echo)
     reporter.echo(evaluation.table)
     for line in evaluation.lines:
@@ -158,8 +158,6 @@ def model_files(directory: Path) -> dict:
 
 
 def _train(run, options, reporter):
-    from .management.commands.train_reranker import train_collection
-
     if options["save_data"] or options["install_trained"]:
         raise RunRefused("the admin trains and installs; --save-data and --install-trained are for the command")
     trained = train_collection(run.collection, options, reporter, progress=reporter.progress)
@@ -173,13 +171,6 @@ def _train(run, options, reporter):
     if trained.refusal:
         return RerankerRun.Status.FAILED, result, trained.refusal
     return RerankerRun.Status.DONE, result, ""
-
-
-def error_text(exc: BaseException, task: Task) -> str:
-    """The indexing tasks' error text (it names a time limit that ran out, and its setting)."""
-    from indexer.tasks import error_text as task_error_text
-
-    return task_error_text(exc, task)
 
 
 class RunTask(Task):
