@@ -122,7 +122,7 @@ def main() -> int:
 
     django.setup()
     from indexer.models import Collection
-    from reranker import runs
+    from search import offline as runs
     from reranker.fusion import load_fusion
     from reranker.metrics import evaluate_run
     from reranker.scorers import usable_cores

@@ -80,7 +80,7 @@ def direct(query: str, collection, mode: str, candidates: int) -> dict:
     from indexer.es import get_client
     from indexer.index import alias_name
     from reranker.cross_encoder import configured_model, score_pairs
-    from searchsite.search import (add_highlights, encode_queries, es_filters, keyword_body, keyword_query,
+    from search.retrieval import (add_highlights, encode_queries, es_filters, keyword_body, keyword_query,
                                    semantic_body, to_hit)
 
     timings = {}

@@ -12,7 +12,7 @@ from django.conf import settings as django_settings
 
 from indexer.index import alias_name
 from indexer.models import Collection
-from searchsite import search
+from search import retrieval as search
 from tests.support.searching import (SCIENCE, add_documents, build_reranker, drop_collections, index_now, long_text,
                              search_settings)
 from tests.support.workers import Worker

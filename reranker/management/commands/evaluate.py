@@ -23,7 +23,7 @@ from django.utils import timezone
 from searchsite.progress import progress
 
 from indexer.models import Collection
-from reranker import runs
+from search import offline as runs
 from reranker.judgments import JudgmentFileError, collection_qrels, read_qrels, read_queries
 from reranker.metrics import evaluate_run
 from reranker.models import QUERY_MAX_LENGTH
@@ -140,7 +140,7 @@ class Command(BaseCommand):
         # have several chunks in the list) and for the largest rerank head.
         depth = options["depth"] or max([2 * recall_k, *tops])
         results: dict[str, dict] = {}
-        from searchsite.search import SearchBackendError
+        from search.retrieval import SearchBackendError
 
         for mode in modes:
             first, reranked = {}, {top: {} for top in tops}

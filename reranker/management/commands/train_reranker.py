@@ -24,7 +24,7 @@ from django.utils import timezone
 from searchsite.progress import progress
 
 from indexer.models import Collection, Document
-from reranker import runs
+from search import offline as runs
 from reranker.judgments import collection_qrels
 from reranker.onnx_export import ExportError, export
 from reranker.precision import PRECISIONS, pick_device
@@ -37,7 +37,7 @@ CHUNK = CHUNK_KEY  # passage keys of one chunk ("chunk:<external id>/<n>"), as t
 
 
 def mine(collection: Collection, mode: str, depth: int, pseudo_queries: int, seed: int, stdout) -> TrainingData:
-    from searchsite.search import SearchBackendError
+    from search.retrieval import SearchBackendError
 
     queries, qrels = collection_qrels(collection)
     if not qrels:

@@ -18,7 +18,7 @@ import numpy as np
 
 from indexer.models import Collection
 from reranker.fusion import Fusion
-from searchsite.search import MODES
+from search.retrieval import MODES
 
 # The modes are the search's (searchsite.search.MODES, semantic first on the search page);
 # evaluation reports and mining take them plainest first. A new mode must be placed here.
@@ -27,7 +27,7 @@ REPORT_ORDER = tuple(sorted(MODES, key=["keyword", "semantic", "hybrid"].index))
 
 def first_stage_hits(collection: Collection, query: str, mode: str, depth: int) -> list:
     """The first stage's chunks for `query` in one collection (searchsite.search.Hit), best first."""
-    from searchsite.search import first_stage
+    from search.retrieval import first_stage
 
     return first_stage(query, mode, [collection], depth=depth, highlights=False).hits
 
@@ -37,7 +37,7 @@ def encoded_in_batches(collection: Collection, texts: list[str], block: int = 25
     search's query-vector cache): mining thousands of queries one encode call at a time spends
     most of its time in per-call overhead."""
     from indexer.builds import serving_model
-    from searchsite.search import encode_queries, query_vectors
+    from search.retrieval import encode_queries, query_vectors
 
     model = serving_model(collection)
     for start in range(0, len(texts), block):
@@ -49,14 +49,14 @@ def encoded_in_batches(collection: Collection, texts: list[str], block: int = 25
 
 
 def passage(hit) -> str:
-    from searchsite.ranking import passage_text
+    from search.results import passage_text
 
     return passage_text(hit)
 
 
 def document_ranking(hits: list) -> list[str]:
     """External ids of the documents in the order the search page shows them (grouped)."""
-    from searchsite.ranking import build_results
+    from search.results import build_results
 
     return [item["external_id"] for item in build_results(hits, group=True)]
 
@@ -64,7 +64,7 @@ def document_ranking(hits: list) -> list[str]:
 def reranked_hits(hits: list, logits: np.ndarray, fusion: Fusion = Fusion()) -> list:
     """The chunks reordered as the search reorders them: the scored head by the model's fusion of
     logits and first stage (reranker/fusion.py), then the rest."""
-    from searchsite.ranking import apply_logits
+    from search.results import apply_logits
 
     return apply_logits(list(hits), [float(x) for x in logits], fusion)
 

@@ -6,6 +6,6 @@ from celery import shared_task
 @shared_task(name="searchsite.tasks.embed_queries")
 def embed_queries(texts: list[str], model_id: str) -> list[list[float]]:
     """Unit-length vectors of `texts` under `model_id`, in order."""
-    from .search import encode_queries
+    from .retrieval import encode_queries
 
     return encode_queries(texts, model_id)

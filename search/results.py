@@ -32,7 +32,7 @@ from reranker.fusion import Fusion, ModelFusion
 from reranker.speed import read_speed
 
 from .params import SearchParams
-from .search import Hit, first_stage, highlight_html, plain_text
+from .retrieval import Hit, first_stage, highlight_html, plain_text
 
 log = logging.getLogger(__name__)
 
