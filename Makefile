@@ -58,11 +58,11 @@ unit: venv
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 ## The import rules: the contracts in .importlinter (layers, the reranker's model code kept free of
-## the query path and of Django) and no cycle between modules (tests/unit/test_imports.py, which
-## `make test` and `make unit` run too).
+## the query path and of Django) and no cycle between modules (scripts/import_cycles.py); both are
+## also checked by tests/unit/test_imports.py, which `make test` and `make unit` run.
 lint: venv
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest tests/unit/test_imports.py $(PYTEST_ARGS)
+	$(PY) scripts/import_cycles.py
 
 stop:
 	$(PYTHON) scripts/services.py stop

@@ -76,9 +76,8 @@ def direct(query: str, collection, mode: str, candidates: int) -> dict:
     """The same components in this process: encode, Elasticsearch, CrossEncoder.predict."""
     from django.conf import settings
 
-    from indexer.builds import serving
-    from indexer.es import get_client
-    from indexer.index import alias_name
+    from indexer.lookups import serving
+    from indexer.store import alias_name, get_client
     from reranker.cross_encoder import configured_model, score_passages
     from search.query_vectors import encode_queries
     from search.retrieval import add_highlights, es_filters, keyword_body, keyword_query, semantic_body, to_hit

@@ -9,7 +9,7 @@
 - An external id that occurs more than once in one import is rejected everywhere it occurs: we
   cannot know which version is meant, so the stored document stays as it is.
 - A record whose content hash equals the stored one is "unchanged" and not re-indexed; created
-  and updated documents are queued for indexing after the transaction commits (dispatch.py).
+  and updated documents are queued for indexing after the transaction commits (indexer/tasks.py).
 """
 from __future__ import annotations
 
@@ -25,10 +25,12 @@ from django.conf import settings
 from django.db import OperationalError, transaction
 from django.utils import timezone
 
-from . import dispatch
+from . import tasks
+from .chunking import chunk_text, load_tokenizer
 from .extraction import (DOCUMENT_EXTENSIONS, RECORD_EXTENSIONS, ExtractionError, decode_strict,
                          extract, file_extension, looks_binary, unsupported_message)
 from .models import EXTERNAL_ID_MAX_LENGTH, TITLE_MAX_LENGTH, Collection, Document
+from .pipeline import chunk_limits
 
 UPSERT_BATCH_SIZE = 500
 FORMATS = ("beir", "jsonl", "csv", "files")
@@ -398,7 +400,7 @@ def import_sources(collection: Collection, sources: Iterable[Source], options: I
                 report.changed_ids.extend(upsert_batch(collection, batch, file_reports))
                 if progress:
                     progress(len(batch), len(records))
-            dispatch.queue_for_indexing(report.changed_ids)
+            tasks.queue_for_indexing(report.changed_ids)
     except OperationalError as exc:
         if is_lock_timeout(exc):
             raise ImportBusy(f"another import into {collection.slug!r} is running; try again when it has "
@@ -473,9 +475,6 @@ def model_max_seq_length(model_id: str) -> int | None:
 def collection_chunker(collection: Collection) -> tuple[Callable[[str], list], int, int]:
     """A function text -> chunks exactly as the indexing pipeline cuts them for this collection
     (its chunk_limits), with the chunk size and overlap in tokens."""
-    from .chunking import chunk_text, load_tokenizer
-    from .pipeline import chunk_limits
-
     tokenizer = load_tokenizer(collection.embedding_model)
     size, overlap = chunk_limits(collection, tokenizer, model_max_seq_length(collection.embedding_model))
     return (lambda text: chunk_text(text, tokenizer, size, overlap)), size, overlap

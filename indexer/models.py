@@ -61,10 +61,8 @@ class Collection(models.Model):
         max_length=500, blank=True,
         help_text="Cross-encoder id or directory for this collection; empty uses the site default.",
     )
-    # Index layout of the next build (indexer/builds.py). The default is the best kNN recall@10
-    # measured by bench/indexing.py on SciFact (300 queries, num_candidates 100): bbq_hnsw 1.000
-    # (binary quantised, rescored from the float vectors), hnsw 0.997, int8_hnsw 0.975; BBQ also
-    # needs the least memory. BBQ needs at least 64 dimensions.
+    # Index layout of the next build (indexer/builds.py). The default had the best kNN recall and
+    # needs the least memory (docs/indexing.md); BBQ needs at least 64 dimensions.
     index_options = models.CharField(
         max_length=20, choices=[(t, t) for t in ("hnsw", "int8_hnsw", "bbq_hnsw")], default="bbq_hnsw",
         help_text="HNSW vector storage of the index: float32, int8 or binary (BBQ) quantised.",

@@ -10,7 +10,7 @@ import pytest
 from django.forms.models import model_to_dict
 from django.test import Client
 
-from indexer.index import alias_name
+from indexer.store import alias_name
 from indexer.models import Collection, IndexBuild
 from tests.support.indexing import all_indexed, assert_index_exact, index_all, make_collection, statuses, wait_for
 from tests.support.searching import add_documents

@@ -14,7 +14,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from indexer.index import alias_name
+from indexer.store import alias_name
 from indexer.models import Collection, IndexBuild
 from tests.support.searching import add_documents, build_reranker, drop_collections, index_now, search_settings
 

@@ -10,7 +10,7 @@ import math
 import pytest
 from django.conf import settings as django_settings
 
-from indexer.index import alias_name
+from indexer.store import alias_name
 from indexer.models import Collection
 from search.query_vectors import vector_cache
 from tests.support.searching import (SCIENCE, add_documents, build_reranker, drop_collections, index_now, long_text,
