@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 
 from django.conf import settings
+from django.contrib.auth.models import Group
 from django.db import OperationalError, transaction
 from django.utils import timezone
 
@@ -29,7 +30,7 @@ from . import tasks
 from .chunking import chunk_text, load_tokenizer
 from .extraction import (DOCUMENT_EXTENSIONS, RECORD_EXTENSIONS, ExtractionError, decode_strict,
                          extract, file_extension, looks_binary, unsupported_message)
-from .models import EXTERNAL_ID_MAX_LENGTH, TITLE_MAX_LENGTH, Collection, Document
+from .models import EXTERNAL_ID_MAX_LENGTH, TITLE_MAX_LENGTH, Collection, Document, default_visibility
 from .pipeline import chunk_limits
 
 UPSERT_BATCH_SIZE = 500
@@ -44,6 +45,38 @@ def is_lock_timeout(exc: OperationalError) -> bool:
     """The database gave up waiting for a lock: PostgreSQL's lock_not_available (NOWAIT), or
     SQLite's "database is locked" after its busy timeout."""
     return getattr(exc.__cause__, "sqlstate", None) == "55P03" or "database is locked" in str(exc)
+
+
+def collection_access(visibility: str | None, group_names: list[str] | None) -> tuple[str, list[Group]]:
+    """Visibility and groups of a collection created by an import: `visibility` or else
+    settings.DEFAULT_COLLECTION_VISIBILITY; groups (existing ones, by name) only with `groups`.
+    Raises ValueError saying what is wrong."""
+    group_names = list(dict.fromkeys(group_names or []))
+    if visibility is None:
+        visibility = Collection.Visibility.GROUPS if group_names else default_visibility()
+    if visibility not in Collection.Visibility.values:
+        raise ValueError(f"unknown visibility {visibility!r}; choose one of {', '.join(Collection.Visibility.values)}")
+    if group_names and visibility != Collection.Visibility.GROUPS:
+        raise ValueError(f"groups are given but the visibility is {visibility!r}; groups only apply to "
+                         f"visibility {Collection.Visibility.GROUPS.value!r}")
+    groups = list(Group.objects.filter(name__in=group_names))
+    missing = sorted(set(group_names) - {g.name for g in groups})
+    if missing:
+        raise ValueError(f"no group named {', '.join(map(repr, missing))}; create it first "
+                         "(admin: Authentication and Authorization > Groups)")
+    return visibility, groups
+
+
+def describe_access(collection: Collection) -> str:
+    """Who may search the collection, in words (for the person who just created it)."""
+    if collection.visibility == Collection.Visibility.PUBLIC:
+        return "public: anyone may search it"
+    if collection.visibility == Collection.Visibility.AUTHENTICATED:
+        return "authenticated: signed-in users may search it"
+    names = sorted(collection.groups.values_list("name", flat=True))
+    if names:
+        return f"groups: members of {', '.join(names)} (and superusers) may search it"
+    return "groups, none selected: only superusers may search it"
 
 
 class FileRejected(Exception):

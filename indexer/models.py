@@ -14,6 +14,7 @@ import json
 
 from django.conf import settings
 from django.contrib.auth.models import Group
+from django.core.exceptions import ImproperlyConfigured
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils.text import slugify
@@ -22,6 +23,11 @@ from .analysis import DEFAULT_LANGUAGE, LANGUAGES
 
 TITLE_MAX_LENGTH = 500
 EXTERNAL_ID_MAX_LENGTH = 255
+
+
+def default_visibility() -> str:
+    """A new collection's visibility: settings.DEFAULT_COLLECTION_VISIBILITY (checked below)."""
+    return settings.DEFAULT_COLLECTION_VISIBILITY
 
 
 class Collection(models.Model):
@@ -33,7 +39,7 @@ class Collection(models.Model):
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=100, unique=True)
     description = models.TextField(blank=True)
-    visibility = models.CharField(max_length=20, choices=Visibility.choices, default=Visibility.PUBLIC)
+    visibility = models.CharField(max_length=20, choices=Visibility.choices, default=default_visibility)
     groups = models.ManyToManyField(
         Group, blank=True, related_name="collections",
         help_text="With visibility 'Selected groups': the groups whose members may search it.",
@@ -90,6 +96,14 @@ class Collection(models.Model):
 
         if self.chunk_overlap >= self.chunk_size:
             raise ValidationError({"chunk_overlap": "Overlap must be smaller than the chunk size."})
+
+
+# Every process imports the models at start-up: a bad setting stops it there, not at the first
+# collection someone creates.
+if settings.DEFAULT_COLLECTION_VISIBILITY not in Collection.Visibility.values:
+    raise ImproperlyConfigured(
+        f"DEFAULT_COLLECTION_VISIBILITY must be one of {', '.join(Collection.Visibility.values)}, "
+        f"not {settings.DEFAULT_COLLECTION_VISIBILITY!r}")
 
 
 class Document(models.Model):

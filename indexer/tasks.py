@@ -21,6 +21,7 @@ import logging
 from collections.abc import Iterable
 
 from celery import Task, shared_task
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from django.conf import settings
 from django.db import OperationalError, close_old_connections, transaction
 
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 RETRYABLE = (*get_store().transient_errors, OperationalError)
 
 
-def error_text(exc: BaseException) -> str:
+def error_text(exc: BaseException, task: Task | None = None) -> str:
     """`Type: message` of a task's exception, for the admin (Celery may hand on_failure a
     JSON-safe wrapper of it; unwrap that first)."""
     restore = getattr(exc, "restore", None)
@@ -43,6 +44,20 @@ def error_text(exc: BaseException) -> str:
             exc = restore()
         except Exception:
             pass
+    if task is not None and isinstance(exc, (SoftTimeLimitExceeded, TimeLimitExceeded)):
+        # The worker's timer raises these without a message: say which limit ran out, and where
+        # it is set (settings.TASK_TIME_LIMIT_KINDS).
+        soft = isinstance(exc, SoftTimeLimitExceeded)
+        # The limit in force came with the message (the sender's settings); the task's own if none.
+        if soft:
+            seconds = ((getattr(task.request, "timelimit", None) or (None, None))[1]) or task.soft_time_limit
+        else:
+            seconds = exc.args[0] if exc.args else task.time_limit
+        setting = next((name for name, (_, tasks) in settings.TASK_TIME_LIMIT_KINDS.items() if task.name in tasks),
+                       "CELERY_TASK_ANNOTATIONS")
+        grace = "" if soft else " + TASK_HARD_TIME_LIMIT_GRACE"
+        return (f"{type(exc).__name__}: {task.name} ran past its {'soft' if soft else 'hard'} time limit of "
+                f"{seconds:g} s ({setting}{grace})")
     return f"{type(exc).__name__}: {exc}"
 
 
@@ -68,7 +83,7 @@ class IndexingTask(Task):
 class DocumentBatchTask(IndexingTask):
     def on_failure(self, exc, task_id, args, kwargs, einfo):
         ids = args[0] if args else kwargs.get("document_ids", [])
-        message = error_text(exc)
+        message = error_text(exc, self)
         failed = mark_failed(list(ids), message)
         log.error("%s gave up on %d documents: %s", self.name, failed, message)
         for collection_id in set(Document.objects.filter(pk__in=ids).values_list("collection_id", flat=True)):
@@ -79,7 +94,7 @@ class BuildTask(IndexingTask):
     def on_failure(self, exc, task_id, args, kwargs, einfo):
         build = IndexBuild.objects.filter(pk=args[0] if args else kwargs.get("build_id")).first()
         if build is not None and build.in_progress:
-            builds.fail_build(build, error_text(exc))
+            builds.fail_build(build, error_text(exc, self))
             after_failed_build(build.collection_id)
 
 

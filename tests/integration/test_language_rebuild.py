@@ -21,7 +21,7 @@ QUERY = "study run horse"
 
 
 def test_language_change_rebuilds_while_search_keeps_answering(es, celery_workers, admin_client):
-    collection = make_collection("lang-swap", 30, language="none")
+    collection = make_collection("lang-swap", 30, language="none", visibility=Collection.Visibility.PUBLIC)
     add_documents(collection, [("horses", "Field notes", "Veterinarians studied running horses on a farm.", {})])
     index_all(collection)
     wait_for(lambda: all_indexed(collection), what="first index")

@@ -75,10 +75,11 @@ def chinese_docs():
 @pytest.fixture(scope="module")
 def corpus(es, django_db_setup, django_db_blocker):
     with django_db_blocker.unblock():
-        en = Collection.objects.create(name="Lang en", slug="l-en")  # en: the default of a new collection
-        plain = Collection.objects.create(name="Lang none", slug="l-none", language="none")
-        zh = Collection.objects.create(name="Lang zh", slug="l-zh", language="zh")
-        zh_plain = Collection.objects.create(name="Lang zh none", slug="l-zh-none", language="none")
+        public = Collection.Visibility.PUBLIC  # searched anonymously
+        en = Collection.objects.create(name="Lang en", slug="l-en", visibility=public)  # en: the default of a new collection
+        plain = Collection.objects.create(name="Lang none", slug="l-none", language="none", visibility=public)
+        zh = Collection.objects.create(name="Lang zh", slug="l-zh", language="zh", visibility=public)
+        zh_plain = Collection.objects.create(name="Lang zh none", slug="l-zh-none", language="none", visibility=public)
         add_documents(en, ENGLISH)
         add_documents(plain, ENGLISH)
         add_documents(zh, chinese_docs())
