@@ -32,8 +32,8 @@ from django.utils import timezone
 
 from indexer.models import Collection
 
-from .management.commands.evaluate import int_list
-from .management.commands.train_reranker import heldout_figures, install_trained, models_dir
+from .evaluation import int_list
+from .collection_training import heldout_figures, install_trained, models_dir
 from .models import RerankerRun
 from .run_tasks import RunRefused, command_options, option_choices, start_run
 

@@ -30,8 +30,8 @@ from kombu.exceptions import OperationalError
 # Every task's error text: it names a time limit that ran out, and its setting.
 from indexer.tasks import error_text
 
-from .management.commands.evaluate import chart, evaluate_collection
-from .management.commands.train_reranker import train_collection
+from .evaluation import chart, evaluate_collection
+from .collection_training import train_collection
 from .models import RerankerRun
 from .run_progress import RunProgress
 

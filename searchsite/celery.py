@@ -17,6 +17,7 @@ app = Celery("searchsite")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.task_routes = {
     "indexer.tasks.*": {"queue": settings.EMBED_QUEUE},
+    "search.tasks.*": {"queue": settings.EMBED_QUEUE},
     "reranker.tasks.*": {"queue": settings.RERANK_QUEUE},
     "reranker.run_tasks.*": {"queue": settings.TRAIN_QUEUE},
 }

@@ -108,6 +108,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "indexer",
     "reranker",
+    "search",
     "searchsite",
 ]
 
@@ -288,7 +289,7 @@ TASK_TIME_LIMIT_KINDS = {
         "indexer.tasks.prepare_build", "indexer.tasks.finalize_build")),
     "INDEX_MAINTENANCE_SOFT_TIME_LIMIT": (INDEX_MAINTENANCE_SOFT_TIME_LIMIT, (
         "indexer.tasks.reconcile", "indexer.tasks.drop_indices")),
-    "QUERY_SOFT_TIME_LIMIT": (QUERY_SOFT_TIME_LIMIT, ("reranker.tasks.rerank", "searchsite.tasks.embed_queries")),
+    "QUERY_SOFT_TIME_LIMIT": (QUERY_SOFT_TIME_LIMIT, ("reranker.tasks.rerank", "search.tasks.embed_queries")),
     "MODEL_LOAD_SOFT_TIME_LIMIT": (MODEL_LOAD_SOFT_TIME_LIMIT, ("reranker.tasks.warm_up",)),
     "RERANKER_RUN_SOFT_TIME_LIMIT": (RERANKER_RUN_SOFT_TIME_LIMIT, (
         "reranker.run_tasks.evaluate", "reranker.run_tasks.train")),
@@ -342,7 +343,7 @@ DEFAULT_COLLECTION_VISIBILITY = env("DEFAULT_COLLECTION_VISIBILITY", "groups")
 
 HEALTH_TIMEOUT = env_float("HEALTH_TIMEOUT", 2.0)
 
-# --------------------------------------------------------------------------- Search (searchsite/search.py)
+# --------------------------------------------------------------------------- Search (search/)
 
 # Chunks the first stage returns per mode (the kNN `k`; BM25 `size`); pages are cut from these.
 SEARCH_DEPTH = env_int("SEARCH_DEPTH", 100)
@@ -392,7 +393,7 @@ RERANK_TIMEOUT = env_float("RERANK_TIMEOUT", 2.0)
 RERANK_TARGET_SECONDS = env_float("RERANK_TARGET_SECONDS", 0.3)
 RERANK_MIN_CANDIDATES = env_int("RERANK_MIN_CANDIDATES", 10)
 
-# Snapshots of ranked lists (searchsite/ranking.py) live in Redis, shared by every web process.
+# Snapshots of ranked lists (search/results.py) live in Redis, shared by every web process.
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
     "search": {

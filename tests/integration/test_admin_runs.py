@@ -35,7 +35,7 @@ def collection(es):
         for ext in relevant:
             Judgment.objects.create(collection=collection, query=query, document=docs[ext], grade=1)
     yield collection
-    from reranker.management.commands.train_reranker import models_dir
+    from reranker.collection_training import models_dir
 
     for directory in models_dir().glob(f"{SLUG}-reranker-*"):
         shutil.rmtree(directory)
@@ -68,7 +68,7 @@ def wait_for_run(client, run_id: int, timeout: float = 900) -> list[dict]:
 
 
 def test_evaluate_run_from_the_admin_equals_the_evaluate_function(train_worker, collection, staff_client):
-    from reranker.management.commands.evaluate import evaluate_collection
+    from reranker.evaluation import evaluate_collection
     from reranker.run_tasks import command_options
 
     url = reverse("admin:reranker_rerankerrun_evaluate", args=[collection.pk])
@@ -135,7 +135,7 @@ def test_train_run_from_the_admin_and_install_and_roll_back(train_worker, collec
 
     # Install and roll back, on two models the install rule accepts (the tests' cross-encoder,
     # with held-out figures that beat the first stage), through the rerankers page.
-    from reranker.management.commands.train_reranker import models_dir
+    from reranker.collection_training import models_dir
 
     older, newer = (models_dir() / f"{SLUG}-reranker-2000010{i}-000000" for i in (1, 2))
     for directory, final in ((older, 0.6), (newer, 0.7)):

@@ -12,7 +12,7 @@ from django.conf import settings as django_settings
 
 from indexer.store import alias_name
 from indexer.models import Collection
-from searchsite import search
+from search.query_vectors import vector_cache
 from tests.support.searching import (SCIENCE, add_documents, build_reranker, drop_collections, index_now, long_text,
                              search_settings)
 from tests.support.workers import Worker
@@ -66,13 +66,13 @@ def chunk_text(es, result) -> tuple[str, str]:
 
 def reference_logits(es, query: str, results: list[dict]) -> list[float]:
     """The test's own cross-encoder run on the same pairs, in this process."""
-    from reranker.cross_encoder import score_pairs
+    from reranker.cross_encoder import score_passages
 
     passages = []
     for result in results:
         title, text = chunk_text(es, result)
         passages.append(f"{title}\n{text}" if title else text)
-    return [float(x) for x in score_pairs(build_reranker(), query, passages)]
+    return [float(x) for x in score_passages(build_reranker(), query, passages)]
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -359,7 +359,7 @@ def test_grouping_per_document(api):
 
 
 def test_query_vectors_are_cached(api):
-    search.query_vectors.clear()
+    vector_cache.clear()
     first = api(q="how do neurons store memory", mode="semantic")
     again = api(q="how do neurons store memory", mode="semantic")
     assert first["query_vector_cached"] is False and again["query_vector_cached"] is True
@@ -369,7 +369,7 @@ def test_query_vectors_are_cached(api):
 
 def test_query_embedding_through_the_embed_queue(api, settings, celery_workers):
     local = api(q="antibody binding site", mode="semantic", rerank="off")
-    search.query_vectors.clear()
+    vector_cache.clear()
     settings.QUERY_EMBEDDING = "queue"
     settings.QUERY_EMBEDDING_TIMEOUT = 120  # the worker loads its model on first use (shared CPU)
     queued = api(q="antibody binding site", mode="semantic", rerank="off")

@@ -11,7 +11,7 @@ from django.conf import settings
 
 from reranker.models import QUERY_MAX_LENGTH, normalize_query
 
-from .search import MODES, visible_collections
+from .retrieval import MODES, visible_collections
 
 KNOWN = {"q", "mode", "collection", "k", "page", "rerank", "group"}
 META_PREFIX = "meta."
