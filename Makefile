@@ -9,7 +9,7 @@ HF_HUB_OFFLINE ?= 1
 export HF_HUB_OFFLINE
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: run test unit stop services postgres chromium screenshots venv migrate requeue demo clean-services
+.PHONY: run test unit lint stop services postgres chromium screenshots venv migrate requeue demo clean-services
 
 venv: $(STAMP)
 $(STAMP): requirements.txt
@@ -65,6 +65,13 @@ screenshots: venv services chromium
 ## The unit tests alone (tests/unit): no service is started or needed.
 unit: venv
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+## The import rules: the contracts in .importlinter (layers, the reranker's model code kept free of
+## the query path and of Django) and no cycle between modules (tests/unit/test_imports.py, which
+## `make test` and `make unit` run too).
+lint: venv
+	$(VENV)/bin/lint-imports
+	$(PY) -m pytest tests/unit/test_imports.py $(PYTEST_ARGS)
 
 stop:
 	$(PYTHON) scripts/services.py stop

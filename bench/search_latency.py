@@ -80,8 +80,8 @@ def direct(query: str, collection, mode: str, candidates: int) -> dict:
     from indexer.es import get_client
     from indexer.index import alias_name
     from reranker.cross_encoder import configured_model, score_pairs
-    from search.retrieval import (add_highlights, encode_queries, es_filters, keyword_body, keyword_query,
-                                   semantic_body, to_hit)
+    from search.query_vectors import encode_queries
+    from search.retrieval import add_highlights, es_filters, keyword_body, keyword_query, semantic_body, to_hit
 
     timings = {}
     started = time.perf_counter()

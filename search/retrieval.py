@@ -26,9 +26,7 @@ searched together get one BM25 clause per language, each filtered to its collect
 from __future__ import annotations
 
 import re
-import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -42,15 +40,14 @@ from indexer.es import get_client
 from indexer.index import alias_name
 from indexer.models import Collection
 
+from .errors import SearchBackendError
+from .query_vectors import embed_query
+
 MODES = ("semantic", "keyword", "hybrid")
 SOURCE_FIELDS = ["collection", "document_id", "external_id", "title", "text", "chunk", "start", "end", "metadata"]
 # Same order for equal scores on every request (stable pagination); document ids are unique
 # across collections.
 TIE_BREAK = [{"_score": "desc"}, {"document_id": "asc"}, {"chunk": "asc"}]
-
-
-class SearchBackendError(Exception):
-    """Elasticsearch (or the query embedding worker) failed; the view answers 503."""
 
 
 @dataclass
@@ -73,7 +70,7 @@ class Hit:
     semantic_rank: int | None = None
     keyword_rank: int | None = None
     first_stage_rank: int = 0  # 1-based position in the first stage's list
-    reranker_logit: float | None = None  # set by the second stage (searchsite/ranking.py)
+    reranker_logit: float | None = None  # set by the second stage (search/rerank_client.py)
 
 
 @dataclass
@@ -98,83 +95,6 @@ def visible_collections(user):
         allowed |= Q(visibility=Collection.Visibility.AUTHENTICATED)
         allowed |= Q(visibility=Collection.Visibility.GROUPS, groups__in=user.groups.all())
     return Collection.objects.filter(allowed).distinct()
-
-
-# --------------------------------------------------------------------------- query embedding
-
-
-class VectorCache:
-    """A thread-safe LRU of query vectors keyed by (model, query text)."""
-
-    def __init__(self, size: int):
-        self.size = size
-        self._items: OrderedDict[tuple[str, str], list[float]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key):
-        with self._lock:
-            vector = self._items.get(key)
-            if vector is not None:
-                self._items.move_to_end(key)
-            return vector
-
-    def put(self, key, vector) -> None:
-        if self.size <= 0:
-            return
-        with self._lock:
-            self._items[key] = vector
-            self._items.move_to_end(key)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-
-
-query_vectors = VectorCache(settings.QUERY_VECTOR_CACHE_SIZE)
-
-
-def encode_queries(texts: list[str], model_id: str) -> list[list[float]]:
-    """Unit-length vectors (the index stores unit vectors and compares by dot product)."""
-    import numpy as np
-
-    from indexer.embedding import load_embedding_model
-
-    model = load_embedding_model(model_id)
-    vectors = model.encode(texts, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
-    vectors = vectors.astype(np.float32)
-    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)  # fp16 rounding
-    return vectors.tolist()
-
-
-def embed_query(text: str, model_id: str) -> tuple[list[float], bool]:
-    """(vector, came from the cache). QUERY_EMBEDDING picks where the model runs: "local" (this
-    process, loaded once) or "queue" (an `embed` worker, which has the model loaded already)."""
-    key = (model_id, text)
-    vector = query_vectors.get(key)
-    if vector is not None:
-        return vector, True
-    if settings.QUERY_EMBEDDING == "queue":
-        from celery.exceptions import TimeoutError as CeleryTimeout
-
-        from .tasks import embed_queries
-
-        result = embed_queries.apply_async(args=[[text], model_id], queue=settings.EMBED_QUEUE,
-                                           expires=settings.QUERY_EMBEDDING_TIMEOUT)
-        try:
-            vector = result.get(timeout=settings.QUERY_EMBEDDING_TIMEOUT)[0]
-        except CeleryTimeout:
-            raise SearchBackendError(
-                f"no embed worker encoded the query within {settings.QUERY_EMBEDDING_TIMEOUT:g} s") from None
-        finally:
-            result.forget()
-    elif settings.QUERY_EMBEDDING == "local":
-        vector = encode_queries([text], model_id)[0]
-    else:
-        raise SearchBackendError(f"QUERY_EMBEDDING must be 'local' or 'queue', not {settings.QUERY_EMBEDDING!r}")
-    query_vectors.put(key, vector)
-    return vector, False
 
 
 # --------------------------------------------------------------------------- Elasticsearch

@@ -1,22 +1,24 @@
+"""The search page and the JSON API: one search each, bad input a 400, a backend down a 503."""
 import logging
 
 from django.conf import settings
 from django.http import JsonResponse
+from django.shortcuts import render
+from django.utils.http import urlencode
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
+
+from .errors import SearchBackendError
+from .params import BadParameter, parse
+from .results import run_search
+from .retrieval import MODES, visible_collections
 
 logger = logging.getLogger(__name__)
 
 
-# --------------------------------------------------------------------------- search (issue 5)
-
 def _search(request, *, query_required: bool):
     """(params, response body, HTTP status) of a search request; never raises for bad input or
     a backend that is down."""
-    from .params import BadParameter, parse
-    from .results import run_search
-    from .retrieval import SearchBackendError
-
     try:
         params = parse(request.GET, request.user, query_required=query_required)
     except BadParameter as exc:
@@ -41,11 +43,6 @@ def api_search(request):
 @never_cache
 @require_GET
 def search_page(request):
-    from django.shortcuts import render
-    from django.utils.http import urlencode
-
-    from .retrieval import MODES, visible_collections
-
     params, body, status = _search(request, query_required=False)
     context = {
         "modes": MODES,

@@ -1,4 +1,5 @@
-"""The Celery app: two named queues, `embed` (indexer) and `rerank` (reranker).
+"""The Celery app: two named queues, `embed` (indexer, and the search's query embedding) and
+`rerank` (reranker).
 
 Each app's tasks live in its own `tasks` module and are routed by module name, so a worker
 started with `-Q embed` only ever loads the bi-encoder and a `-Q rerank` worker only the
@@ -16,6 +17,7 @@ app = Celery("searchsite")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.task_routes = {
     "indexer.tasks.*": {"queue": settings.EMBED_QUEUE},
+    "search.tasks.*": {"queue": settings.EMBED_QUEUE},
     "reranker.tasks.*": {"queue": settings.RERANK_QUEUE},
 }
 app.conf.task_default_queue = settings.EMBED_QUEUE

@@ -242,7 +242,7 @@ DATA_UPLOAD_MAX_NUMBER_FILES = UPLOAD_MAX_FILES
 
 HEALTH_TIMEOUT = env_float("HEALTH_TIMEOUT", 2.0)
 
-# --------------------------------------------------------------------------- Search (searchsite/search.py)
+# --------------------------------------------------------------------------- Search (search/)
 
 # Chunks the first stage returns per mode (the kNN `k`; BM25 `size`); pages are cut from these.
 SEARCH_DEPTH = env_int("SEARCH_DEPTH", 100)
@@ -292,7 +292,7 @@ RERANK_TIMEOUT = env_float("RERANK_TIMEOUT", 2.0)
 RERANK_TARGET_SECONDS = env_float("RERANK_TARGET_SECONDS", 0.3)
 RERANK_MIN_CANDIDATES = env_int("RERANK_MIN_CANDIDATES", 10)
 
-# Snapshots of ranked lists (searchsite/ranking.py) live in Redis, shared by every web process.
+# Snapshots of ranked lists (search/results.py) live in Redis, shared by every web process.
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
     "search": {

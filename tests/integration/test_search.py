@@ -12,7 +12,7 @@ from django.conf import settings as django_settings
 
 from indexer.index import alias_name
 from indexer.models import Collection
-from search import retrieval as search
+from search.query_vectors import vector_cache
 from tests.support.searching import (SCIENCE, add_documents, build_reranker, drop_collections, index_now, long_text,
                              search_settings)
 from tests.support.workers import Worker
@@ -358,7 +358,7 @@ def test_grouping_per_document(api):
 
 
 def test_query_vectors_are_cached(api):
-    search.query_vectors.clear()
+    vector_cache.clear()
     first = api(q="how do neurons store memory", mode="semantic")
     again = api(q="how do neurons store memory", mode="semantic")
     assert first["query_vector_cached"] is False and again["query_vector_cached"] is True
@@ -368,7 +368,7 @@ def test_query_vectors_are_cached(api):
 
 def test_query_embedding_through_the_embed_queue(api, settings, celery_workers):
     local = api(q="antibody binding site", mode="semantic", rerank="off")
-    search.query_vectors.clear()
+    vector_cache.clear()
     settings.QUERY_EMBEDDING = "queue"
     settings.QUERY_EMBEDDING_TIMEOUT = 120  # the worker loads its model on first use (shared CPU)
     queued = api(q="antibody binding site", mode="semantic", rerank="off")

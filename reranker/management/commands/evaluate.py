@@ -3,7 +3,7 @@
     python manage.py evaluate scifact --queries ../shared/datasets/scifact/queries.jsonl \
         --qrels ../shared/datasets/scifact/qrels/dev.tsv --modes keyword,semantic,hybrid --rerank
 
-Each query goes through the project's first stage (reranker/runs.py → searchsite/search.py);
+Each query goes through the project's first stage (search/offline.py → search/retrieval.py);
 with --rerank, the top N of each mode are rescored by the collection's cross-encoder (the
 model the rerank worker would load) for each N of --rerank-top. Prints a table, writes
 metrics.json and ndcg.png into --output.
@@ -23,10 +23,12 @@ from django.utils import timezone
 from searchsite.progress import progress
 
 from indexer.models import Collection
-from search import offline as runs
+from reranker.cross_encoder import RerankerUnavailable, configured_model
 from reranker.judgments import JudgmentFileError, collection_qrels, read_qrels, read_queries
 from reranker.metrics import evaluate_run
 from reranker.models import QUERY_MAX_LENGTH
+from search import offline
+from search.errors import SearchBackendError
 
 
 def int_list(text: str) -> list[int]:
@@ -72,7 +74,7 @@ class Command(BaseCommand):
         parser.add_argument("collection", help="collection slug")
         parser.add_argument("--queries", help="BEIR queries.jsonl (default: the collection's judgments)")
         parser.add_argument("--qrels", help="qrels TSV (default: the collection's judgments)")
-        parser.add_argument("--modes", default=",".join(runs.REPORT_ORDER), help="comma-separated first-stage modes")
+        parser.add_argument("--modes", default=",".join(offline.REPORT_ORDER), help="comma-separated first-stage modes")
         parser.add_argument("--rerank", action="store_true", help="also rerank each mode's top candidates")
         parser.add_argument("--rerank-top", default="50,100", help="candidates reranked, one or more N (default 50,100)")
         parser.add_argument("--reranker-model", help="cross-encoder id or directory (default: the collection's, "
@@ -98,9 +100,9 @@ class Command(BaseCommand):
         if collection is None:
             raise CommandError(f"no collection with slug {options['collection']!r}")
         modes = [m.strip() for m in options["modes"].split(",") if m.strip()]
-        unknown = [m for m in modes if m not in runs.MODES]
+        unknown = [m for m in modes if m not in offline.MODES]
         if not modes or unknown:
-            raise CommandError(f"unknown mode(s) {unknown}; choose from {', '.join(runs.REPORT_ORDER)}")
+            raise CommandError(f"unknown mode(s) {unknown}; choose from {', '.join(offline.REPORT_ORDER)}")
         k, recall_k = options["k"], options["recall_k"]
         if k < 1 or recall_k < 1:
             raise CommandError("--k and --recall-k must be positive")
@@ -122,14 +124,12 @@ class Command(BaseCommand):
         scorer, model_id = None, None
         exported: dict[tuple[str, str], None] = {}
         if tops and not options["export_pairs"]:
-            from reranker.cross_encoder import RerankerUnavailable, configured_model
-
             model_id = options["reranker_model"] or configured_model(collection.reranker_model)
             if not model_id:
                 raise CommandError("--rerank needs a reranker: set --reranker-model, the collection's reranker "
                                    "or RERANKER_MODEL (train one with `manage.py train_reranker`)")
             try:
-                scorer = runs.PairScorer(model_id)
+                scorer = offline.PairScorer(model_id)
             except RerankerUnavailable as exc:
                 raise CommandError(str(exc)) from None
             if options["pair_scores"]:
@@ -140,8 +140,6 @@ class Command(BaseCommand):
         # have several chunks in the list) and for the largest rerank head.
         depth = options["depth"] or max([2 * recall_k, *tops])
         results: dict[str, dict] = {}
-        from search.retrieval import SearchBackendError
-
         for mode in modes:
             first, reranked = {}, {top: {} for top in tops}
             # A model with a fusion (reranker/fusion.py) is also shown by its logits alone.
@@ -152,20 +150,20 @@ class Command(BaseCommand):
             for qid in progress(qids, desc=mode, unit="query"):
                 started = time.perf_counter()
                 try:
-                    hits = runs.first_stage_hits(collection, queries[qid], mode, depth)
+                    hits = offline.first_stage_hits(collection, queries[qid], mode, depth)
                 except SearchBackendError as exc:
                     raise CommandError(f"search failed for query {qid!r}: {exc}") from None
                 search_seconds.append(time.perf_counter() - started)
-                first[qid] = runs.document_ranking(hits)
+                first[qid] = offline.document_ranking(hits)
                 if tops and options["export_pairs"]:
-                    exported.update(dict.fromkeys((queries[qid], runs.passage(h)) for h in hits[: max(tops)]))
+                    exported.update(dict.fromkeys((queries[qid], offline.passage_text(h)) for h in hits[: max(tops)]))
                 elif tops:
-                    logits = scorer.logits(queries[qid], [runs.passage(h) for h in hits[: max(tops)]])
+                    logits = scorer.logits(queries[qid], [offline.passage_text(h) for h in hits[: max(tops)]])
                     for top in tops:
-                        reranked[top][qid] = runs.document_ranking(
-                            runs.reranked_hits(hits, logits[:top], fusion))
+                        reranked[top][qid] = offline.document_ranking(
+                            offline.reranked_hits(hits, logits[:top], fusion))
                         if fused:
-                            alone[top][qid] = runs.document_ranking(runs.reranked_hits(hits, logits[:top]))
+                            alone[top][qid] = offline.document_ranking(offline.reranked_hits(hits, logits[:top]))
             results[mode] = {"first stage": evaluate_run(first, qrels, cutoffs)}
             for top in (tops if scorer else []):
                 if fused:
@@ -242,8 +240,8 @@ class Command(BaseCommand):
         for top in tops:
             seconds = []
             for qid in qids[: max(1, sample)]:
-                hits = runs.first_stage_hits(collection, queries[qid], "hybrid", top)
-                seconds.append(scorer.timed_logits(queries[qid], [runs.passage(h) for h in hits]))
+                hits = offline.first_stage_hits(collection, queries[qid], "hybrid", top)
+                seconds.append(scorer.timed_logits(queries[qid], [offline.passage_text(h) for h in hits]))
             latency[top] = sum(seconds) / len(seconds)
         return latency
 

@@ -2,7 +2,7 @@
 
     python manage.py train_reranker scifact --pseudo-queries 5000 --epochs 2
 
-1. Mining, through the project's own search (reranker/runs.py): each judged query's first-stage
+1. Mining, through the project's own search (search/offline.py): each judged query's first-stage
    candidates (hard negatives; judged-relevant documents are never negatives), and optionally
    documents' titles as pseudo-queries for their text, with their own candidates.
 2. Training (CUDA when present), a seeded share of the judged queries held out.
@@ -24,21 +24,23 @@ from django.utils import timezone
 from searchsite.progress import progress
 
 from indexer.models import Collection, Document
-from search import offline as runs
+from reranker.cross_encoder import RerankerUnavailable, load_reranker
+from reranker.fusion import ModelFusion
 from reranker.judgments import collection_qrels
 from reranker.onnx_export import ExportError, export
 from reranker.precision import PRECISIONS, pick_device
 from reranker.scorers import OnnxScorer, thread_count
+from reranker.tasks import warm_up
 from reranker.training import (CHUNK_KEY, JudgedQuery, TrainingData, TrainingError, TrainingSettings, int8_judgment,
-                               save, train)
+                               save, split_queries, train)
+from search import offline
+from search.errors import SearchBackendError
 
 BODY = "body:"  # document keys of pseudo-query passages (text without its title)
 CHUNK = CHUNK_KEY  # passage keys of one chunk ("chunk:<external id>/<n>"), as the search sends it
 
 
 def mine(collection: Collection, mode: str, depth: int, pseudo_queries: int, seed: int, stdout) -> TrainingData:
-    from search.retrieval import SearchBackendError
-
     queries, qrels = collection_qrels(collection)
     if not qrels:
         raise CommandError(f"collection {collection.slug!r} has no judgments: import some "
@@ -47,19 +49,19 @@ def mine(collection: Collection, mode: str, depth: int, pseudo_queries: int, see
     judged_queries = []
     try:
         qids = list(qrels)
-        texts = runs.encoded_in_batches(collection, [queries[qid] for qid in qids])
+        texts = offline.encoded_in_batches(collection, [queries[qid] for qid in qids])
         for qid, _ in progress(zip(qids, texts), total=len(qids), desc="mining judged queries", unit="query"):
             judged = qrels[qid]
             # Every mode's candidates: training uses `mode`'s, the held-out evaluation chooses a
             # fusion with the first stage per mode (reranker/fusion.py).
             by_mode, passages = {}, {}
-            for each in (mode, *[m for m in runs.REPORT_ORDER if m != mode]):
+            for each in (mode, *[m for m in offline.REPORT_ORDER if m != mode]):
                 best = {}
-                for hit in runs.first_stage_hits(collection, queries[qid], each, depth):
+                for hit in offline.first_stage_hits(collection, queries[qid], each, depth):
                     best.setdefault(hit.external_id, hit)  # a document's best chunk is what the reranker sees
                 for external_id, hit in best.items():
-                    documents.setdefault(external_id, runs.passage(hit))
-                    documents.setdefault(f"{CHUNK}{external_id}/{hit.chunk}", runs.passage(hit))
+                    documents.setdefault(external_id, offline.passage_text(hit))
+                    documents.setdefault(f"{CHUNK}{external_id}/{hit.chunk}", offline.passage_text(hit))
                 by_mode[each] = list(best)
                 passages[each] = [f"{CHUNK}{external_id}/{hit.chunk}" for external_id, hit in best.items()]
             judged_queries.append(JudgedQuery(queries[qid], dict(judged), by_mode[mode], candidates_by_mode=by_mode,
@@ -72,10 +74,10 @@ def mine(collection: Collection, mode: str, depth: int, pseudo_queries: int, see
             # A seeded, stable choice of documents.
             titled.sort(key=lambda row: hashlib.sha256(f"{seed}:{row[0]}".encode()).hexdigest())
             chosen = titled[:pseudo_queries]
-            titles = runs.encoded_in_batches(collection, [title for _, title, _ in chosen])
+            titles = offline.encoded_in_batches(collection, [title for _, title, _ in chosen])
             for (external_id, title, text), _ in progress(zip(chosen, titles), total=len(chosen),
                                                           desc="mining title pseudo-queries", unit="query"):
-                hits = runs.first_stage_hits(collection, title, mode, depth)
+                hits = offline.first_stage_hits(collection, title, mode, depth)
                 best = {}
                 for hit in hits:
                     best.setdefault(hit.external_id, hit)
@@ -118,9 +120,6 @@ def onnx_scorer(model, directory: Path) -> OnnxScorer:
 
 def judge_int8(result, directory: Path, data: TrainingData, stdout) -> list[str]:
     """After training on a CPU: judge int8 on the held-out queries (reranker.training.judge_int8)."""
-    from reranker.fusion import ModelFusion
-    from reranker.training import split_queries
-
     settings_ = result.settings
     _, heldout = split_queries(data.queries, settings_.heldout_fraction, settings_.seed)
     judgment, lines = int8_judgment(
@@ -153,7 +152,7 @@ class Command(BaseCommand):
         parser.add_argument("--pseudo-queries", type=int, default=0,
                             help="documents whose title becomes a pseudo-query for their text (e.g. 5000; "
                                  "costs one search each, and training time)")
-        parser.add_argument("--mode", choices=runs.REPORT_ORDER, default="hybrid", help="first stage to mine from")
+        parser.add_argument("--mode", choices=offline.REPORT_ORDER, default="hybrid", help="first stage to mine from")
         parser.add_argument("--batch-groups", type=int, default=d.groups_per_batch,
                             help="groups (1 positive + K negatives) per optimiser step")
         parser.add_argument("--lr-body", type=float, default=d.lr_body)
@@ -273,8 +272,6 @@ class Command(BaseCommand):
         would wait past RERANK_TIMEOUT and show "not reranked")."""
         from kombu.exceptions import OperationalError
 
-        from reranker.tasks import warm_up
-
         try:
             # Pointless once a search has loaded it: dropped if no worker takes it within a minute.
             warm_up.apply_async(args=[[str(directory)]], retry=False, expires=60, ignore_result=True)
@@ -292,8 +289,6 @@ class Command(BaseCommand):
             reranked = (report["heldout"].get("final") or report["heldout"]["reranked"])["ndcg@10"]
         except (OSError, ValueError, KeyError) as exc:
             raise CommandError(f"{directory} has no readable training.json with held-out nDCG@10: {exc}") from None
-        from reranker.cross_encoder import RerankerUnavailable, load_reranker
-
         try:
             load_reranker(str(directory))
         except RerankerUnavailable as exc:

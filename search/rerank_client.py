@@ -1,0 +1,234 @@
+"""Second stage of a search: the head of the first stage's list scored by the rerank workers
+(reranker/tasks.py) within the latency budget, and reordered by their logits.
+
+As many chunks go to the workers as they score within RERANK_TARGET_SECONDS at their measured
+speed (reranker/speed.py), at most RERANK_TOP_N; each chunk to its collection's reranker (else
+the site's), one request per model, all sent at once, and the web process waits at most
+RERANK_TIMEOUT. Each model's chunks are reordered among the places they held, by the model's
+fusion of its logits with the first stage; the others keep their places. When a worker is slow
+or missing, fails, or no model is set, that share keeps the first-stage order, and the outcome
+says why when nothing was reranked: never an error page.
+
+The workers are reached by task name (RERANK_TASK, the name reranker/tasks.py registers) so that
+this library module does not import an entry point.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import redis
+from celery import current_app
+from celery.exceptions import TimeoutError as CeleryTimeout
+from django.conf import settings
+
+from reranker.cross_encoder import configured_model
+from reranker.fusion import Fusion, ModelFusion
+from reranker.speed import read_speed
+
+from .retrieval import Hit
+
+log = logging.getLogger(__name__)
+
+RERANK_TASK = "reranker.tasks.rerank"
+
+
+@dataclass
+class Share:
+    """One reranker model's part of the head: the positions (in the first-stage list) of the
+    chunks it scores, and what came back."""
+    model: str
+    sent_model: str  # "" lets the worker use its RERANKER_MODEL setting
+    positions: list[int]
+    reranked: bool = False
+    reason: str | None = None
+    logits: list[float] | None = None
+    fusion: ModelFusion = ModelFusion()
+    runtime: str | None = None
+    precision: str | None = None
+    ms: float = 0.0
+
+    def to_dict(self, mode: str) -> dict:
+        return {"model": self.model, "candidates": len(self.positions), "applied": self.reranked,
+                "not_reranked": self.reason, "runtime": self.runtime, "precision": self.precision,
+                "fusion": self.fusion.for_mode(mode).to_dict() if self.reranked else None,
+                "ms": round(self.ms, 2)}
+
+
+@dataclass
+class RerankOutcome:
+    reranked: bool  # at least one model's share was reranked
+    reason: str | None = None  # why not (nothing reranked), shown as "not reranked: <reason>"
+    ms: float = 0.0
+    shares: list[Share] = field(default_factory=list)
+
+    @property
+    def candidates(self) -> int:
+        """Chunks sent to a reranker."""
+        return sum(len(share.positions) for share in self.shares)
+
+    @property
+    def reranked_chunks(self) -> int:
+        return sum(len(share.positions) for share in self.shares if share.reranked)
+
+    @property
+    def model(self) -> str | None:
+        """The model, when one model reranked (or was asked to rerank) the whole head."""
+        models = {share.model for share in self.shares}
+        return models.pop() if len(models) == 1 else None
+
+
+def passage_text(hit: Hit) -> str:
+    """What the cross-encoder reads for a chunk: its document's title, then the chunk (the same
+    text the bi-encoder embedded, see indexer/pipeline.py)."""
+    return f"{hit.title}\n{hit.text}" if hit.title else hit.text
+
+
+def withdraw_request(task_id: str) -> bool:
+    """Take an unanswered rerank request back out of the queue; True if it was still there.
+
+    A request still in the queue after the budget was taken by no worker: none is running (or
+    all are busy). Withdrawing it also keeps a queue without workers from filling Redis with
+    requests nobody will read. The key layout is kombu's Redis transport: one list per queue,
+    named <CELERY_KEY_PREFIX><queue>, holding JSON messages whose headers carry the task id.
+    """
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_timeout=0.5, socket_connect_timeout=0.5)
+    key = f"{settings.CELERY_KEY_PREFIX}{settings.RERANK_QUEUE}"
+    needle = task_id.encode()
+    try:
+        for message in client.lrange(key, 0, -1):
+            if needle in message:
+                return client.lrem(key, 1, message) == 1
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+    return False
+
+
+# How often the web process looks for the reranker's answer (seconds). Celery's own
+# `result.get(timeout=...)` with the Redis backend checks its timeout only once a second, which
+# would overrun a latency budget of a fraction of a second; a Redis GET every few ms costs little.
+RESULT_POLL_SECONDS = 0.003
+
+
+def wait_for(result, deadline: float):
+    """The task's return value, or CeleryTimeout at `deadline` (time.perf_counter())."""
+    while not result.ready():
+        if time.perf_counter() >= deadline:
+            raise CeleryTimeout(f"no answer from task {result.id}")
+        time.sleep(RESULT_POLL_SECONDS)
+    try:
+        return result.get(timeout=1)  # ready: read from the result already fetched; raises the task's error
+    finally:
+        result.forget()
+
+
+def plan_shares(hits: list[Hit], collections: dict) -> tuple[list[Share], str | None]:
+    """Which chunks go to which reranker: the longest first-stage prefix (at most RERANK_TOP_N
+    chunks) whose estimated scoring time fits RERANK_TARGET_SECONDS at the workers' measured
+    speed of each model (reranker/speed.py), never fewer than RERANK_MIN_CANDIDATES. A chunk
+    goes to its collection's own reranker, else the site's; chunks of collections with neither
+    keep their place. Returns (shares, why nothing can be reranked)."""
+    if not hits:
+        return [], "no results to rerank"
+    budget = settings.RERANK_TARGET_SECONDS
+    floor = max(1, settings.RERANK_MIN_CANDIDATES)
+    shares: dict[str, Share] = {}
+    speeds: dict[str, float | None] = {}
+    spent, sent = 0.0, 0
+    for position, hit in enumerate(hits[: settings.RERANK_TOP_N]):
+        own = collections[hit.collection].reranker_model.strip()
+        model = configured_model(own)
+        if not model:
+            continue
+        if model not in speeds:
+            speeds[model] = read_speed(model)
+        # Unknown speed (no worker has measured it yet): as if only the floor fitted.
+        cost = 1.0 / speeds[model] if speeds[model] else budget / floor
+        if sent >= floor and spent + cost > budget:
+            break
+        spent += cost
+        sent += 1
+        shares.setdefault(model, Share(model=model, sent_model=own, positions=[])).positions.append(position)
+    if not shares:
+        return [], "no reranker model configured"
+    return list(shares.values()), None
+
+
+def rerank_hits(query: str, hits: list[Hit], collections: dict) -> RerankOutcome:
+    """Ask the rerank workers for the logits of each model's share of the head (plan_shares),
+    all at once, waiting at most RERANK_TIMEOUT for all of them."""
+    shares, reason = plan_shares(hits, collections)
+    if reason:
+        return RerankOutcome(False, reason)
+    budget = settings.RERANK_TIMEOUT
+    started = time.perf_counter()
+    pending = []
+    for share in shares:
+        passages = [passage_text(hits[i]) for i in share.positions]
+        try:
+            # `expires`: a worker that takes the message after the budget drops it instead of
+            # scoring for nobody (at least 1 s, for clocks of different hosts that disagree a
+            # little). `retry=False`: a broker that is down fails now, not after retries.
+            result = current_app.send_task(RERANK_TASK, args=[query, passages, share.sent_model],
+                                           queue=settings.RERANK_QUEUE, expires=max(budget, 1.0), retry=False)
+        except Exception as exc:
+            share.reason = f"the task broker is unreachable ({type(exc).__name__})"
+            continue
+        pending.append((share, result))
+    for share, result in pending:
+        try:
+            payload = wait_for(result, started + budget)
+        except CeleryTimeout:
+            share.reason = (f"no rerank worker took the request within {budget:g} s (none is running, or all are busy)"
+                            if withdraw_request(result.id) else f"the rerank worker did not answer within {budget:g} s")
+        except Exception as exc:  # the task raised (model missing on the worker, ...)
+            share.reason = f"the rerank worker failed: {type(exc).__name__}: {str(exc)[:300]}"
+        else:
+            logits = payload.get("logits") or []
+            if len(logits) != len(share.positions):
+                share.reason = f"the rerank worker returned {len(logits)} scores for {len(share.positions)} passages"
+            else:
+                share.reranked, share.logits = True, logits
+                share.fusion = ModelFusion.from_dict(payload["fusion"]) if payload.get("fusion") else ModelFusion()
+                share.runtime, share.precision = payload.get("runtime"), payload.get("precision")
+        share.ms = (time.perf_counter() - started) * 1000
+    outcome = RerankOutcome(any(share.reranked for share in shares), shares=shares,
+                            ms=(time.perf_counter() - started) * 1000)
+    for share in shares:
+        if share.reason:
+            log.warning("not reranked (%s, %d chunks): %s", share.model, len(share.positions), share.reason)
+    if not outcome.reranked:
+        reasons = list(dict.fromkeys(share.reason for share in shares))
+        outcome.reason = reasons[0] if len(reasons) == 1 else "; ".join(reasons)
+    return outcome
+
+
+def reorder_share(hits: list[Hit], positions: list[int], logits: list[float], fusion: Fusion = Fusion()) -> None:
+    """Reorder, in place, the chunks at `positions` (ascending) among those same positions: by
+    the model's fusion of its logits' order with the first stage's (reranker/fusion.py; weight
+    0: by logit alone, ties in first-stage order). Other positions do not move."""
+    chunks = [hits[i] for i in positions]
+    for hit, logit in zip(chunks, logits):
+        hit.reranker_logit = float(logit)
+    for position, i in zip(positions, fusion.order(logits)):
+        hits[position] = chunks[i]
+
+
+def apply_shares(hits: list[Hit], outcome: RerankOutcome, mode: str) -> list[Hit]:
+    """The list with each reranked share reordered within its own places."""
+    hits = list(hits)
+    for share in outcome.shares:
+        if share.reranked:
+            reorder_share(hits, share.positions, share.logits, share.fusion.for_mode(mode))
+    return hits
+
+
+def apply_logits(hits: list[Hit], logits: list[float], fusion: Fusion = Fusion()) -> list[Hit]:
+    """One model's logits for the head (the first len(logits) chunks) applied: the head
+    reordered, the rest unchanged."""
+    hits = list(hits)
+    reorder_share(hits, list(range(len(logits))), logits, fusion)
+    return hits
