@@ -16,9 +16,11 @@ import time
 
 from django.conf import settings
 from django.core.cache import caches
+from django.urls import reverse
 
 from reranker.cross_encoder import sigmoid
 
+from .facets import FacetRequest, facet_keys, parse_facets
 from .params import SearchParams
 from .rerank_client import RerankOutcome, apply_shares, rerank_hits
 from .retrieval import Hit, first_stage, highlight_html, plain_text
@@ -35,6 +37,8 @@ def result_item(hit: Hit, rank: int) -> dict:
         "external_id": hit.external_id,
         "title": hit.title,
         "title_html": highlight_html(hit.title_fragment),
+        # The document page, scrolled to this chunk (search/documents.py).
+        "url": f"{reverse('document', args=[hit.document_id])}?chunk={hit.chunk}",
         "chunk": hit.chunk,
         "start": hit.start,
         "end": hit.end,
@@ -71,6 +75,7 @@ def build_results(hits: list[Hit], group: bool) -> list[dict]:
 
 def snapshot_key(params: SearchParams) -> str:
     what = [params.query, params.mode, sorted(c.slug for c in params.collections), params.metadata,
+            sorted(c.slug for c in params.scope), params.requested_collections,
             params.rerank, params.group, settings.SEARCH_DEPTH, settings.RERANK_TOP_N]
     return "snapshot:" + hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
 
@@ -92,7 +97,9 @@ def _cache_set(key: str, value: dict) -> None:
 
 def ranked_list(params: SearchParams) -> dict:
     """The whole ranked list (every page) with how it was made."""
-    stage = first_stage(params.query, params.mode, params.collections, params.metadata)
+    facets = FacetRequest(scope=params.scope, requested=params.requested_collections, metadata=params.metadata,
+                          keys=facet_keys(params.collections))
+    stage = first_stage(params.query, params.mode, params.collections, params.metadata, facets=facets)
     hits = stage.hits
     if not params.rerank:
         outcome = RerankOutcome(False, None)
@@ -124,6 +131,7 @@ def ranked_list(params: SearchParams) -> dict:
             "rerank": round(outcome.ms, 2),
         },
         "query_vector_cached": stage.vector_cached,
+        "facets": parse_facets(facets, stage.facets_response),
     }
 
 
@@ -156,5 +164,6 @@ def run_search(params: SearchParams) -> dict:
         "from_snapshot": from_snapshot,
         "query_vector_cached": ranked["query_vector_cached"],
         "timings_ms": timings,
+        "facets": ranked["facets"],
         "results": ranked["results"][first: first + params.k],
     }

@@ -378,16 +378,24 @@ def test_query_embedding_through_the_embed_queue(api, settings, celery_workers):
         assert a["scores"]["first_stage"] == pytest.approx(b["scores"]["first_stage"], abs=1e-4)
 
 
-def test_search_page_shows_results_scores_and_timings(client, settings, corpus, rerank_worker):
+def test_search_page_shows_results_and_internals_only_to_staff(client, settings, corpus, rerank_worker,
+                                                               django_user_model):
     search_settings(settings, build_reranker())
     page = client.get("/", {"q": QUERY, "mode": "hybrid", "k": 3})
     html = page.content.decode()
     assert page.status_code == 200
-    assert "Reranked by" in html and "reranker logit" in html and "sigmoid" in html and "final rank" in html
+    assert "<mark>" in html and 'rel="next"' in html and 'aria-current="page"' in html
+    assert html.count('<li class="card result"') == 3
+    # A visitor sees no scores, ranks, offsets, timings or model.
+    for internal in ("reranker logit", "sigmoid", "first stage", "characters", "<th>embed</th>", "Reranked by", "<details>"):
+        assert internal not in html, internal
+    # Staff see them behind a "Details" disclosure.
+    client.force_login(django_user_model.objects.create_user("inspector", is_staff=True))
+    html = client.get("/", {"q": QUERY, "mode": "hybrid", "k": 3}).content.decode()
+    assert html.count("<details>") == 4  # the page's and each result's
+    assert "reranked by" in html and "reranker logit" in html and "sigmoid" in html and "first stage" in html
     for stage in ("embed", "Elasticsearch", "rerank", "total"):
         assert f"<th>{stage}</th>" in html
-    assert "<mark>" in html and 'rel="next"' in html
-    assert html.count('<li>') == 3
     # Empty state and no-result state
     empty = client.get("/").content.decode()
     assert "Type a query above" in empty
