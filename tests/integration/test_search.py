@@ -434,3 +434,17 @@ def test_staff_mark_a_result_relevant_from_the_search_page(api, corpus, settings
     judgment.refresh_from_db()
     assert judgment.grade == 0
     Judgment.objects.filter(pk=judgment.pk).delete()
+
+
+def test_staff_cannot_judge_in_a_collection_they_may_not_see(client, corpus, django_user_model):
+    from reranker.models import Judgment
+    from tests.support.searching import add_documents
+
+    hidden = Collection.objects.create(name="Hidden", slug="s-hidden", visibility=Collection.Visibility.GROUPS)
+    add_documents(hidden, [("h1", "Hidden", "Hidden text.", {})])
+    client.force_login(django_user_model.objects.create_user("judge", is_staff=True))
+    response = client.post("/judgments/record", {"collection": "s-hidden", "query": QUERY, "document": "h1", "grade": 2})
+    assert response.status_code == 400 and response.json() == {"error": "unknown collection"}
+    assert not Judgment.objects.filter(collection=hidden).exists()
+    visible = client.post("/judgments/record", {"collection": "s-sci", "query": QUERY, "document": "sci0", "grade": 3})
+    assert visible.status_code == 201 and visible.json()["grade"] == 3
