@@ -162,8 +162,9 @@ def load_reranker(model_id: str) -> Reranker:
     return reranker
 
 
-def score_pairs(model_id: str, query: str, passages: Sequence[str]) -> np.ndarray:
-    """Raw logits of (query, passage) for every passage, in the order given."""
+def score_passages(model_id: str, query: str, passages: Sequence[str]) -> np.ndarray:
+    """Raw logits of (query, passage) for every passage, in the order given (`score_pairs`
+    everywhere else takes the pairs themselves)."""
     if not passages:
         return np.zeros(0, dtype=np.float32)
     return load_reranker(model_id).score(query, passages)

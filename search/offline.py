@@ -5,7 +5,7 @@ first stage the views call (search/retrieval.py `first_stage`), send the reranke
 passage text (search/rerank_client.py `passage_text`), reorder with the same function
 (`apply_logits`: top N chunks by the model's fusion of logit and first stage) and group per
 document the same way (search/results.py `build_results`). Only the transport differs: the
-logits come from `reranker.cross_encoder.score_pairs` in this process (the function the rerank
+logits come from `reranker.cross_encoder.score_passages` in this process (the function the rerank
 worker runs, on the same runtime), not through the queue, so that an evaluation never silently
 counts a timed-out, unreranked answer as reranked.
 """
@@ -17,7 +17,7 @@ import numpy as np
 
 from indexer.builds import serving_model
 from indexer.models import Collection
-from reranker.cross_encoder import load_reranker, score_pairs
+from reranker.cross_encoder import load_reranker, score_passages
 from reranker.fusion import Fusion
 
 from .query_vectors import encode_queries, vector_cache
@@ -50,7 +50,7 @@ def encoded_in_batches(collection: Collection, texts: list[str], block: int = 25
 
 def document_ranking(hits: list[Hit]) -> list[str]:
     """External ids of the documents in the order the search page shows them (grouped)."""
-    return [item["external_id"] for item in build_results(hits, group=True)]
+    return [item.external_id for item in build_results(hits, group=True)]
 
 
 def reranked_hits(hits: list[Hit], logits: np.ndarray, fusion: Fusion = Fusion()) -> list[Hit]:
@@ -72,7 +72,7 @@ class PairScorer:
     def logits(self, query: str, passages: list[str]) -> np.ndarray:
         missing = list(dict.fromkeys(p for p in passages if (query, p) not in self.cache))
         if missing:
-            values = score_pairs(self.model_id, query, missing)
+            values = score_passages(self.model_id, query, missing)
             self.scored_here += len(missing)
             self.cache.update({(query, p): float(v) for p, v in zip(missing, values)})
         return np.array([self.cache[(query, p)] for p in passages], dtype=np.float32)
@@ -80,5 +80,5 @@ class PairScorer:
     def timed_logits(self, query: str, passages: list[str]) -> float:
         """Seconds to score these passages from scratch (what one search's rerank costs)."""
         started = time.perf_counter()
-        score_pairs(self.model_id, query, passages)
+        score_passages(self.model_id, query, passages)
         return time.perf_counter() - started

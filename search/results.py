@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import time
+from dataclasses import asdict, dataclass, field
 
 from django.conf import settings
 from django.core.cache import caches
@@ -28,44 +29,96 @@ from .retrieval import Hit, first_stage, highlight_html, plain_text
 log = logging.getLogger(__name__)
 
 
-def result_item(hit: Hit, rank: int) -> dict:
+@dataclass
+class Scores:
+    first_stage: float
+    first_stage_rank: int
+    semantic_rank: int | None
+    keyword_rank: int | None
+    reranker_logit: float | None
+    reranker_sigmoid: float | None
+    final_rank: int
+
+
+@dataclass
+class ResultItem:
+    """One result: a chunk, or (grouped) a document at the place of its best chunk. The fields,
+    in this order, are the API's result object (docs/openapi.yaml)."""
+    rank: int
+    collection: str
+    document_id: int
+    external_id: str
+    title: str
+    title_html: str
+    url: str  # the document page, scrolled to this chunk (search/documents.py)
+    chunk: int
+    start: int
+    end: int
+    snippet: str
+    snippet_html: str
+    metadata: dict
+    scores: Scores
+    other_chunks: list[int] = field(default_factory=list)  # the document's other chunks in the list
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class RerankSummary:
+    """How the second stage went for the whole list (the API's `rerank` object)."""
+    requested: bool
+    applied: bool
+    not_reranked: str | None
+    model: str | None
+    candidates: int  # chunks sent to the rerankers
+    reranked: int  # of those, how many came back reranked
+    runtime: str | None
+    precision: str | None
+    fusion: dict | None
+    models: list[dict]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class RankedList:
+    """The whole ranked list (every page) with how it was made; what a snapshot stores."""
+    results: list[ResultItem]
+    chunks: int  # first-stage chunks the results were made from
+    rerank: RerankSummary
+    timings_ms: dict[str, float]
+    query_vector_cached: bool | None
+    facets: dict  # search/facets.py parse_facets
+
+
+def result_item(hit: Hit, rank: int) -> ResultItem:
     logit = hit.reranker_logit
-    return {
-        "rank": rank,
-        "collection": hit.collection,
-        "document_id": hit.document_id,
-        "external_id": hit.external_id,
-        "title": hit.title,
-        "title_html": highlight_html(hit.title_fragment),
-        # The document page, scrolled to this chunk (search/documents.py).
-        "url": f"{reverse('document', args=[hit.document_id])}?chunk={hit.chunk}",
-        "chunk": hit.chunk,
-        "start": hit.start,
-        "end": hit.end,
-        "snippet": plain_text(hit.fragment),
-        "snippet_html": highlight_html(hit.fragment),
-        "metadata": hit.metadata,
-        "scores": {
-            "first_stage": round(hit.score, 6),
-            "first_stage_rank": hit.first_stage_rank,
-            "semantic_rank": hit.semantic_rank,
-            "keyword_rank": hit.keyword_rank,
-            "reranker_logit": None if logit is None else round(logit, 6),
-            "reranker_sigmoid": None if logit is None else round(sigmoid(logit), 6),
-            "final_rank": rank,
-        },
-        "other_chunks": [],
-    }
+    return ResultItem(
+        rank=rank, collection=hit.collection, document_id=hit.document_id, external_id=hit.external_id,
+        title=hit.title, title_html=highlight_html(hit.title_fragment),
+        url=f"{reverse('document', args=[hit.document_id])}?chunk={hit.chunk}", chunk=hit.chunk, start=hit.start,
+        end=hit.end, snippet=plain_text(hit.fragment), snippet_html=highlight_html(hit.fragment),
+        metadata=hit.metadata,
+        scores=Scores(
+            first_stage=round(hit.score, 6), first_stage_rank=hit.first_stage_rank,
+            semantic_rank=hit.semantic_rank, keyword_rank=hit.keyword_rank,
+            reranker_logit=None if logit is None else round(logit, 6),
+            reranker_sigmoid=None if logit is None else round(sigmoid(logit), 6),
+            final_rank=rank,
+        ),
+    )
 
 
-def build_results(hits: list[Hit], group: bool) -> list[dict]:
+def build_results(hits: list[Hit], group: bool) -> list[ResultItem]:
     """One result per chunk, or (grouped) per document at the place of its best chunk, with the
     numbers of its other chunks in the list."""
-    results: list[dict] = []
-    by_document: dict[int, dict] = {}
+    results: list[ResultItem] = []
+    by_document: dict[int, ResultItem] = {}
     for hit in hits:
         if group and hit.document_id in by_document:
-            by_document[hit.document_id]["other_chunks"].append(hit.chunk)
+            by_document[hit.document_id].other_chunks.append(hit.chunk)
             continue
         item = result_item(hit, len(results) + 1)
         by_document[hit.document_id] = item
@@ -80,22 +133,27 @@ def snapshot_key(params: SearchParams) -> str:
     return "snapshot:" + hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
 
 
-def _cache_get(key: str):
+def _cache_get(key: str) -> RankedList | None:
     try:
-        return caches["search"].get(key)
+        ranked = caches["search"].get(key)
     except Exception as exc:  # Redis down: search without the snapshot
         log.warning("search snapshot unavailable: %s", exc)
         return None
+    if ranked is not None and not isinstance(ranked, RankedList):
+        # Stored by an older version of this code (another shape): searched afresh.
+        log.warning("search snapshot %s has an old shape (%s); searching afresh", key, type(ranked).__name__)
+        return None
+    return ranked
 
 
-def _cache_set(key: str, value: dict) -> None:
+def _cache_set(key: str, value: RankedList) -> None:
     try:
         caches["search"].set(key, value, settings.SEARCH_SNAPSHOT_SECONDS)
     except Exception as exc:
         log.warning("search snapshot not stored: %s", exc)
 
 
-def ranked_list(params: SearchParams) -> dict:
+def ranked_list(params: SearchParams) -> RankedList:
     """The whole ranked list (every page) with how it was made."""
     facets = FacetRequest(scope=params.scope, requested=params.requested_collections, metadata=params.metadata,
                           keys=facet_keys(params.collections))
@@ -107,32 +165,30 @@ def ranked_list(params: SearchParams) -> dict:
         outcome = rerank_hits(params.query, hits, {c.slug: c for c in params.collections})
         if outcome.reranked:
             hits = apply_shares(hits, outcome, params.mode)
-    results = build_results(hits, params.group)
     single = outcome.shares[0] if len(outcome.shares) == 1 else None
-    return {
-        "results": results,
-        "chunks": len(stage.hits),
-        "rerank": {
-            "requested": params.rerank,
-            "applied": outcome.reranked,
-            "not_reranked": None if outcome.reranked or not params.rerank else outcome.reason,
-            "model": outcome.model,
-            # Chunks sent to the rerankers, and how many of them came back reranked.
-            "candidates": outcome.candidates,
-            "reranked": outcome.reranked_chunks,
-            "runtime": single.runtime if single else None,
-            "precision": single.precision if single else None,
-            "fusion": single.fusion.for_mode(params.mode).to_dict() if single and single.reranked else None,
-            "models": [share.to_dict(params.mode) for share in outcome.shares],
-        },
-        "timings_ms": {
+    return RankedList(
+        results=build_results(hits, params.group),
+        chunks=len(stage.hits),
+        rerank=RerankSummary(
+            requested=params.rerank,
+            applied=outcome.reranked,
+            not_reranked=None if outcome.reranked or not params.rerank else outcome.reason,
+            model=outcome.model,
+            candidates=outcome.candidates,
+            reranked=outcome.reranked_chunks,
+            runtime=single.runtime if single else None,
+            precision=single.precision if single else None,
+            fusion=single.fusion.for_mode(params.mode).to_dict() if single and single.reranked else None,
+            models=[share.to_dict(params.mode) for share in outcome.shares],
+        ),
+        timings_ms={
             "embed": round(stage.embed_ms, 2),
             "elasticsearch": round(stage.es_ms, 2),
             "rerank": round(outcome.ms, 2),
         },
-        "query_vector_cached": stage.vector_cached,
-        "facets": parse_facets(facets, stage.facets_response),
-    }
+        query_vector_cached=stage.vector_cached,
+        facets=parse_facets(facets, stage.facets_response),
+    )
 
 
 def run_search(params: SearchParams) -> dict:
@@ -143,12 +199,13 @@ def run_search(params: SearchParams) -> dict:
     from_snapshot = ranked is not None
     if ranked is None:
         ranked = ranked_list(params)
-        if ranked["results"]:
+        if ranked.results:
             _cache_set(key, ranked)
-    total = len(ranked["results"])
+    total = len(ranked.results)
     first = (params.page - 1) * params.k
-    timings = dict(ranked["timings_ms"]) if not from_snapshot else {"embed": 0.0, "elasticsearch": 0.0, "rerank": 0.0}
+    timings = dict(ranked.timings_ms) if not from_snapshot else {"embed": 0.0, "elasticsearch": 0.0, "rerank": 0.0}
     timings["total"] = round((time.perf_counter() - started) * 1000, 2)
+    rerank = ranked.rerank.to_dict()
     return {
         "query": params.query,
         "mode": params.mode,
@@ -159,11 +216,11 @@ def run_search(params: SearchParams) -> dict:
         "pages": max(1, -(-total // params.k)),
         "total": total,
         "grouped": params.group,
-        "rerank": ranked["rerank"],
-        "not_reranked": ranked["rerank"]["not_reranked"],
+        "rerank": rerank,
+        "not_reranked": rerank["not_reranked"],
         "from_snapshot": from_snapshot,
-        "query_vector_cached": ranked["query_vector_cached"],
+        "query_vector_cached": ranked.query_vector_cached,
         "timings_ms": timings,
-        "facets": ranked["facets"],
-        "results": ranked["results"][first: first + params.k],
+        "facets": ranked.facets,
+        "results": [item.to_dict() for item in ranked.results[first: first + params.k]],
     }

@@ -65,13 +65,13 @@ def chunk_text(es, result) -> tuple[str, str]:
 
 def reference_logits(es, query: str, results: list[dict]) -> list[float]:
     """The test's own cross-encoder run on the same pairs, in this process."""
-    from reranker.cross_encoder import score_pairs
+    from reranker.cross_encoder import score_passages
 
     passages = []
     for result in results:
         title, text = chunk_text(es, result)
         passages.append(f"{title}\n{text}" if title else text)
-    return [float(x) for x in score_pairs(build_reranker(), query, passages)]
+    return [float(x) for x in score_passages(build_reranker(), query, passages)]
 
 
 @pytest.mark.parametrize("mode", MODES)
