@@ -11,7 +11,8 @@ Of which documents:
                      search count only its k nearest chunks, which say nothing about a value
                      the user has not selected yet).
     semantic         every document in scope, for the same reason.
-    A keyword query of stop words only matches nothing: no facets.
+    A query of stop words only has no BM25 clause: keyword mode finds nothing and shows no
+    facets; hybrid (whose kNN side still finds chunks) counts every document in scope.
 
 The facet search is one extra size-0 search whose query carries the access filter (every
 collection the user may see, so that the collection facet can offer the others). Each facet is

@@ -1,4 +1,5 @@
-"""First stage of search: candidate chunks from Elasticsearch. The one module that queries it.
+"""First stage of search: candidate chunks from Elasticsearch. The one module that searches it
+(the document page only reads one document's chunks by id: search/documents.py).
 
     semantic  kNN on `embedding` (the query embedded with the model that built the index)
     keyword   BM25 `multi_match` over the title and text terms the index holds in its language
