@@ -124,6 +124,23 @@ def test_search_and_open_a_document(driver, site):
     screenshot(driver, "search")
     screenshot(driver, "search-dark", dark=True)
 
+    # The skip link is the first stop of the keyboard and leads to the results.
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    driver.execute_script("document.activeElement.blur(); window.scrollTo(0, 0)")
+    ActionChains(driver).send_keys(Keys.TAB).perform()
+    skip = driver.switch_to.active_element
+    assert skip.get_attribute("class") == "skip" and skip.get_attribute("href").endswith("#main")
+    assert skip.is_displayed()
+    # While the next page loads, the page says it is searching and reranking (the submit is
+    # held back here so that the cue can be read).
+    waiting = css(driver, "#waiting")[0]
+    assert not waiting.is_displayed()
+    driver.execute_script("document.getElementById('search-form').addEventListener('submit', e => e.preventDefault())")
+    css(driver, "form.search button[type=submit]")[0].click()
+    assert waiting.is_displayed() and waiting.text == "Searching and reranking…"
+
     # The long document (many chunks) shows the scrolling best.
     link = next(r.find_element("css selector", ".title a") for r in results
                 if r.find_element("css selector", ".title a").text == "Telomere biology over many sections")
