@@ -97,6 +97,7 @@ def search_page(request):
         # The metadata filters travel with the form as hidden fields (the facets choose them).
         "meta_filters": [(f"meta.{key}", value) for key, values in sorted(params.metadata.items()) for value in values]
                         if params else [],
+        "clear_filters_url": _url_without(request.GET, {"page"} | {n for n in request.GET if n.startswith("meta.")}),
         "grades": range(MAX_GRADE + 1),
         "error": body.get("error") if body and status != 200 else None,
         "search": body if status == 200 else None,

@@ -109,10 +109,13 @@ def test_the_page_keeps_every_filter_in_the_form_and_the_facet_links(client, cor
     assert page.status_code == 200
     assert '<input type="hidden" name="meta.kind" value="study">' in html
     assert '<option value="3" selected>' in html
-    assert 'name="group" value="on">' in html and 'name="group" value="on" checked' not in html
+    assert '<option value="off" selected>every matching passage</option>' in html
     # Choosing a year keeps the kind filter, the size and the grouping, and goes to page 1.
     link = next(v["url"] for f in page.context["facets"]["metadata"] if f["key"] == "year" for v in f["values"])
     assert "meta.kind=study" in link and "k=3" in link and "group=off" in link and "page=" not in link
+    # "clear these filters" drops the metadata filters only.
+    clear = page.context["clear_filters_url"]
+    assert "meta." not in clear and "k=3" in clear and "group=off" in clear and "mode=keyword" in clear
 
 
 def test_facet_fields_are_checked_in_the_admin_form():
