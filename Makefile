@@ -27,7 +27,7 @@ services:
 postgres:
 	$(PYTHON) scripts/services.py install postgres
 
-## Headless Chromium and its driver for the browser tests (tests/browser): Debian's chromium and
+## Headless Chromium and its driver for the browser tests (tests/integration/test_browser.py): Debian's chromium and
 ## chromium-driver are installed when missing, as root.
 chromium:
 	$(PYTHON) scripts/services.py install chromium
@@ -60,18 +60,18 @@ test: venv services postgres chromium
 
 ## The browser tests alone; they write docs/screenshots/*.png (each page at 1280 and 375 px).
 screenshots: venv services chromium
-	$(PY) -m pytest tests/browser $(PYTEST_ARGS)
+	$(PY) -m pytest tests/integration/test_browser.py $(PYTEST_ARGS)
 
 ## The unit tests alone (tests/unit): no service is started or needed.
 unit: venv
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 ## The import rules: the contracts in .importlinter (layers, the reranker's model code kept free of
-## the query path and of Django) and no cycle between modules (tests/unit/test_imports.py, which
-## `make test` and `make unit` run too).
+## the query path and of Django) and no cycle between modules (scripts/import_cycles.py); both are
+## also checked by tests/unit/test_imports.py, which `make test` and `make unit` run.
 lint: venv
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest tests/unit/test_imports.py $(PYTEST_ARGS)
+	$(PY) scripts/import_cycles.py
 
 stop:
 	$(PYTHON) scripts/services.py stop

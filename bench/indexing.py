@@ -157,9 +157,8 @@ def end_to_end(collection, docs, expected_chunks: int) -> float:
     """Step 2: enqueue -> every chunk searchable after refresh, through a real worker."""
     from django.db import transaction
 
-    from indexer.dispatch import queue_for_indexing
-    from indexer.es import get_client
-    from indexer.index import alias_name
+    from indexer.store import alias_name, get_client
+    from indexer.tasks import queue_for_indexing
     from indexer.models import Collection
 
     es = get_client()
@@ -189,8 +188,7 @@ def recall(vectors, planned, queries: list[str], model_id: str, num_candidates: 
     from elasticsearch import helpers
 
     from indexer.embedding import load_embedding_model
-    from indexer.es import get_client
-    from indexer.index import INDEX_OPTION_TYPES, create_index
+    from indexer.store import INDEX_OPTION_TYPES, get_client, get_store
 
     es = get_client()
     model = load_embedding_model(model_id)
@@ -199,7 +197,7 @@ def recall(vectors, planned, queries: list[str], model_id: str, num_candidates: 
     results = {}
     for options in INDEX_OPTION_TYPES:
         index = f"{os.environ['ELASTICSEARCH_INDEX_PREFIX']}-recall-{options.replace('_', '-')}"
-        create_index(index, dims=vectors.shape[1], model_id=model_id, index_options=options, language="none")
+        get_store().create_index(index, dims=vectors.shape[1], model_id=model_id, index_options=options, language="none")
         started = time.perf_counter()
         helpers.bulk(es, ({"_index": index, "_id": str(i), "_source": {
             "document_id": p.document.pk, "chunk": p.chunk.number, "text": p.chunk.text,
@@ -313,7 +311,7 @@ def cleanup():
             import redis
             from django.conf import settings
 
-            from indexer.es import get_client
+            from indexer.store import get_client
 
             get_client().options(ignore_status=404).indices.delete(
                 index=f"{os.environ['ELASTICSEARCH_INDEX_PREFIX']}-*", expand_wildcards="all")

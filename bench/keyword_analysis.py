@@ -110,7 +110,7 @@ def main() -> None:
     django.setup()
     from elasticsearch import helpers
 
-    from indexer.es import get_client
+    from indexer.store import get_client
     from indexer.models import Collection, Document
     from indexer.pipeline import plan_chunks
     from reranker.judgments import read_qrels, read_queries

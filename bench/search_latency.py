@@ -11,7 +11,7 @@ Then p50/p95 of every stage and of the totals, and the ratio API p95 / direct p9
 Set-up (the same environment for the server, the worker and this script):
     export ELASTICSEARCH_INDEX_PREFIX=searchbench CELERY_KEY_PREFIX=searchbench: \
            DATABASE_URL=sqlite:////tmp/search-bench/db.sqlite3 RERANKER_MODEL=<cross-encoder dir or id>
-    .venv/bin/python manage.py migrate && .venv/bin/python manage.py import_corpus scifact ../shared/datasets/scifact --create
+    .venv/bin/python manage.py migrate && .venv/bin/python manage.py import_corpus scifact ../shared/datasets/scifact --create --visibility public
     .venv/bin/celery -A searchsite worker -Q embed -c 1 &     # indexes the corpus
     .venv/bin/celery -A searchsite worker -Q rerank -c 1 &
     .venv/bin/gunicorn searchsite.wsgi -b 127.0.0.1:8032 -w 1 --threads 4 &
@@ -76,9 +76,8 @@ def direct(query: str, collection, mode: str, candidates: int) -> dict:
     """The same components in this process: encode, Elasticsearch, CrossEncoder.predict."""
     from django.conf import settings
 
-    from indexer.builds import serving
-    from indexer.es import get_client
-    from indexer.index import alias_name
+    from indexer.lookups import serving
+    from indexer.store import alias_name, get_client
     from reranker.cross_encoder import configured_model, score_passages
     from search.query_vectors import encode_queries
     from search.retrieval import add_highlights, es_filters, keyword_body, keyword_query, semantic_body, to_hit

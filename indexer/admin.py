@@ -1,5 +1,5 @@
 """Admin for collections and documents: per-status counts, the multi-file upload with its
-per-file report, and bulk "reindex" / "remove from index" actions (indexer/dispatch.py)."""
+per-file report, and bulk "reindex" / "remove from index" actions (queued by indexer/tasks.py)."""
 from __future__ import annotations
 
 from django.contrib import admin, messages
@@ -12,7 +12,8 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 
-from . import dispatch
+from . import tasks
+from .admin_builds import CollectionRebuildMixin
 from .forms import UploadDocumentsForm
 from .importing import ImportBusy, ImportOptions, Source, import_sources
 from .models import Collection, Document
@@ -40,7 +41,7 @@ def status_count_column(status: Document.Status):
 
 
 @admin.register(Collection)
-class CollectionAdmin(admin.ModelAdmin):
+class CollectionAdmin(CollectionRebuildMixin, admin.ModelAdmin):
     list_display = ("name", "slug", "visibility", "language", "total_documents",
                     *(f"count_{s.value}" for s in STATUSES))
     search_fields = ("name", "slug")
@@ -162,22 +163,15 @@ class DocumentAdmin(admin.ModelAdmin):
         obj.refresh_hash()
         super().save_model(request, obj, form, change)
         if not change or obj.content_hash != old_hash:
-            dispatch.queue_for_indexing([obj.pk])
+            tasks.queue_for_indexing([obj.pk])
 
     @admin.action(description="Reindex selected documents", permissions=["change"])
     def reindex(self, request, queryset):
-        count = dispatch.queue_for_indexing(queryset.values_list("pk", flat=True))
+        count = tasks.queue_for_indexing(queryset.values_list("pk", flat=True))
         self.message_user(request, f"{count} document(s) queued for indexing.", messages.SUCCESS)
 
     @admin.action(description="Remove selected documents from the index", permissions=["change"])
     def remove_from_index(self, request, queryset):
-        count = dispatch.queue_for_removal(queryset.values_list("pk", flat=True))
+        count = tasks.queue_for_removal(queryset.values_list("pk", flat=True))
         self.message_user(request, f"{count} document(s) queued for removal from the index "
                                    "(they stay in the database; 'Reindex' brings them back).", messages.SUCCESS)
-
-
-# Index builds (indexer/admin_builds.py): the IndexBuild admin with its progress and rebuild page,
-# a "Rebuild index" action on collections, and the rebuild offer when a collection's model changes.
-from .admin_builds import add_rebuild_to_collection_admin  # noqa: E402
-
-add_rebuild_to_collection_admin(CollectionAdmin)

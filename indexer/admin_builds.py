@@ -1,8 +1,7 @@
 """Admin of index builds (indexer/builds.py): progress that refreshes itself, the rebuild page,
-a "Rebuild index" action on collections, and the rebuild offer when a collection's model or
+and, through `CollectionRebuildMixin` (used by the collection admin in indexer/admin.py), a
+"Rebuild index" action on collections and the rebuild offer when a collection's model or
 keyword language changes.
-
-Registered from indexer/admin.py (which owns the Collection and Document admin).
 """
 from __future__ import annotations
 
@@ -16,9 +15,12 @@ from django.utils.html import format_html
 from django.utils.http import urlencode
 
 from .analysis import LANGUAGES
-from .builds import BuildInProgress, live_build, start_build
-from .index import INDEX_OPTION_TYPES
+from .builds import BuildInProgress
+from .embedding import UnloadableModel, check_model_id
+from .lookups import live_build
 from .models import Collection, IndexBuild
+from .store import INDEX_OPTION_TYPES
+from .tasks import start_build
 
 # Seconds between reloads of the build list and page while a build runs.
 REFRESH_SECONDS = 3
@@ -47,13 +49,10 @@ class RebuildForm(forms.Form):
                                  help_text="Analysis of the keyword (BM25) stage in the new index.")
 
     def clean_model_id(self):
-        from .management.commands.rebuild_index import check_model_id
-        from django.core.management.base import CommandError
-
         model_id = self.cleaned_data["model_id"].strip()
         try:
             check_model_id(model_id)
-        except CommandError as exc:
+        except UnloadableModel as exc:
             raise forms.ValidationError(str(exc)) from None
         return model_id
 
@@ -186,20 +185,19 @@ def collections_with_changed_model() -> list[dict]:
     return changed
 
 
-@admin.action(description="Rebuild the index of the selected collections", permissions=["change"])
-def rebuild_index_action(model_admin, request, queryset):
-    start_rebuilds(model_admin, request, queryset)
+class CollectionRebuildMixin:
+    """For the collection admin: a "Rebuild index" action and, when a save changed the embedding
+    model or the keyword language, a message offering the rebuild (the live index keeps serving
+    the old model and language until then: vectors of two models, or terms of two analyses,
+    cannot be mixed in one index)."""
 
+    actions = ("rebuild_index_action",)
 
-def add_rebuild_to_collection_admin(collection_admin_class) -> None:
-    """Give the collection admin a "Rebuild index" action and, when a save changed the embedding
-    model or the keyword language, a message offering the rebuild (the live index keeps serving the
-    old model and language until then: vectors of two models, or terms of two analyses, cannot be
-    mixed in one index)."""
-    collection_admin_class.actions = (*(collection_admin_class.actions or ()), rebuild_index_action)
-    response_change = collection_admin_class.response_change
+    @admin.action(description="Rebuild the index of the selected collections", permissions=["change"])
+    def rebuild_index_action(self, request, queryset):
+        start_rebuilds(self, request, queryset)
 
-    def response_change_offering_rebuild(self, request, obj):
+    def response_change(self, request, obj):
         live = live_build(obj.pk)
         serving, configured = build_differences(live, obj) if live is not None else ("", "")
         if serving:
@@ -208,6 +206,4 @@ def add_rebuild_to_collection_admin(collection_admin_class) -> None:
                 "the current index answers searches until the new one is ready).",
                 obj, serving, rebuild_url(obj.pk, obj.embedding_model, obj.language), configured,
             ), messages.WARNING)
-        return response_change(self, request, obj)
-
-    collection_admin_class.response_change = response_change_offering_rebuild
+        return super().response_change(request, obj)

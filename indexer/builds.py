@@ -1,12 +1,14 @@
-"""Index builds: the first index of a collection, and zero-downtime rebuilds.
+"""Index builds: the first index of a collection, and zero-downtime rebuilds. State transitions
+only: each step changes the build's record and its index, and returns what should happen next;
+indexer/tasks.py queues that (the lifecycle reads top to bottom there).
 
     start_build()      database record (one build per collection at a time, enforced by a
-                       constraint), documents set `queued`, then the `prepare_build` task
-    prepare_build()    (worker) loads the model, creates the index with its dimensions and
-                       `_meta`, queues every document in batches for that build
-    after_batch()      (worker, after each batch) refreshes the progress counters and, when no
-                       document is left to do, moves the build to `finalizing` exactly once
-    finalize_build()   (worker) refresh, check the counts against the database, swap the alias
+                       constraint), documents set `queued`
+    prepare_build()    loads the model, creates the index with its dimensions and `_meta`,
+                       answers the documents to index into it
+    after_batch()      refreshes the progress counters and, when no document is left to do,
+                       moves the build to `finalizing` exactly once
+    finalize_build()   refresh, check the counts against the database, swap the alias
                        atomically, record the model and language on the collection, delete old
                        indices beyond `keep_old_indices`
 
@@ -19,18 +21,21 @@ to both indices (indexer/pipeline.py write_targets).
 """
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
-from elasticsearch import ApiError, NotFoundError
 
 from .analysis import check_language
-from .es import get_client
-from .index import INDEX_OPTION_TYPES, alias_name, create_index, indices_behind, new_index_name, point_alias
+from .embedding import embedding_dimension, load_embedding_model
+from .lookups import current_build, indexable_documents, live_build
 from .models import Collection, Document, IndexBuild
+from .statuses import mark_queued
+from .store import StoreError, alias_name, check_index_options, get_store, new_index_name
 
 log = logging.getLogger(__name__)
 
@@ -44,16 +49,9 @@ class BuildInProgress(Exception):
         super().__init__(f"collection already has a build in progress: {build}")
 
 
-class BuildCheckFailed(Exception):
-    """The new index does not hold exactly what the database says; the alias is not swapped."""
-
-
-def _to_index(document_ids_qs) -> list[int]:
-    return list(document_ids_qs.values_list("pk", flat=True).order_by("pk"))
-
-
-def indexable_documents(collection_id: int):
-    return Document.objects.filter(collection_id=collection_id).exclude(status=Document.Status.REMOVED)
+# Fields left out of a task's return value (indexer/tasks.py task_report): lists of ids as
+# long as a corpus do not belong in the result backend.
+NOT_REPORTED = {"report": False}
 
 
 # --------------------------------------------------------------------------- starting
@@ -61,13 +59,12 @@ def indexable_documents(collection_id: int):
 
 def start_build(collection: Collection, model_id: str | None = None, index_options: str | None = None,
                 requested_by: str = "", language: str | None = None) -> IndexBuild:
-    """Record a build and hand it to the workers; raises BuildInProgress if one runs already
-    (UnknownLanguage, a ValueError, for a bad language)."""
+    """Record a build, its documents `queued`; raises BuildInProgress if one runs already
+    (UnknownLanguage, a ValueError, for a bad language). Preparing it is the next step."""
     model_id = (model_id or collection.embedding_model).strip()
     index_options = index_options or collection.index_options
     language = check_language(language or collection.language)
-    if index_options not in INDEX_OPTION_TYPES:
-        raise ValueError(f"index_options must be one of {INDEX_OPTION_TYPES}, not {index_options!r}")
+    check_index_options(index_options)
     try:
         with transaction.atomic():
             build = IndexBuild.objects.create(
@@ -79,70 +76,51 @@ def start_build(collection: Collection, model_id: str | None = None, index_optio
             indexable_documents(collection.pk).update(
                 status=Document.Status.QUEUED, last_error="", updated_at=timezone.now()
             )
-
-            def send():
-                from .tasks import prepare_build
-
-                prepare_build.delay(build.pk)
-
-            transaction.on_commit(send)
     except IntegrityError:
         raise BuildInProgress(current_build(collection.pk)) from None
     return build
 
 
-def current_build(collection_id: int) -> IndexBuild | None:
-    return IndexBuild.objects.filter(collection_id=collection_id, status__in=IndexBuild.IN_PROGRESS).first()
+@dataclass(frozen=True)
+class PreparedBuild:
+    """The build's index exists (`prepared`) and these documents are `queued` for it; any other
+    status means the build was not `building` any more and nothing was done."""
+
+    build_id: int
+    collection_id: int
+    status: str
+    dims: int | None = None
+    documents: int = 0
+    document_ids: list[int] = field(default_factory=list, metadata=NOT_REPORTED)
+
+    @property
+    def prepared(self) -> bool:
+        return self.status == IndexBuild.Status.BUILDING
 
 
-def live_build(collection_id: int) -> IndexBuild | None:
-    return IndexBuild.objects.filter(collection_id=collection_id, status=IndexBuild.Status.LIVE).first()
-
-
-def serving_model(collection: Collection) -> str:
-    """The model whose vectors the alias serves now: queries must be embedded with it."""
-    live = live_build(collection.pk)
-    return live.model_id if live else collection.embedding_model
-
-
-def serving(collection: Collection) -> tuple[str, str]:
-    """(model, keyword language) of the index the alias serves now: queries are embedded with
-    that model and analyzed in that language, so a rebuild with another one changes nothing
-    until the alias swaps."""
-    live = live_build(collection.pk)
-    return (live.model_id, live.language) if live else (collection.embedding_model, collection.language)
-
-
-def prepare_build(build_id: int) -> dict:
-    """(worker) Create the build's index and queue its documents."""
-    from .dispatch import queue_for_indexing
-    from .embedding import embedding_dimension, load_embedding_model
-
+def prepare_build(build_id: int) -> PreparedBuild:
+    """Create the build's index and mark its documents queued (a redelivered message finds the
+    index there and marks them again: harmless)."""
     build = IndexBuild.objects.select_related("collection").get(pk=build_id)
     if build.status != IndexBuild.Status.BUILDING:
-        return {"skipped": build.status}
-    model = load_embedding_model(build.model_id)
-    dims = embedding_dimension(model)
-    client = get_client()
-    if not client.indices.exists(index=build.index_name):  # a redelivered message finds it there
-        create_index(build.index_name, dims=dims, model_id=build.model_id, index_options=build.index_options,
-                     language=build.language)
-    # No periodic refresh while building: fewer, larger segments; finalize refreshes once.
-    client.indices.put_settings(index=build.index_name, settings={"index": {"refresh_interval": "-1"}})
+        return PreparedBuild(build.pk, build.collection_id, build.status, build.dims)
+    dims = embedding_dimension(load_embedding_model(build.model_id))
+    store = get_store()
+    if not store.index_exists(build.index_name):
+        store.create_index(build.index_name, dims=dims, model_id=build.model_id,
+                           index_options=build.index_options, language=build.language)
+    # Fewer, larger segments while building; finalize refreshes once.
+    store.pause_refresh(build.index_name)
     IndexBuild.objects.filter(pk=build.pk).update(dims=dims)
     with transaction.atomic():
-        ids = _to_index(indexable_documents(build.collection_id))
-        queue_for_indexing(ids, build_id=build.pk)
-    if not ids:
-        after_batch(build.collection_id)
-    return {"documents": len(ids), "dims": dims}
+        ids = mark_queued(indexable_documents(build.collection_id).values_list("pk", flat=True))
+    return PreparedBuild(build.pk, build.collection_id, build.status, dims, len(ids), ids)
 
 
 def ensure_live_build(collection: Collection) -> IndexBuild:
-    """(worker) The live index of a collection, created on first use (or adopted when the alias
-    exists but the database has no record of it, e.g. after restoring the database)."""
-    from .embedding import embedding_dimension, load_embedding_model
-
+    """The live index of a collection, created on first use (or adopted when the alias exists but
+    the database has no record of it, e.g. after restoring the database)."""
+    store = get_store()
     with transaction.atomic():
         # Serialise workers creating the first index of the same collection.
         Collection.objects.select_for_update().filter(pk=collection.pk).first()
@@ -150,10 +128,10 @@ def ensure_live_build(collection: Collection) -> IndexBuild:
         if live is not None:
             return live
         alias = alias_name(collection.slug)
-        existing = indices_behind(alias)
+        existing = store.indices_behind(alias)
         if existing:
             index = existing[-1]
-            meta = get_client().indices.get_mapping(index=index)[index]["mappings"].get("_meta", {})
+            meta = store.index_meta(index)
             return IndexBuild.objects.create(
                 collection=collection, index_name=index, status=IndexBuild.Status.LIVE,
                 model_id=meta.get("embedding_model", collection.embedding_model), dims=meta.get("dims"),
@@ -162,12 +140,11 @@ def ensure_live_build(collection: Collection) -> IndexBuild:
                 index_options=meta.get("index_options", collection.index_options),
                 requested_by="adopted existing alias", finished_at=timezone.now(),
             )
-        model = load_embedding_model(collection.embedding_model)
-        dims = embedding_dimension(model)
+        dims = embedding_dimension(load_embedding_model(collection.embedding_model))
         index = new_index_name(collection.slug)
-        create_index(index, dims=dims, model_id=collection.embedding_model, index_options=collection.index_options,
-                     language=collection.language)
-        point_alias(alias, index)
+        store.create_index(index, dims=dims, model_id=collection.embedding_model,
+                           index_options=collection.index_options, language=collection.language)
+        store.point_alias(alias, index)
         return IndexBuild.objects.create(
             collection=collection, index_name=index, status=IndexBuild.Status.LIVE,
             model_id=collection.embedding_model, dims=dims, index_options=collection.index_options,
@@ -198,22 +175,19 @@ def refresh_progress(build: IndexBuild) -> IndexBuild:
     return build
 
 
-def after_batch(collection_id: int) -> None:
-    """(worker) Progress of the collection's build; the last batch hands it to finalize."""
+def after_batch(collection_id: int) -> int | None:
+    """Progress of the collection's build; the id of the build to finalize when this batch was
+    its last (exactly one batch gets it, even with several workers), else None."""
     build = current_build(collection_id)
     if build is None or build.status != IndexBuild.Status.BUILDING or build.dims is None:
-        return
+        return None
     build = refresh_progress(build)
     if build.done_documents + build.failed_documents < build.total_documents:
-        return
-    # Exactly one batch wins this transition, even with several workers.
+        return None
     moved = IndexBuild.objects.filter(pk=build.pk, status=IndexBuild.Status.BUILDING).update(
         status=IndexBuild.Status.FINALIZING
     )
-    if moved:
-        from .tasks import finalize_build
-
-        transaction.on_commit(lambda: finalize_build.delay(build.pk))
+    return build.pk if moved else None
 
 
 # --------------------------------------------------------------------------- finishing
@@ -234,65 +208,62 @@ class IndexCheck:
         return not self.missing and not self.extra and self.expected_chunks == self.index_chunks
 
 
-def index_inventory(index: str) -> dict[int, dict]:
-    """Per document id in an index: chunk count, highest chunk number and content hashes."""
-    client = get_client()
-    inventory: dict[int, dict] = {}
-    after = None
-    while True:
-        composite = {"size": 1000, "sources": [{"doc": {"terms": {"field": "document_id"}}},
-                                               {"hash": {"terms": {"field": "content_hash"}}}]}
-        if after:
-            composite["after"] = after
-        result = client.search(index=index, size=0, aggs={
-            "docs": {"composite": composite, "aggs": {"max_chunk": {"max": {"field": "chunk"}}}}
-        })["aggregations"]["docs"]
-        for bucket in result["buckets"]:
-            entry = inventory.setdefault(bucket["key"]["doc"], {"chunks": 0, "max_chunk": -1, "hashes": set()})
-            entry["chunks"] += bucket["doc_count"]
-            entry["max_chunk"] = max(entry["max_chunk"], int(bucket["max_chunk"]["value"]))
-            entry["hashes"].add(bucket["key"]["hash"])
-        after = result.get("after_key")
-        if not after or not result["buckets"]:
-            return inventory
-
-
 def check_index(index: str, collection_id: int) -> IndexCheck:
     """Every indexable document is in the index with its current text, all its chunks, no more."""
-    client = get_client()
-    client.indices.refresh(index=index)
-    inventory = index_inventory(index)
-    check = IndexCheck(index_chunks=client.count(index=index)["count"])
+    store = get_store()
+    store.refresh(index)
+    inventory = store.inventory(index)
+    check = IndexCheck(index_chunks=store.count(index))
     expected = indexable_documents(collection_id).values_list("pk", "content_hash", "chunk_count", "status")
     for pk, content_hash, chunk_count, status in expected:
         check.expected_documents += 1
         check.expected_chunks += chunk_count
         found = inventory.pop(pk, None)
-        if (status != Document.Status.INDEXED or found is None or found["hashes"] != {content_hash}
-                or found["chunks"] != chunk_count or found["max_chunk"] != chunk_count - 1):
+        if (status != Document.Status.INDEXED or found is None or not found.holds(content_hash)
+                or found.chunks != chunk_count):
             check.missing.append(pk)
     check.extra = sorted(inventory)
     return check
 
 
-def finalize_build(build_id: int) -> dict:
-    """(worker) Check the new index against the database, swap the alias, clean up."""
-    from .dispatch import queue_for_indexing
-    from .pipeline import remove_chunks
+class Finalized(StrEnum):
+    SKIPPED = "skipped"  # not `finalizing` (a redelivered message): nothing done
+    REDO = "redo"  # documents sent back to be indexed again; the build is `building` again
+    FAILED = "failed"  # the alias still serves the previous index
+    LIVE = "live"  # the alias serves the build's index
 
+
+@dataclass(frozen=True)
+class FinalizedBuild:
+    build_id: int
+    collection_id: int
+    outcome: Finalized
+    error: str = ""
+    documents: int = 0
+    chunks: int = 0
+    deleted_indices: list[str] = field(default_factory=list)
+    redo: int = 0
+    redo_ids: list[int] = field(default_factory=list, metadata=NOT_REPORTED)
+
+
+def finalize_build(build_id: int) -> FinalizedBuild:
+    """Check the new index against the database, swap the alias, clean up. A failed build is
+    marked failed here; setting document statuses back to the live index is the next step."""
     build = IndexBuild.objects.select_related("collection").get(pk=build_id)
+    result = functools.partial(FinalizedBuild, build.pk, build.collection_id)
     if build.status != IndexBuild.Status.FINALIZING:
-        return {"skipped": build.status}
+        return result(Finalized.SKIPPED)
     build = refresh_progress(build)
     if build.failed_documents:
-        fail_build(build, f"{build.failed_documents} documents failed to index (see their errors); "
-                          "the alias still serves the previous index")
-        return {"failed": build.failed_documents}
-    client = get_client()
-    client.indices.put_settings(index=build.index_name, settings={"index": {"refresh_interval": None}})
+        error = (f"{build.failed_documents} documents failed to index (see their errors); "
+                 "the alias still serves the previous index")
+        fail_build(build, error)
+        return result(Finalized.FAILED, error=error)
+    store = get_store()
+    store.resume_refresh(build.index_name)
     check = check_index(build.index_name, build.collection_id)
     if check.extra:  # chunks of documents deleted meanwhile
-        remove_chunks(build.index_name, check.extra)
+        store.remove_chunks(build.index_name, check.extra)
         check = check_index(build.index_name, build.collection_id)
     if check.missing and build.check_rounds < MAX_CHECK_ROUNDS:
         # Not what the database says (a crash between writing and recording, say): index those
@@ -302,15 +273,15 @@ def finalize_build(build_id: int) -> dict:
             IndexBuild.objects.filter(pk=build.pk).update(
                 status=IndexBuild.Status.BUILDING, check_rounds=build.check_rounds + 1
             )
-            queue_for_indexing(check.missing, build_id=build.pk)
-        return {"redo": len(check.missing)}
+            ids = mark_queued(check.missing)
+        return result(Finalized.REDO, redo=len(ids), redo_ids=ids)
     if not check.ok:
-        fail_build(build, f"count check failed: the database expects {check.expected_documents} documents "
-                          f"and {check.expected_chunks} chunks, the index holds {check.index_chunks} chunks "
-                          f"({len(check.missing)} documents missing or stale, e.g. {check.missing[:5]})")
-        return {"failed": "count check"}
-    alias = alias_name(build.collection.slug)
-    point_alias(alias, build.index_name)
+        error = (f"count check failed: the database expects {check.expected_documents} documents "
+                 f"and {check.expected_chunks} chunks, the index holds {check.index_chunks} chunks "
+                 f"({len(check.missing)} documents missing or stale, e.g. {check.missing[:5]})")
+        fail_build(build, error)
+        return result(Finalized.FAILED, error=error)
+    store.point_alias(alias_name(build.collection.slug), build.index_name)
     with transaction.atomic():
         IndexBuild.objects.filter(collection_id=build.collection_id, status=IndexBuild.Status.LIVE).update(
             status=IndexBuild.Status.RETIRED, finished_at=timezone.now()
@@ -326,19 +297,17 @@ def finalize_build(build_id: int) -> dict:
     IndexBuild.objects.filter(pk=build.pk).update(status=IndexBuild.Status.LIVE, finished_at=timezone.now())
     log.info("build %s is live: %d documents, %d chunks; deleted %s", build, check.expected_documents,
              check.index_chunks, deleted)
-    return {"live": build.index_name, "documents": check.expected_documents, "chunks": check.index_chunks,
-            "deleted_indices": deleted}
+    return result(Finalized.LIVE, documents=check.expected_documents, chunks=check.index_chunks,
+                  deleted_indices=deleted)
 
 
 def fail_build(build: IndexBuild, error: str) -> None:
-    """The alias stays where it is; statuses are set back to what the live index holds."""
-    from .reconcile import reconcile_collection
-
+    """The alias stays where it is. Document statuses still follow the failed index: reconcile
+    them against the live one next (indexer/tasks.py)."""
     IndexBuild.objects.filter(pk=build.pk).update(
         status=IndexBuild.Status.FAILED, error=error[:5000], finished_at=timezone.now()
     )
     log.error("build %s failed: %s", build, error)
-    reconcile_collection(build.collection_id, older_than=0, retry_failed=False)
 
 
 def delete_old_indices(collection: Collection) -> list[str]:
@@ -348,26 +317,17 @@ def delete_old_indices(collection: Collection) -> list[str]:
                                         index_deleted=False).order_by("-created_at")
     doomed = list(retired[keep:]) + list(IndexBuild.objects.filter(
         collection=collection, status=IndexBuild.Status.FAILED, index_deleted=False))
-    live_indices = set(indices_behind(alias_name(collection.slug)))
+    store = get_store()
+    live_indices = set(store.indices_behind(alias_name(collection.slug)))
     deleted = []
     for build in doomed:
         if build.index_name in live_indices:
             continue
         try:
-            get_client().indices.delete(index=build.index_name)
-        except NotFoundError:
-            pass
-        except ApiError as exc:
+            store.delete_index(build.index_name)
+        except StoreError as exc:  # kept on record (index_deleted stays false): the next swap tries again
             log.warning("could not delete index %s: %s", build.index_name, exc)
             continue
         IndexBuild.objects.filter(pk=build.pk).update(index_deleted=True)
         deleted.append(build.index_name)
     return deleted
-
-
-def drop_indices(index_names: list[str]) -> list[str]:
-    """Delete indices (of a deleted collection); missing ones are fine."""
-    client = get_client()
-    if index_names:
-        client.options(ignore_status=404).indices.delete(index=",".join(index_names))
-    return index_names

@@ -30,6 +30,21 @@ def resolve_model_path(model_id: str) -> str:
     return model_id
 
 
+class UnloadableModel(ValueError):
+    pass
+
+
+def check_model_id(model_id: str) -> None:
+    """Fail at once, with a clear message, rather than in a worker minutes later (the model's
+    config only: no weights are loaded)."""
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(resolve_model_path(model_id))
+    except Exception as exc:
+        raise UnloadableModel(f"cannot load model {model_id!r}: {exc}") from None
+
+
 @functools.lru_cache(maxsize=4)
 def load_embedding_model(model_id: str, device: str | None = None):
     """Load a SentenceTransformer once per process (fp16 on CUDA)."""

@@ -9,7 +9,7 @@
 - An external id that occurs more than once in one import is rejected everywhere it occurs: we
   cannot know which version is meant, so the stored document stays as it is.
 - A record whose content hash equals the stored one is "unchanged" and not re-indexed; created
-  and updated documents are queued for indexing after the transaction commits (dispatch.py).
+  and updated documents are queued for indexing after the transaction commits (indexer/tasks.py).
 """
 from __future__ import annotations
 
@@ -22,13 +22,16 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 
 from django.conf import settings
+from django.contrib.auth.models import Group
 from django.db import OperationalError, transaction
 from django.utils import timezone
 
-from . import dispatch
+from . import tasks
+from .chunking import chunk_text, load_tokenizer
 from .extraction import (DOCUMENT_EXTENSIONS, RECORD_EXTENSIONS, ExtractionError, decode_strict,
                          extract, file_extension, looks_binary, unsupported_message)
-from .models import EXTERNAL_ID_MAX_LENGTH, TITLE_MAX_LENGTH, Collection, Document
+from .models import EXTERNAL_ID_MAX_LENGTH, TITLE_MAX_LENGTH, Collection, Document, default_visibility
+from .pipeline import chunk_limits
 
 UPSERT_BATCH_SIZE = 500
 FORMATS = ("beir", "jsonl", "csv", "files")
@@ -42,6 +45,38 @@ def is_lock_timeout(exc: OperationalError) -> bool:
     """The database gave up waiting for a lock: PostgreSQL's lock_not_available (NOWAIT), or
     SQLite's "database is locked" after its busy timeout."""
     return getattr(exc.__cause__, "sqlstate", None) == "55P03" or "database is locked" in str(exc)
+
+
+def collection_access(visibility: str | None, group_names: list[str] | None) -> tuple[str, list[Group]]:
+    """Visibility and groups of a collection created by an import: `visibility` or else
+    settings.DEFAULT_COLLECTION_VISIBILITY; groups (existing ones, by name) only with `groups`.
+    Raises ValueError saying what is wrong."""
+    group_names = list(dict.fromkeys(group_names or []))
+    if visibility is None:
+        visibility = Collection.Visibility.GROUPS if group_names else default_visibility()
+    if visibility not in Collection.Visibility.values:
+        raise ValueError(f"unknown visibility {visibility!r}; choose one of {', '.join(Collection.Visibility.values)}")
+    if group_names and visibility != Collection.Visibility.GROUPS:
+        raise ValueError(f"groups are given but the visibility is {visibility!r}; groups only apply to "
+                         f"visibility {Collection.Visibility.GROUPS.value!r}")
+    groups = list(Group.objects.filter(name__in=group_names))
+    missing = sorted(set(group_names) - {g.name for g in groups})
+    if missing:
+        raise ValueError(f"no group named {', '.join(map(repr, missing))}; create it first "
+                         "(admin: Authentication and Authorization > Groups)")
+    return visibility, groups
+
+
+def describe_access(collection: Collection) -> str:
+    """Who may search the collection, in words (for the person who just created it)."""
+    if collection.visibility == Collection.Visibility.PUBLIC:
+        return "public: anyone may search it"
+    if collection.visibility == Collection.Visibility.AUTHENTICATED:
+        return "authenticated: signed-in users may search it"
+    names = sorted(collection.groups.values_list("name", flat=True))
+    if names:
+        return f"groups: members of {', '.join(names)} (and superusers) may search it"
+    return "groups, none selected: only superusers may search it"
 
 
 class FileRejected(Exception):
@@ -398,7 +433,7 @@ def import_sources(collection: Collection, sources: Iterable[Source], options: I
                 report.changed_ids.extend(upsert_batch(collection, batch, file_reports))
                 if progress:
                     progress(len(batch), len(records))
-            dispatch.queue_for_indexing(report.changed_ids)
+            tasks.queue_for_indexing(report.changed_ids)
     except OperationalError as exc:
         if is_lock_timeout(exc):
             raise ImportBusy(f"another import into {collection.slug!r} is running; try again when it has "
@@ -473,9 +508,6 @@ def model_max_seq_length(model_id: str) -> int | None:
 def collection_chunker(collection: Collection) -> tuple[Callable[[str], list], int, int]:
     """A function text -> chunks exactly as the indexing pipeline cuts them for this collection
     (its chunk_limits), with the chunk size and overlap in tokens."""
-    from .chunking import chunk_text, load_tokenizer
-    from .pipeline import chunk_limits
-
     tokenizer = load_tokenizer(collection.embedding_model)
     size, overlap = chunk_limits(collection, tokenizer, model_max_seq_length(collection.embedding_model))
     return (lambda text: chunk_text(text, tokenizer, size, overlap)), size, overlap

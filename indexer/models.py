@@ -15,6 +15,7 @@ import re
 
 from django.conf import settings
 from django.contrib.auth.models import Group
+from django.core.exceptions import ImproperlyConfigured
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils.text import slugify
@@ -28,6 +29,11 @@ METADATA_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,99}$")
 FACET_FIELDS_MAX = 10
 
 
+def default_visibility() -> str:
+    """A new collection's visibility: settings.DEFAULT_COLLECTION_VISIBILITY (checked below)."""
+    return settings.DEFAULT_COLLECTION_VISIBILITY
+
+
 class Collection(models.Model):
     class Visibility(models.TextChoices):
         PUBLIC = "public", "Public (anyone)"
@@ -37,7 +43,7 @@ class Collection(models.Model):
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=100, unique=True)
     description = models.TextField(blank=True)
-    visibility = models.CharField(max_length=20, choices=Visibility.choices, default=Visibility.PUBLIC)
+    visibility = models.CharField(max_length=20, choices=Visibility.choices, default=default_visibility)
     groups = models.ManyToManyField(
         Group, blank=True, related_name="collections",
         help_text="With visibility 'Selected groups': the groups whose members may search it.",
@@ -65,10 +71,8 @@ class Collection(models.Model):
         max_length=500, blank=True,
         help_text="Cross-encoder id or directory for this collection; empty uses the site default.",
     )
-    # Index layout of the next build (indexer/builds.py). The default is the best kNN recall@10
-    # measured by bench/indexing.py on SciFact (300 queries, num_candidates 100): bbq_hnsw 1.000
-    # (binary quantised, rescored from the float vectors), hnsw 0.997, int8_hnsw 0.975; BBQ also
-    # needs the least memory. BBQ needs at least 64 dimensions.
+    # Index layout of the next build (indexer/builds.py). The default had the best kNN recall and
+    # needs the least memory (docs/indexing.md); BBQ needs at least 64 dimensions.
     index_options = models.CharField(
         max_length=20, choices=[(t, t) for t in ("hnsw", "int8_hnsw", "bbq_hnsw")], default="bbq_hnsw",
         help_text="HNSW vector storage of the index: float32, int8 or binary (BBQ) quantised.",
@@ -113,6 +117,14 @@ class Collection(models.Model):
         if len(self.facet_keys) > FACET_FIELDS_MAX:
             raise ValidationError({"facet_fields": f"At most {FACET_FIELDS_MAX} facet fields."})
         self.facet_fields = ", ".join(self.facet_keys)
+
+
+# Every process imports the models at start-up: a bad setting stops it there, not at the first
+# collection someone creates.
+if settings.DEFAULT_COLLECTION_VISIBILITY not in Collection.Visibility.values:
+    raise ImproperlyConfigured(
+        f"DEFAULT_COLLECTION_VISIBILITY must be one of {', '.join(Collection.Visibility.values)}, "
+        f"not {settings.DEFAULT_COLLECTION_VISIBILITY!r}")
 
 
 class Document(models.Model):

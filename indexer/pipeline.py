@@ -11,27 +11,29 @@
    never duplicates), deleting the chunks a shrunken document no longer has;
 3. update the statuses of the whole batch in one transaction.
 
-Errors worth retrying (Elasticsearch unreachable, timeouts, 429/503, a locked database) are raised
-as they are so the Celery task retries with backoff (indexer/tasks.py); anything else is raised too
-and ends, after the last retry, with the documents `failed` and the error text.
+Errors worth retrying (the engine unreachable, timeouts, busy; a locked database) are raised as
+they are so the Celery task retries with backoff (indexer/tasks.py); anything else is raised too
+and ends, after the last retry, with the documents `failed` and the error text. Moving a build on
+after the batch is the task's next step, not this module's.
 """
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
-from elasticsearch import ApiError, NotFoundError, helpers
 
 from .analysis import ANALYZED, index_terms
+from .builds import ensure_live_build
 from .chunking import Chunk, chunk_id, chunk_text, load_tokenizer, model_max_tokens
 from .embedding import load_embedding_model
-from .es import get_client
-from .models import Collection, Document, IndexBuild
+from .lookups import collection_indices, current_build, live_build
+from .models import Collection, Document
+from .store import ChunkWrite, IndexMissing, get_store
 
 log = logging.getLogger(__name__)
 
@@ -39,22 +41,6 @@ log = logging.getLogger(__name__)
 # chunk: the title carries the topic of a passage (it helps retrieval on SciFact-like corpora),
 # and a fixed reserve keeps chunk boundaries independent of the title's length.
 TITLE_RESERVE_TOKENS = 32
-# HTTP statuses Elasticsearch answers when it is busy or (re)starting: worth a retry.
-TRANSIENT_STATUSES = {429, 502, 503, 504}
-# Stale chunks are looked up by id with realtime GETs in runs of this many.
-STALE_PROBE = 16
-
-
-class TransientIndexError(Exception):
-    """Elasticsearch refused part of a request for a reason that goes away (429, 503...)."""
-
-
-class IndexingError(Exception):
-    """A permanent problem (mapping rejected a chunk, ...): retrying will not help."""
-
-
-class IndexMissing(IndexingError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -145,77 +131,19 @@ def write_targets(collection: Collection, build_id: int | None = None) -> list[T
     names are used, not the alias: a swap in the middle of a batch must not put vectors of the
     old model into the new index.
     """
-    from .builds import ensure_live_build
-
-    building = IndexBuild.objects.filter(collection=collection, status__in=IndexBuild.IN_PROGRESS).first()
+    building = current_build(collection.pk)
     if building is not None and building.dims is None:
         building = None  # its index does not exist yet; prepare_build re-queues every document
     if build_id is not None and building is not None and building.pk == build_id:
         return [Target(building.index_name, building.model_id, building.pk, building.language)]
-    live = IndexBuild.objects.filter(collection=collection, status=IndexBuild.Status.LIVE).first()
+    live = live_build(collection.pk)
     if live is None and building is None:
         live = ensure_live_build(collection)
     targets = [Target(b.index_name, b.model_id, b.pk, b.language) for b in (live, building) if b is not None]
     return targets
 
 
-# --------------------------------------------------------------------------- Elasticsearch
-
-
-def raise_for_api_error(exc: ApiError) -> None:
-    if exc.meta.status in TRANSIENT_STATUSES:
-        raise TransientIndexError(f"Elasticsearch answered {exc.meta.status}: {exc.message}") from exc
-    raise exc
-
-
-def stale_chunk_ids(index: str, first_stale: dict[str, int]) -> list[str]:
-    """Ids of chunks numbered from `first_stale[prefix]` on, for each `<collection>/<external>`
-    prefix. Chunks of a document are numbered without gaps, so probing runs of ids with
-    realtime multi-GETs finds them all, including chunks written a moment ago and not yet
-    visible to search."""
-    client = get_client()
-    found: list[str] = []
-    pending = dict(first_stale)
-    while pending:
-        ids = [f"{prefix}/{n}" for prefix, start in pending.items() for n in range(start, start + STALE_PROBE)]
-        try:
-            docs = client.mget(index=index, ids=ids, source=False, realtime=True)["docs"]
-        except ApiError as exc:
-            raise_for_api_error(exc)
-        hits = {d["_id"] for d in docs if d.get("found")}
-        found.extend(i for i in ids if i in hits)
-        # A full run of hits means there may be more after it.
-        pending = {prefix: start + STALE_PROBE for prefix, start in pending.items()
-                   if f"{prefix}/{start + STALE_PROBE - 1}" in hits}
-    return found
-
-
-def bulk_write(actions: list[dict]) -> int:
-    """Bulk-write actions; 429s are retried by the helper itself, what is left is raised."""
-    if not actions:
-        return 0
-    client = get_client()
-    try:
-        ok, errors = helpers.bulk(
-            client, actions, chunk_size=500, max_retries=3, initial_backoff=1,
-            raise_on_error=False, raise_on_exception=True, stats_only=False,
-        )
-    except ApiError as exc:
-        raise_for_api_error(exc)
-    errors = [e for e in errors if not _is_missing_delete(e)]
-    if errors:
-        statuses = {next(iter(e.values())).get("status") for e in errors}
-        sample = next(iter(errors[0].values()))
-        message = f"{len(errors)} of {len(actions)} bulk actions failed, e.g. {sample.get('error')}"
-        if statuses & TRANSIENT_STATUSES:
-            raise TransientIndexError(message)
-        raise IndexingError(message)
-    return ok
-
-
-def _is_missing_delete(error: dict) -> bool:
-    """Deleting a chunk that is already gone is what we wanted."""
-    return "delete" in error and error["delete"].get("status") == 404
+# --------------------------------------------------------------------------- writing
 
 
 def chunk_source(item: PlannedChunk, vector: np.ndarray, language: str = "none",
@@ -248,7 +176,8 @@ def chunk_source(item: PlannedChunk, vector: np.ndarray, language: str = "none",
 def write_to_target(target: Target, collection: Collection, documents: list[Document],
                     batch_size: int | None = None) -> dict[int, int]:
     """Chunk, encode and write `documents` into one target index; returns chunk counts by pk."""
-    if not get_client().indices.exists(index=target.index):
+    store = get_store()
+    if not store.index_exists(target.index):
         # Never let a bulk write auto-create it with a guessed mapping.
         raise IndexMissing(f"index {target.index} does not exist (deleted, or the cluster lost its data); "
                            "run rebuild_index")
@@ -261,18 +190,14 @@ def write_to_target(target: Target, collection: Collection, documents: list[Docu
     for item in planned:
         counts[item.document.pk] += 1
     titles: dict[int, str] = {}
-    actions = [
-        {"_op_type": "index", "_index": target.index,
-         "_id": chunk_id(collection.slug, item.document.external_id, item.chunk.number),
-         "_source": chunk_source(item, vector, target.language, titles)}
-        for item, vector in zip(planned, vectors)
-    ]
+    writes = [ChunkWrite(chunk_id(collection.slug, item.document.external_id, item.chunk.number),
+                         chunk_source(item, vector, target.language, titles))
+              for item, vector in zip(planned, vectors)]
     analyzed_at = time.perf_counter()
-    stale = stale_chunk_ids(
+    stale = store.stale_chunk_ids(
         target.index, {f"{collection.slug}/{d.external_id}": counts[d.pk] for d in documents}
     )
-    actions += [{"_op_type": "delete", "_index": target.index, "_id": i} for i in stale]
-    bulk_write(actions)
+    store.write_chunks(target.index, writes, delete_ids=stale)
     log.info("%s: %d documents, %d chunks (%d stale deleted): chunking %.2fs, encoding %.2fs, "
              "analysis (%s) %.2fs, writing %.2fs", target.index, len(documents), len(planned), len(stale),
              planned_at - started, encoded_at - planned_at, target.language, analyzed_at - encoded_at,
@@ -280,36 +205,32 @@ def write_to_target(target: Target, collection: Collection, documents: list[Docu
     return counts
 
 
-def remove_chunks(index: str, document_ids: list[int]) -> int:
-    """Delete every chunk of these documents from one index (the rows may be gone already)."""
-    client = get_client()
-    try:
-        client.indices.refresh(index=index)  # deletions must see chunks written a moment ago
-        body = {"query": {"terms": {"document_id": document_ids}}, "_source": False}
-        hits = helpers.scan(client, index=index, query=body, size=1000)
-        actions = [{"_op_type": "delete", "_index": index, "_id": h["_id"]} for h in hits]
-    except NotFoundError:
-        return 0  # the index itself is gone
-    except ApiError as exc:
-        raise_for_api_error(exc)
-    return bulk_write(actions)
-
-
 # --------------------------------------------------------------------------- the task bodies
 
 
+@dataclass
+class IndexReport:
+    """One batch: documents written (in `collection_ids`), their chunks, ids skipped (removed or
+    deleted meanwhile)."""
+
+    indexed: int = 0
+    chunks: int = 0
+    skipped: int = 0
+    collection_ids: list[int] = field(default_factory=list)
+
+
 def index_documents(document_ids: list[int], build_id: int | None = None,
-                    batch_size: int | None = None) -> dict:
-    """Index one batch of documents (see the module docstring). Returns a small report."""
+                    batch_size: int | None = None) -> IndexReport:
+    """Index one batch of documents (see the module docstring)."""
     ids = sorted(set(document_ids))
     rows = list(Document.objects.select_related("collection").filter(pk__in=ids)
                 .exclude(status=Document.Status.REMOVED))
+    report = IndexReport(skipped=len(ids) - len(rows))
     if not rows:
-        return {"indexed": 0, "skipped": len(ids)}
+        return report
     Document.objects.filter(pk__in=[d.pk for d in rows]).update(
         status=Document.Status.INDEXING, updated_at=timezone.now()
     )
-    report = {"indexed": 0, "chunks": 0, "skipped": len(ids) - len(rows)}
     by_collection: dict[int, list[Document]] = {}
     for row in rows:
         by_collection.setdefault(row.collection_id, []).append(row)
@@ -320,17 +241,15 @@ def index_documents(document_ids: list[int], build_id: int | None = None,
         for target in targets:
             try:
                 counts = write_to_target(target, collection, documents, batch_size)
-            except (NotFoundError, IndexMissing):
+            except IndexMissing:
                 if target is targets[-1]:
                     raise
                 # An older index retired and deleted by a swap in the meantime: nothing to update.
                 log.info("index %s is gone, skipping it", target.index)
         mark_indexed(documents, counts, targets[-1])
-        report["indexed"] += len(documents)
-        report["chunks"] += sum(counts.values())
-        from .builds import after_batch
-
-        after_batch(collection.pk)
+        report.indexed += len(documents)
+        report.chunks += sum(counts.values())
+        report.collection_ids.append(collection.pk)
     return report
 
 
@@ -349,39 +268,33 @@ def mark_indexed(documents: list[Document], counts: dict[int, int], target: Targ
             )
 
 
-def mark_failed(document_ids: list[int], error: str) -> int:
-    """After the last retry: the documents are `failed`, with the error text for the admin."""
-    with transaction.atomic():
-        return Document.objects.filter(pk__in=document_ids).exclude(
-            status__in=[Document.Status.REMOVED, Document.Status.INDEXED]
-        ).update(status=Document.Status.FAILED, last_error=error[:5000], updated_at=timezone.now())
+@dataclass(frozen=True)
+class RemovalReport:
+    documents: int
+    chunks_deleted: int
 
 
-def collection_indices(collection_id: int) -> list[str]:
-    """Every index of a collection that still exists (live, building, kept old ones)."""
-    return list(IndexBuild.objects.filter(collection_id=collection_id, index_deleted=False)
-                .exclude(dims=None).values_list("index_name", flat=True))
-
-
-def remove_documents(document_ids: list[int]) -> dict:
+def remove_documents(document_ids: list[int]) -> RemovalReport:
     """"Remove from index": the rows stay (status `removed`), their chunks go from every index."""
+    store = get_store()
     rows = list(Document.objects.filter(pk__in=document_ids).values_list("pk", "collection_id"))
     removed = 0
     for collection_id in {c for _, c in rows}:
         pks = [pk for pk, c in rows if c == collection_id]
         for index in collection_indices(collection_id):
-            removed += remove_chunks(index, pks)
+            removed += store.remove_chunks(index, pks)
         with transaction.atomic():
             Document.objects.filter(pk__in=pks).update(
                 status=Document.Status.REMOVED, chunk_count=0, indexed_hash="", indexed_model="",
                 indexed_at=None, last_error="", updated_at=timezone.now(),
             )
-    return {"documents": len(rows), "chunks_deleted": removed}
+    return RemovalReport(documents=len(rows), chunks_deleted=removed)
 
 
-def remove_deleted_documents(collection_id: int, document_ids: list[int]) -> dict:
+def remove_deleted_documents(collection_id: int, document_ids: list[int]) -> RemovalReport:
     """Chunks of documents deleted from the database."""
+    store = get_store()
     removed = 0
     for index in collection_indices(collection_id):
-        removed += remove_chunks(index, list(document_ids))
-    return {"chunks_deleted": removed}
+        removed += store.remove_chunks(index, list(document_ids))
+    return RemovalReport(documents=len(document_ids), chunks_deleted=removed)

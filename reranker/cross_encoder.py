@@ -27,6 +27,7 @@ from django.conf import settings
 from indexer.embedding import resolve_model_path
 
 from .fusion import ModelFusion, load_fusion
+from .onnx_export import ExportError, export
 from .precision import pick_device, resolve_precision
 from .scorers import OnnxScorer, TorchScorer, pick_runtime, thread_count
 
@@ -107,8 +108,6 @@ def directory_token_limit(path: str) -> int:
 
 def _onnx_scorer(path: str, device: str) -> tuple[OnnxScorer | None, str]:
     """The ONNX Runtime scorer RERANKER_RUNTIME asks for on `device`, or (None, why not)."""
-    from .onnx_export import ExportError, export
-
     if not Path(path).is_dir():
         return None, f"{path} is not a local directory"
     try:

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .metrics import evaluate_run
+
 FILE = "fusion.json"
 WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 KS = (10, 60)
@@ -105,8 +107,6 @@ def choose_fusion(heads: Sequence[tuple[list[str], Sequence[float], list[str]]],
     Ties go to the smaller weight (the reranker alone when fusion does not help). A choice on
     the grid's largest weight means the best may lie beyond it: the grid grows (doubling the
     largest weight, up to MAX_WEIGHT) until the choice is inside it."""
-    from .metrics import evaluate_run
-
     name, cutoff = metric.split("@")
     table: dict[str, float] = {}
     best, best_value = Fusion(), -1.0

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Provision and run the project's local Elasticsearch and Redis on loopback.
+"""Provision and run the project's local Elasticsearch, OpenSearch and Redis on loopback.
 
-    python scripts/services.py start [es|redis|all]
-    python scripts/services.py stop  [es|redis|all]
+    python scripts/services.py start [es|opensearch|redis|all]
+    python scripts/services.py stop  [es|opensearch|redis|all]
     python scripts/services.py status
     python scripts/services.py install postgres
     python scripts/services.py install chromium
@@ -14,6 +14,14 @@ second run downloads nothing), unpacked under `.services/`, and run single-node 
 `.services/elastic-password`, which the Django settings read.  Elasticsearch refuses to
 run as root, so when we are root it runs as the unprivileged system user `elasticsearch`.
 
+OpenSearch (the second engine, issue 13) is OpenSearch's own test distribution
+(`org.opensearch.distribution.integ-test-zip:opensearch`) with the k-NN plugin of the same
+version (`org.opensearch.plugin:opensearch-knn`), both from Maven Central the same way, run
+single-node on 127.0.0.1:$OPENSEARCH_PORT (9250). Maven Central's k-NN zip has no native
+libraries (faiss, nmslib): only `method.engine: lucene` works, and the first flush of a faiss or
+nmslib field kills the node (see start_opensearch). `start`/`start all` starts it only when
+SEARCH_ENGINE=opensearch; `start opensearch` always does.
+
 Redis is Debian's `redis-server` (installed with apt-get when missing).
 
 `install postgres` only makes sure PostgreSQL's server binaries (`initdb`, `pg_ctl`) are there,
@@ -21,7 +29,7 @@ installing Debian's `postgresql` with apt-get when missing (as root): the integr
 a throwaway server of their own from them (tests/integration/test_postgres.py). Nothing is started.
 
 `install chromium` makes sure Debian's `chromium` and `chromium-driver` are there (apt-get, as
-root, when missing): the browser tests (tests/browser) drive headless Chromium through Selenium
+root, when missing): the browser tests (tests/integration/test_browser.py) drive headless Chromium through Selenium
 with Debian's chromedriver, which matches the browser's version.
 
 Only the standard library is used: this runs before the virtualenv exists.
@@ -30,6 +38,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import pwd
 import secrets
@@ -57,8 +66,8 @@ ES_USER = os.environ.get("ES_RUN_AS", "elasticsearch")
 # As root, Elasticsearch runs as an unprivileged user that may not be able to enter the
 # checkout (a clone under a mode-700 temp dir, say), so its files live under /var/lib, one
 # folder per checkout.
+_checkout_id = hashlib.sha1(str(ROOT).encode()).hexdigest()[:10]
 if os.geteuid() == 0:
-    _checkout_id = hashlib.sha1(str(ROOT).encode()).hexdigest()[:10]
     ES_RUNTIME = Path(os.environ.get("ES_RUNTIME_DIR", f"/var/lib/searchsite/es-{_checkout_id}"))
 else:
     ES_RUNTIME = Path(os.environ.get("ES_RUNTIME_DIR", STATE))
@@ -73,6 +82,35 @@ ES_PASSWORD_FILE = STATE / "elastic-password"
 # A root-only copy of the password beside the data lets the new clone reuse it.
 ES_RUNTIME_PASSWORD = ES_RUNTIME / "elastic-password" if ES_RUNTIME != STATE else None
 ES_CLUSTER = "searchsite"
+
+# OpenSearch: server and k-NN plugin must be of exactly the same version (the plugin's
+# descriptor names the server version it was built for; opensearch-plugin refuses any other).
+# 3.5.0 is the newest version whose k-NN plugin Maven Central serves (3.8.0.0 is not there);
+# its test distribution has the modules k-NN extends (lang-painless, transport-grpc) and
+# analysis-common. OpenSearch 3 needs Java 21 or newer.
+OS_VERSION = "3.5.0"
+KNN_VERSION = f"{OS_VERSION}.0"
+OS_ARTIFACT = f"org.opensearch.distribution.integ-test-zip:opensearch:{OS_VERSION}:zip"
+KNN_ARTIFACT = f"org.opensearch.plugin:opensearch-knn:{KNN_VERSION}:zip"
+OS_PORT = int(os.environ.get("OPENSEARCH_PORT", "9250"))
+OS_TRANSPORT_PORT = int(os.environ.get("OPENSEARCH_TRANSPORT_PORT", str(OS_PORT + 100)))
+# Small: it shares a 2-core / 24 GiB machine with Elasticsearch, and Lucene's HNSW graphs are
+# read through the page cache, not the heap.
+OS_HEAP = os.environ.get("OPENSEARCH_HEAP", "512m")
+OS_USER = os.environ.get("OPENSEARCH_RUN_AS", "opensearch")
+# As for Elasticsearch: as root the node runs as an unprivileged user that may not be able to
+# enter the checkout, so its files live under /var/lib, one folder per checkout.
+if os.geteuid() == 0:
+    OS_RUNTIME = Path(os.environ.get("OPENSEARCH_RUNTIME_DIR", f"/var/lib/searchsite/os-{_checkout_id}"))
+else:
+    OS_RUNTIME = Path(os.environ.get("OPENSEARCH_RUNTIME_DIR", STATE))
+OS_HOME = OS_RUNTIME / f"opensearch-{OS_VERSION}"
+OS_DATA = OS_RUNTIME / "os-data"
+OS_LOGS = OS_RUNTIME / "os-logs"
+OS_TMP = OS_RUNTIME / "os-tmp"
+OS_PIDFILE = STATE / "opensearch.pid"
+OS_CLUSTER = "searchsite-os"
+SEARCH_ENGINES = ("elasticsearch", "opensearch")
 
 REDIS_PORT = int(os.environ.get("REDIS_PORT", "6379"))
 REDIS_DIR = STATE / "redis"
@@ -170,10 +208,10 @@ def match_runtime_password() -> None:
     os.chmod(ES_RUNTIME_PASSWORD, 0o600, follow_symlinks=False)
 
 
-def find_java_home() -> Path:
-    """A JDK 21 or newer: ES_JAVA_HOME if set, else the newest under /usr/lib/jvm."""
-    if os.environ.get("ES_JAVA_HOME"):
-        return Path(os.environ["ES_JAVA_HOME"])
+def find_java_home(override: str = "ES_JAVA_HOME", what: str = "Elasticsearch 9") -> Path:
+    """A JDK 21 or newer: $override (ES_JAVA_HOME) if set, else the newest under /usr/lib/jvm."""
+    if os.environ.get(override):
+        return Path(os.environ[override])
     candidates = []
     for d in Path("/usr/lib/jvm").glob("*"):
         java = d / "bin" / "java"
@@ -189,9 +227,9 @@ def find_java_home() -> Path:
             candidates.append((major, d))
     if not candidates:
         fail(
-            "Elasticsearch 9 needs a JDK 21 or newer and none was found under /usr/lib/jvm; "
+            f"{what} needs a JDK 21 or newer and none was found under /usr/lib/jvm; "
             "install one (e.g. apt-get install openjdk-21-jdk-headless where available) "
-            "or set ES_JAVA_HOME."
+            f"or set {override}."
         )
     return max(candidates)[1]
 
@@ -218,17 +256,22 @@ def fetch_distribution() -> Path:
 
 def ensure_es_user() -> str | None:
     """The user Elasticsearch runs as: ourselves unless we are root."""
+    return ensure_user(ES_USER, "Elasticsearch")
+
+
+def ensure_user(name: str, what: str) -> str | None:
+    """The user `what` runs as: ourselves unless we are root, else the system user `name`."""
     if os.geteuid() != 0:
         return None
     try:
-        pwd.getpwnam(ES_USER)
+        pwd.getpwnam(name)
     except KeyError:
-        say(f"creating system user {ES_USER!r} (Elasticsearch refuses to run as root)")
+        say(f"creating system user {name!r} ({what} refuses to run as root)")
         subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", ES_USER],
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
             check=True,
         )
-    return ES_USER
+    return name
 
 
 def install_es() -> None:
@@ -383,6 +426,313 @@ def stop_es() -> None:
     say("Elasticsearch stopped")
 
 
+# ---------------------------------------------------------------- OpenSearch
+
+
+def mvn_copy(artifact: str, filename: str) -> Path:
+    """`artifact` (group:name:version:zip) from Maven Central into .services/dist/`filename`.
+
+    Cached twice: the copy in dist/ and mvn's own ~/.m2, so a second run downloads nothing.
+    A failed fetch names the artifact (the version is what usually does not resolve)."""
+    dist = STATE / "dist"
+    path = dist / filename
+    if path.exists():
+        return path
+    if not shutil.which("mvn"):
+        fail(f"Maven (mvn) is needed to fetch {artifact}: apt-get install maven")
+    dist.mkdir(parents=True, exist_ok=True)
+    say(f"fetching {artifact} with mvn dependency:copy (cached in ~/.m2)")
+    result = subprocess.run(
+        ["mvn", "-B", "-q", "org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy",
+         f"-Dartifact={artifact}", f"-DoutputDirectory={dist}"],
+        cwd=STATE, capture_output=True, text=True,
+    )
+    if result.returncode != 0 or not path.exists():
+        print(result.stdout[-4000:], result.stderr[-4000:], sep="\n", file=sys.stderr)
+        fail(f"mvn could not fetch {artifact} (exit {result.returncode}; mvn's output above)")
+    return path
+
+
+def plugin_descriptor(path: Path) -> dict[str, str]:
+    """The key=value lines of an OpenSearch plugin's plugin-descriptor.properties (a zip, or
+    an installed plugin's folder)."""
+    if path.is_dir():
+        text = (path / "plugin-descriptor.properties").read_text()
+    else:
+        try:
+            with zipfile.ZipFile(path) as zf:
+                text = zf.read("plugin-descriptor.properties").decode()
+        except (zipfile.BadZipFile, KeyError) as e:
+            fail(f"{path} is not an OpenSearch plugin zip ({e}); delete it to fetch it again")
+    pairs = (line.split("=", 1) for line in text.splitlines()
+             if "=" in line and not line.lstrip().startswith("#"))
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+def check_plugin_zip(path: Path, name: str) -> dict[str, str]:
+    """The descriptor of plugin zip `path`, refused unless it is `name` built for OS_VERSION:
+    opensearch-plugin would refuse it too, but later and less clearly."""
+    descriptor = plugin_descriptor(path)
+    if descriptor.get("name") != name or descriptor.get("opensearch.version") != OS_VERSION:
+        fail(f"{path} is plugin {descriptor.get('name')!r} for OpenSearch "
+             f"{descriptor.get('opensearch.version')!r}, not {name!r} for {OS_VERSION}")
+    return descriptor
+
+
+def opensearch_installed() -> bool:
+    """The distribution is unpacked and the k-NN plugin of the pinned version installed in it."""
+    knn = OS_HOME / "plugins" / "opensearch-knn"
+    return ((OS_HOME / "bin" / "opensearch").exists() and knn.is_dir()
+            and plugin_descriptor(knn).get("version") == KNN_VERSION)
+
+
+def opensearch_env(java_home: Path) -> dict[str, str]:
+    return dict(os.environ, OPENSEARCH_JAVA_HOME=str(java_home), OPENSEARCH_PATH_CONF=str(OS_HOME / "config"),
+                OPENSEARCH_TMPDIR=str(OS_TMP))
+
+
+def install_opensearch_plugin(home: Path, zip_path: Path, java_home: Path) -> None:
+    env = dict(os.environ, OPENSEARCH_JAVA_HOME=str(java_home), OPENSEARCH_PATH_CONF=str(home / "config"))
+    # --batch grants the permissions the plugin's security policy asks for (k-NN: loading its
+    # native libraries, reading /proc/cpuinfo, outbound sockets for its remote index build).
+    result = subprocess.run([str(home / "bin" / "opensearch-plugin"), "install", "--batch", zip_path.as_uri()],
+                            env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        print(result.stdout[-4000:], result.stderr[-4000:], sep="\n", file=sys.stderr)
+        fail(f"opensearch-plugin could not install {zip_path.name} into {home} (exit {result.returncode})")
+
+
+def install_opensearch() -> None:
+    """Unpack the distribution and install k-NN (and what it extends) once; write the config
+    on every start. The install happens in a staging folder renamed into place at the end, so
+    an interrupted one is never mistaken for a finished one."""
+    STATE.mkdir(parents=True, exist_ok=True)
+    OS_RUNTIME.mkdir(parents=True, exist_ok=True)
+    java_home = find_java_home("OPENSEARCH_JAVA_HOME", f"OpenSearch {OS_VERSION}")
+    if not opensearch_installed():
+        dist_zip = mvn_copy(OS_ARTIFACT, f"opensearch-{OS_VERSION}.zip")
+        knn_zip = mvn_copy(KNN_ARTIFACT, f"opensearch-knn-{KNN_VERSION}.zip")
+        knn = check_plugin_zip(knn_zip, "opensearch-knn")
+        staging = OS_RUNTIME / f"opensearch-{OS_VERSION}.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        say(f"unpacking {dist_zip.name} into {staging}")
+        with zipfile.ZipFile(dist_zip) as zf:
+            zf.extractall(staging)
+        home = staging / f"opensearch-{OS_VERSION}"
+        if not (home / "bin" / "opensearch").exists():
+            fail(f"{dist_zip} has no opensearch-{OS_VERSION}/bin/opensearch; delete it to fetch it again")
+        for f in (home / "bin").iterdir():
+            f.chmod(0o755)
+        # A plugin loads only after the plugins it extends. In 3.5.0 they are all modules of
+        # the distribution; one that is not would be a separately released plugin (such as
+        # opensearch-job-scheduler), versioned like k-NN.
+        for name in filter(None, (n.strip() for n in knn.get("extended.plugins", "").split(","))):
+            if (home / "modules" / name).is_dir():
+                continue
+            dep_zip = mvn_copy(f"org.opensearch.plugin:{name}:{KNN_VERSION}:zip", f"{name}-{KNN_VERSION}.zip")
+            check_plugin_zip(dep_zip, name)
+            say(f"installing {name} {KNN_VERSION} (k-NN extends it)")
+            install_opensearch_plugin(home, dep_zip, java_home)
+        say(f"installing opensearch-knn {KNN_VERSION}")
+        install_opensearch_plugin(home, knn_zip, java_home)
+        # Only what we unpacked lives in OS_HOME (data and logs are beside it): a stale one
+        # (another k-NN version) is replaced whole.
+        shutil.rmtree(OS_HOME, ignore_errors=True)
+        home.rename(OS_HOME)
+        shutil.rmtree(staging, ignore_errors=True)
+    for path in (OS_DATA, OS_LOGS, OS_TMP):
+        path.mkdir(exist_ok=True)
+    (OS_HOME / "config" / "opensearch.yml").write_text(
+        f"""# written by scripts/services.py
+cluster.name: {OS_CLUSTER}
+node.name: node-1
+path.data: {OS_DATA}
+path.logs: {OS_LOGS}
+network.host: 127.0.0.1
+http.port: {OS_PORT}
+transport.port: {OS_TRANSPORT_PORT}
+discovery.type: single-node
+# The test distribution has no security plugin: plain HTTP without authentication, which is
+# why the node listens on loopback only (README, "Security").
+# Development machines can have little free disk; never turn indices read-only for it.
+cluster.routing.allocation.disk.threshold_enabled: false
+action.destructive_requires_name: false
+"""
+    )
+    (OS_HOME / "config" / "jvm.options.d" / "heap.options").write_text(f"-Xms{OS_HEAP}\n-Xmx{OS_HEAP}\n")
+    user = ensure_user(OS_USER, "OpenSearch")
+    if user:
+        if OS_RUNTIME != STATE:
+            os.chown(OS_RUNTIME, 0, 0)
+            OS_RUNTIME.chmod(0o755)
+        for path in (OS_HOME, OS_DATA, OS_LOGS, OS_TMP):
+            subprocess.run(["chown", "-R", f"{user}:", str(path)], check=True)
+
+
+def os_request(path: str, timeout: float = 5.0) -> tuple[int, str]:
+    """(HTTP status, body) of a GET on the local node; (0, error) when nothing answers."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{OS_PORT}{path}", timeout=timeout) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors="replace")
+    except (urllib.error.URLError, OSError) as e:
+        return 0, str(e)
+
+
+def os_healthy() -> bool:
+    return os_request("/_cluster/health?wait_for_status=yellow&timeout=1s")[0] == 200
+
+
+def port_open(port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def os_identity() -> tuple[str, str] | None:
+    """(distribution, version number) from `GET /` of whatever listens on OS_PORT, the same
+    fields /healthz reads (`info()["version"]`); None when nothing listens. Elasticsearch
+    leaves out `distribution`; what is no search engine is described in the first item."""
+    status, body = os_request("/")
+    if status == 0:
+        return (f"a server that does not answer HTTP ({body})", "?") if port_open(OS_PORT) else None
+    if status == 401:
+        return ("a server that asks for credentials (Elasticsearch, or OpenSearch with its security "
+                "plugin)", "?")
+    try:
+        version = json.loads(body)["version"]
+        return version.get("distribution", "elasticsearch"), version["number"]
+    except (ValueError, KeyError, TypeError):
+        return f"a server that is no search engine (HTTP {status}: {body[:120]!r})", "?"
+
+
+def configured_os_port() -> int | None:
+    """http.port in the config of the installed node, None if there is none."""
+    try:
+        lines = (OS_HOME / "config" / "opensearch.yml").read_text().splitlines()
+    except FileNotFoundError:
+        return None
+    ports = [line.split(":", 1)[1].strip() for line in lines if line.startswith("http.port:")]
+    return int(ports[0]) if ports and ports[0].isdigit() else None
+
+
+def check_knn_plugin() -> None:
+    """The node must run the k-NN plugin of our version: without it `knn_vector` is unknown."""
+    status, body = os_request("/_cat/plugins?format=json")
+    if status != 200:
+        fail(f"OpenSearch on 127.0.0.1:{OS_PORT} did not list its plugins (HTTP {status}: {body[:200]})")
+    versions = {p["component"]: p["version"] for p in json.loads(body)}
+    if versions.get("opensearch-knn") != KNN_VERSION:
+        fail(f"OpenSearch on 127.0.0.1:{OS_PORT} runs k-NN {versions.get('opensearch-knn')!r}, not {KNN_VERSION}: "
+             "stop it or set OPENSEARCH_PORT")
+
+
+def start_opensearch() -> None:
+    timeout = float(os.environ.get("OPENSEARCH_START_TIMEOUT", "180"))
+    pid = pid_alive(OS_PIDFILE)
+    if pid:
+        # The node started from this checkout runs (perhaps still starting): a second one on
+        # the same data would fail on its lock, and its pid file must not be lost. Its config
+        # was written when it started, so it tells the port it listens on.
+        running_port = configured_os_port()
+        if running_port is not None and running_port != OS_PORT:
+            fail(f"the OpenSearch node started from this checkout (pid {pid}) listens on port {running_port}, "
+                 f"not OPENSEARCH_PORT={OS_PORT}; stop it with `scripts/services.py stop opensearch` first")
+        deadline = time.time() + timeout
+        while time.time() < deadline and pid_alive(OS_PIDFILE) and not os_healthy():
+            identity = os_identity()
+            if identity is not None and identity[0] != "opensearch":
+                break  # another server holds the port: our node is not there
+            time.sleep(1)
+        if os_healthy():
+            check_knn_plugin()
+            say(f"OpenSearch already running on 127.0.0.1:{OS_PORT} (reused)")
+            return
+        if pid_alive(OS_PIDFILE):
+            fail(f"the OpenSearch node started from this checkout (pid {pid}) does not answer on "
+                 f"127.0.0.1:{OS_PORT} (started with another OPENSEARCH_PORT?); stop it with "
+                 "`scripts/services.py stop opensearch` and start again")
+    identity = os_identity()
+    if identity is not None:
+        if identity[0] != "opensearch":
+            fail(f"port {OS_PORT} is in use by {identity[0]}"
+                 + (f" {identity[1]}" if identity[1] != "?" else "")
+                 + ", not OpenSearch: stop it or set OPENSEARCH_PORT")
+        if identity[1] != OS_VERSION:
+            fail(f"port {OS_PORT} is answered by OpenSearch {identity[1]}, not {OS_VERSION}: stop it or set "
+                 "OPENSEARCH_PORT")
+        check_knn_plugin()
+        say(f"OpenSearch {identity[1]} on 127.0.0.1:{OS_PORT} not started by us; reusing it")
+        return
+    install_opensearch()
+    java_home = find_java_home("OPENSEARCH_JAVA_HOME", f"OpenSearch {OS_VERSION}")
+    say(f"starting OpenSearch {OS_VERSION} with k-NN {KNN_VERSION} on 127.0.0.1:{OS_PORT} "
+        f"(java {java_home}, heap {OS_HEAP})")
+    OS_PIDFILE.unlink(missing_ok=True)
+    pid_tmp = OS_LOGS / "opensearch.pid"
+    pid_tmp.unlink(missing_ok=True)
+    env = opensearch_env(java_home)
+    cmd = [str(OS_HOME / "bin" / "opensearch"), "-d", "-p", str(pid_tmp)]
+    user = ensure_user(OS_USER, "OpenSearch")
+    if user:
+        cmd = ["runuser", "-u", user, "--", "env",
+               *[f"{k}={env[k]}" for k in ("OPENSEARCH_JAVA_HOME", "OPENSEARCH_PATH_CONF", "OPENSEARCH_TMPDIR")],
+               *cmd]
+    log = OS_LOGS / f"{OS_CLUSTER}.log"
+    # The daemonised node keeps the launcher's stdout and stderr open, so they go to a file:
+    # pipes would keep this call waiting for as long as the node runs.
+    launcher_log = OS_LOGS / "launcher.out"
+    with open(launcher_log, "w") as out:
+        # cwd: jvm.options writes heap dumps and JVM error files to paths relative to it.
+        result = subprocess.run(cmd, env=env, cwd=OS_HOME, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT)
+    if result.returncode != 0:
+        print(tail(launcher_log), tail(log), sep="\n", file=sys.stderr)
+        fail(f"OpenSearch failed to start (exit {result.returncode}); logs: {launcher_log}, {log}")
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if pid_tmp.exists():
+            shutil.copy(pid_tmp, OS_PIDFILE)
+        if os_healthy():
+            check_knn_plugin()
+            say(f"OpenSearch is up (log: {log})")
+            return
+        if pid_tmp.exists() and not pid_alive(OS_PIDFILE):
+            break
+        time.sleep(1)
+    print(tail(launcher_log, 10), tail(log), sep="\n", file=sys.stderr)
+    fail(f"OpenSearch did not become healthy; last log lines above ({launcher_log}, {log})")
+
+
+def stop_opensearch() -> None:
+    pid = pid_alive(OS_PIDFILE)
+    if not pid:
+        say("OpenSearch not running (or not started by us)")
+        return
+    os.kill(pid, signal.SIGTERM)
+    for _ in range(60):
+        if not pid_alive(OS_PIDFILE):
+            break
+        time.sleep(0.5)
+    else:
+        os.kill(pid, signal.SIGKILL)
+    OS_PIDFILE.unlink(missing_ok=True)
+    say("OpenSearch stopped")
+
+
+def search_engine() -> str:
+    """SEARCH_ENGINE: which engine `start` (all) brings up besides Elasticsearch."""
+    engine = os.environ.get("SEARCH_ENGINE", "elasticsearch").strip().lower() or "elasticsearch"
+    if engine not in SEARCH_ENGINES:
+        fail(f"SEARCH_ENGINE={os.environ['SEARCH_ENGINE']!r} is not one of {', '.join(SEARCH_ENGINES)}")
+    return engine
+
+
 # ---------------------------------------------------------------- Redis
 
 
@@ -491,7 +841,7 @@ def install_postgres() -> None:
 
 # ---------------------------------------------------------------- Chromium (for the browser tests)
 
-# Where tests/browser/conftest.py looks for them (Debian's paths; PATH first).
+# Where tests/support/browser.py looks for them too (on PATH, where Debian puts them).
 CHROMIUM_NAMES = ("chromium", "chromium-browser")
 CHROMEDRIVER_NAMES = ("chromedriver",)
 
@@ -508,7 +858,7 @@ def install_chromium() -> None:
         say(f"Chromium present ({browser}, {driver})")
         return
     if os.geteuid() != 0:
-        message = ("Chromium or its driver is missing (tests/browser drives headless Chromium): "
+        message = ("Chromium or its driver is missing (tests/integration/test_browser.py drives headless Chromium): "
                    "install Debian's chromium and chromium-driver packages")
         if os.environ.get("ALLOW_SKIPS", "") not in ("", "0"):
             say(f"{message}; the browser tests will be skipped (ALLOW_SKIPS)")
@@ -528,31 +878,46 @@ INSTALLS = {"postgres": install_postgres, "chromium": install_chromium}
 
 
 def main(argv: list[str]) -> None:
+    usage = "usage: services.py start|stop|status|password [es|opensearch|redis|all] | install postgres|chromium"
     if len(argv) < 1 or argv[0] not in {"start", "stop", "status", "password", "install"}:
-        fail("usage: services.py start|stop|status|password [es|redis|all] | install postgres|chromium")
+        fail(usage)
     action, which = argv[0], (argv[1] if len(argv) > 1 else "all")
     if action == "install":
         if which not in INSTALLS:
             fail("usage: services.py install postgres|chromium")
         INSTALLS[which]()
         return
-    if which not in {"es", "redis", "all"}:
-        fail(f"unknown service {which!r}: es, redis or all")
+    if which not in {"es", "opensearch", "redis", "all"}:
+        fail(f"unknown service {which!r}: es, opensearch, redis or all")
+    # A bad SEARCH_ENGINE is refused before anything starts.
+    engine = search_engine() if action == "start" and which == "all" else None
     if action == "password":
         print(es_password())
     elif action == "start":
         if which in ("redis", "all"):
             start_redis()
+        # Elasticsearch stays part of `all` whatever SEARCH_ENGINE says: the app runs on it
+        # until the OpenSearch store exists. OpenSearch joins `all` only when chosen, so
+        # `make run`/`make test` pay nothing for it otherwise.
         if which in ("es", "all"):
             start_es()
+        if which == "opensearch" or engine == "opensearch":
+            start_opensearch()
     elif action == "stop":
         if which in ("es", "all"):
             stop_es()
+        # `stop` (all) stops a node we started whatever SEARCH_ENGINE says now.
+        if which in ("opensearch", "all"):
+            stop_opensearch()
         if which in ("redis", "all"):
             stop_redis()
     else:
         status, body = es_request("/_cluster/health")
         print(f"elasticsearch 127.0.0.1:{ES_PORT}: {'up' if status == 200 else f'down ({body[:80]})'}")
+        identity = os_identity()
+        print(f"opensearch 127.0.0.1:{OS_PORT}: "
+              + (f"up ({identity[0]} {identity[1]})" if identity and os_healthy() else
+                 f"answers but not healthy ({identity[0]} {identity[1]})" if identity else "down"))
         print(f"redis 127.0.0.1:{REDIS_PORT}: {'up' if redis_ping() else 'down'}")
 
 

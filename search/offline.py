@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from indexer.builds import serving_model
+from indexer.lookups import serving_model
 from indexer.models import Collection
 from reranker.cross_encoder import load_reranker, score_passages
 from reranker.fusion import Fusion

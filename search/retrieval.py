@@ -20,7 +20,7 @@ collection's language (indexer/analysis.py highlight: the surface words whose te
 query's, never a stop word), for kNN hits too; `highlight_html` escapes the text and turns the
 marks into <mark> tags, so no markup from a document ever reaches a page.
 
-A collection is searched in the language of its live index (indexer.builds.serving), so a rebuild
+A collection is searched in the language of its live index (indexer.lookups.serving), so a rebuild
 in another language changes nothing until the alias swaps. Collections of different languages
 searched together get one BM25 clause per language, each filtered to its collections.
 """
@@ -36,10 +36,9 @@ from django.utils.html import escape
 from elasticsearch import ApiError, TransportError
 
 from indexer.analysis import ANALYZED, HIGHLIGHT_END, HIGHLIGHT_START, highlight, query_terms
-from indexer.builds import serving
-from indexer.es import get_client
-from indexer.index import alias_name
+from indexer.lookups import serving
 from indexer.models import Collection
+from indexer.store import alias_name, get_client
 
 from .errors import SearchBackendError
 from .facets import FacetRequest, facet_body

@@ -7,7 +7,7 @@ import redis
 from django.conf import settings
 from django.db import connection
 
-from indexer.es import get_client
+from indexer.store import get_client
 
 
 def _timed(check):

@@ -6,6 +6,7 @@ Every variable has a default that works on a developer machine after `make run`;
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import dj_database_url
@@ -49,6 +50,13 @@ def env_float(name: str, default: float) -> float:
         raise ImproperlyConfigured(f"{name} must be a number, not {value!r}") from None
 
 
+def env_seconds(name: str, default: float) -> float:
+    value = env_float(name, default)
+    if value <= 0:
+        raise ImproperlyConfigured(f"{name} must be a positive number of seconds, not {value!r}")
+    return value
+
+
 def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     value = env(name, default)
     if value not in choices:
@@ -65,7 +73,31 @@ if not SECRET_KEY:
         raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off")
     SECRET_KEY = "dev-only-insecure-key-set-DJANGO_SECRET_KEY-in-production"
 ALLOWED_HOSTS = [h.strip() for h in env("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver").split(",")]
-CSRF_TRUSTED_ORIGINS = [o for o in env("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o]
+# Origins (scheme://host) whose forms may post here, e.g. https://search.example.org behind a proxy.
+CSRF_TRUSTED_ORIGINS = [o.strip() for o in env("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
+
+# HTTPS. The defaults suit plain http on a developer machine (`make run`); production behind
+# HTTPS turns them on (.env.example; `manage.py check --deploy --fail-level WARNING` passes with
+# those values, tests/unit/test_deploy.py).
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", False)
+# Health probes of a load balancer or orchestrator speak plain http inside the network.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+# HSTS is remembered by browsers for this many seconds: start low when trying it out.
+SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", False)
+SESSION_COOKIE_SECURE = env_bool("DJANGO_SESSION_COOKIE_SECURE", False)
+CSRF_COOKIE_SECURE = env_bool("DJANGO_CSRF_COOKIE_SECURE", False)
+# Behind a proxy that ends TLS: the header it sets to `https` on secure requests (e.g.
+# X-Forwarded-Proto). Only set it when the proxy always sets or strips that header, or a
+# client could claim https on its own.
+_proxy_ssl_header = env("DJANGO_SECURE_PROXY_SSL_HEADER")
+if _proxy_ssl_header is not None and not re.fullmatch(r"[A-Za-z0-9-]+", _proxy_ssl_header):
+    raise ImproperlyConfigured(
+        f"DJANGO_SECURE_PROXY_SSL_HEADER must be a header name such as X-Forwarded-Proto, not {_proxy_ssl_header!r}")
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_" + _proxy_ssl_header.upper().replace("-", "_"), "https") if _proxy_ssl_header else None
+)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -82,6 +114,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files from the web process itself (admin styles with DEBUG off, under gunicorn):
+    # right after the security middleware, before anything that reads sessions or the database.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -90,6 +125,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # After the messages middleware, before any view reads the upload (indexer/upload_limits.py).
     "indexer.upload_limits.UploadLimitMiddleware",
+    # After authentication (signed-in users are counted by user); answers 429 (searchsite/ratelimit.py).
+    "searchsite.ratelimit.RateLimitMiddleware",
 ]
 
 ROOT_URLCONF = "searchsite.urls"
@@ -142,7 +179,17 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "var" / "static"
+# `manage.py collectstatic` copies every app's static files here (the Docker image does it at
+# build time); WhiteNoise serves them with DEBUG off. With DEBUG on they come from the apps.
+STATIC_ROOT = Path(env("DJANGO_STATIC_ROOT", str(BASE_DIR / "var" / "static")))
+# WhiteNoise warns at every start about a missing folder (tests, `make run` before collectstatic).
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # gzip copies made by collectstatic, sent to clients that accept them. No manifest (hashed
+    # names): pages would then fail to render wherever collectstatic has not run (tests, `make run`).
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
 MEDIA_ROOT = BASE_DIR / "var" / "media"
 
 LOGIN_URL = "/admin/login/"
@@ -204,6 +251,44 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Queue names; the routing in searchsite/celery.py sends each app's tasks to its queue.
 EMBED_QUEUE = env("EMBED_QUEUE", "embed")
 RERANK_QUEUE = env("RERANK_QUEUE", "rerank")
+# A worker reserves one message per pool process beyond the one it runs, not Celery's four:
+# an indexing batch takes minutes, and with acks_late the batches a busy worker had reserved
+# would wait behind it while another worker idles (and, if it died, come back only after the
+# visibility timeout); a reserved rerank request would miss its RERANK_TIMEOUT the same way.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+
+# Time limits per task kind (seconds). At the soft limit the task gets an exception: indexing
+# batches and builds end `failed` with "... ran past its soft time limit of N s
+# (<SETTING>)" (indexer/tasks.py, error_text); a task still running TASK_HARD_TIME_LIMIT_GRACE
+# seconds later (stuck in native code) is killed with its pool process, and fails the same way.
+# Indexing tasks acknowledge late, so CELERY_VISIBILITY_TIMEOUT must exceed their hard limit.
+# The limits travel in each message, from the settings of the process that queues the task
+# (web, beat, a worker): give every process the same values. Enforced by the prefork pool
+# (Celery's default), not by `--pool solo` or `threads`.
+INDEX_BATCH_SOFT_TIME_LIMIT = env_seconds("INDEX_BATCH_SOFT_TIME_LIMIT", 1200)  # INDEX_BATCH_SIZE documents
+INDEX_BUILD_SOFT_TIME_LIMIT = env_seconds("INDEX_BUILD_SOFT_TIME_LIMIT", 1800)  # a build's start and check/swap
+INDEX_MAINTENANCE_SOFT_TIME_LIMIT = env_seconds("INDEX_MAINTENANCE_SOFT_TIME_LIMIT", 1800)  # reconcile, index drops
+# A search waits RERANK_TIMEOUT at most; this only frees a worker from a runaway request (the
+# first request for a model may load and export it, minutes on a CPU).
+QUERY_SOFT_TIME_LIMIT = env_seconds("QUERY_SOFT_TIME_LIMIT", 300)
+MODEL_LOAD_SOFT_TIME_LIMIT = env_seconds("MODEL_LOAD_SOFT_TIME_LIMIT", 1800)  # a rerank worker loading new models
+TASK_HARD_TIME_LIMIT_GRACE = env_seconds("TASK_HARD_TIME_LIMIT_GRACE", 60)
+# Each kind: the setting that names its soft limit (quoted in the error text), the limit, its tasks.
+TASK_TIME_LIMIT_KINDS = {
+    "INDEX_BATCH_SOFT_TIME_LIMIT": (INDEX_BATCH_SOFT_TIME_LIMIT, (
+        "indexer.tasks.index_documents", "indexer.tasks.remove_documents", "indexer.tasks.remove_deleted_documents")),
+    "INDEX_BUILD_SOFT_TIME_LIMIT": (INDEX_BUILD_SOFT_TIME_LIMIT, (
+        "indexer.tasks.prepare_build", "indexer.tasks.finalize_build")),
+    "INDEX_MAINTENANCE_SOFT_TIME_LIMIT": (INDEX_MAINTENANCE_SOFT_TIME_LIMIT, (
+        "indexer.tasks.reconcile", "indexer.tasks.drop_indices")),
+    "QUERY_SOFT_TIME_LIMIT": (QUERY_SOFT_TIME_LIMIT, ("reranker.tasks.rerank", "searchsite.tasks.embed_queries")),
+    "MODEL_LOAD_SOFT_TIME_LIMIT": (MODEL_LOAD_SOFT_TIME_LIMIT, ("reranker.tasks.warm_up",)),
+}
+# Celery sets these attributes on the tasks it registers (searchsite/celery.py reads CELERY_*).
+CELERY_TASK_ANNOTATIONS = {
+    task: {"soft_time_limit": soft, "time_limit": soft + TASK_HARD_TIME_LIMIT_GRACE}
+    for soft, tasks in TASK_TIME_LIMIT_KINDS.values() for task in tasks
+}
 
 # --------------------------------------------------------------------------- Models
 
@@ -237,6 +322,12 @@ UPLOAD_MAX_BYTES = env_int("UPLOAD_MAX_BYTES", 50 * 1024 * 1024)
 # more is answered with a message, nothing imported (indexer/upload_limits.py).
 UPLOAD_MAX_FILES = env_int("UPLOAD_MAX_FILES", 500)
 DATA_UPLOAD_MAX_NUMBER_FILES = UPLOAD_MAX_FILES
+# Who may search a new collection (admin, `import_corpus --create`) unless told otherwise:
+# public, authenticated or groups (checked in indexer/models.py). `groups` with no group
+# selected means superusers only, until an admin opens it up: a confidential folder imported
+# from the shell must not be searchable by anyone the moment it is indexed. The demo
+# (`load_demo`) asks for public explicitly.
+DEFAULT_COLLECTION_VISIBILITY = env("DEFAULT_COLLECTION_VISIBILITY", "groups")
 
 # --------------------------------------------------------------------------- Health
 
@@ -302,3 +393,32 @@ CACHES = {
         "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
     },
 }
+
+# --------------------------------------------------------------------------- Rate limits (searchsite/ratelimit.py)
+
+from searchsite.ratelimit import parse_rate  # noqa: E402  (the one definition of the "60/minute" syntax)
+
+# Searches (the search page with a query, /api/search) per client in a window that opens at its
+# first search; over it, 429 with Retry-After. Anonymous clients are counted by address, signed-in
+# users by user id with their own, higher limit. Off: nothing is counted.
+SEARCH_RATE_LIMIT_ENABLED = env_bool("SEARCH_RATE_LIMIT_ENABLED", True)
+SEARCH_RATE_LIMIT = env("SEARCH_RATE_LIMIT", "60/minute")
+SEARCH_RATE_LIMIT_USER = env("SEARCH_RATE_LIMIT_USER", "300/minute")
+for _name, _value in (("SEARCH_RATE_LIMIT", SEARCH_RATE_LIMIT), ("SEARCH_RATE_LIMIT_USER", SEARCH_RATE_LIMIT_USER)):
+    try:
+        parse_rate(_value)  # here, so that a bad value stops the start rather than a search
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{_name} {exc}") from None
+# Reverse proxies in front of the web server that append to X-Forwarded-For (0: the client is
+# REMOTE_ADDR and the header is ignored, since any client can send it).
+RATE_LIMIT_TRUSTED_PROXIES = env_int("RATE_LIMIT_TRUSTED_PROXIES", 0)
+if RATE_LIMIT_TRUSTED_PROXIES < 0:
+    raise ImproperlyConfigured(f"RATE_LIMIT_TRUSTED_PROXIES must be 0 or more, not {RATE_LIMIT_TRUSTED_PROXIES}")
+# The counters' Redis; each request waits at most this long for it (seconds) before it goes
+# through uncounted. Keys start with CELERY_KEY_PREFIX, so test runs and deployments sharing one
+# Redis never share counters.
+RATE_LIMIT_REDIS_URL = env("RATE_LIMIT_REDIS_URL", REDIS_URL)
+RATE_LIMIT_REDIS_TIMEOUT = env_float("RATE_LIMIT_REDIS_TIMEOUT", 0.25)
+if RATE_LIMIT_REDIS_TIMEOUT <= 0:
+    raise ImproperlyConfigured(f"RATE_LIMIT_REDIS_TIMEOUT must be a positive number of seconds, not {RATE_LIMIT_REDIS_TIMEOUT}")
+RATE_LIMIT_KEY_PREFIX = f"{CELERY_KEY_PREFIX}ratelimit:"

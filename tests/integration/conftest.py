@@ -35,7 +35,7 @@ def pytest_collection_finish(session):
     """The services must be up when any integration test is selected (to run, not only to list)."""
     if session.config.option.collectonly or not any(in_this_layer(item.nodeid) for item in session.items):
         return
-    from indexer.es import get_client
+    from indexer.store import get_client
 
     problems = []
     try:
@@ -99,7 +99,7 @@ def pytest_terminal_summary(terminalreporter):
 
 @pytest.fixture(scope="session")
 def es():
-    from indexer.es import get_client
+    from indexer.store import get_client
 
     client = get_client()
     yield client
@@ -140,6 +140,6 @@ def restore_elasticsearch():
     """For tests that stop Elasticsearch: start it again whatever happens."""
     yield
     services("start", "es")
-    from indexer.es import get_client
+    from indexer.store import get_client
 
     get_client().cluster.health(wait_for_status="yellow", timeout="60s")

@@ -26,7 +26,7 @@ SECRET_WORD = "zanzibarite"
 def world(es, django_db_setup, django_db_blocker):
     with django_db_blocker.unblock():
         lab, other = Group.objects.create(name="acc-lab"), Group.objects.create(name="acc-other")
-        public = Collection.objects.create(name="Public notes", slug="c-pub")
+        public = Collection.objects.create(name="Public notes", slug="c-pub", visibility=Collection.Visibility.PUBLIC)
         members = Collection.objects.create(name="Members notes", slug="c-members",
                                             visibility=Collection.Visibility.AUTHENTICATED)
         secret = Collection.objects.create(name="Secret lab", slug="c-secret", visibility=Collection.Visibility.GROUPS)

@@ -18,7 +18,7 @@ HOSTILE_TEXT = ('Telomerase <img src=x onerror=alert(1)> keeps <b>telomeres</b> 
 @pytest.fixture(scope="module")
 def corpus(es, django_db_setup, django_db_blocker):
     with django_db_blocker.unblock():
-        col = Collection.objects.create(name="API <b>col</b>", slug="a-col")
+        col = Collection.objects.create(name="API <b>col</b>", slug="a-col", visibility=Collection.Visibility.PUBLIC)
         add_documents(col, [
             ("evil", HOSTILE_TITLE, HOSTILE_TEXT, {"year": 2020}),
             ("plain", "Telomere length", "Telomere length shortens with age in most tissues.", {"year": 2021}),
@@ -140,7 +140,8 @@ def test_no_results_and_empty_states(get):
 
 
 def test_a_collection_without_an_index_yet_gives_no_results(get):
-    Collection.objects.create(name="Nothing indexed yet", slug="a-empty")  # rolled back after the test
+    Collection.objects.create(name="Nothing indexed yet", slug="a-empty",  # rolled back after the test
+                              visibility=Collection.Visibility.PUBLIC)
     for mode in ("semantic", "keyword", "hybrid"):
         response = get(q="telomerase", mode=mode, collection="a-empty")
         assert response.status_code == 200, response.content

@@ -15,11 +15,10 @@ import pytest
 import redis
 from django.conf import settings
 
-from indexer.builds import start_build
 from indexer.embedding import load_embedding_model, resolve_model_path
-from indexer.index import alias_name
 from indexer.models import Collection, Document, IndexBuild
-from indexer.tasks import index_documents
+from indexer.store import alias_name
+from indexer.tasks import index_documents, start_build
 from tests.support.services import services
 from tests.support.indexing import all_indexed, assert_index_exact, index_all, make_collection, statuses, wait_for
 from tests.support.workers import ROOT, Worker, worker_env

@@ -10,7 +10,7 @@ import pytest
 from django.forms.models import model_to_dict
 from django.test import Client
 
-from indexer.index import alias_name
+from indexer.store import alias_name
 from indexer.models import Collection, IndexBuild
 from tests.support.indexing import all_indexed, assert_index_exact, index_all, make_collection, statuses, wait_for
 from tests.support.searching import add_documents
@@ -21,7 +21,7 @@ QUERY = "study run horse"
 
 
 def test_language_change_rebuilds_while_search_keeps_answering(es, celery_workers, admin_client):
-    collection = make_collection("lang-swap", 30, language="none")
+    collection = make_collection("lang-swap", 30, language="none", visibility=Collection.Visibility.PUBLIC)
     add_documents(collection, [("horses", "Field notes", "Veterinarians studied running horses on a farm.", {})])
     index_all(collection)
     wait_for(lambda: all_indexed(collection), what="first index")

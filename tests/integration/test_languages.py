@@ -14,7 +14,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from indexer.index import alias_name
+from indexer.store import alias_name
 from indexer.models import Collection, IndexBuild
 from tests.support.searching import add_documents, build_reranker, drop_collections, index_now, search_settings
 
@@ -75,10 +75,11 @@ def chinese_docs():
 @pytest.fixture(scope="module")
 def corpus(es, django_db_setup, django_db_blocker):
     with django_db_blocker.unblock():
-        en = Collection.objects.create(name="Lang en", slug="l-en")  # en: the default of a new collection
-        plain = Collection.objects.create(name="Lang none", slug="l-none", language="none")
-        zh = Collection.objects.create(name="Lang zh", slug="l-zh", language="zh")
-        zh_plain = Collection.objects.create(name="Lang zh none", slug="l-zh-none", language="none")
+        public = Collection.Visibility.PUBLIC  # searched anonymously
+        en = Collection.objects.create(name="Lang en", slug="l-en", visibility=public)  # en: the default of a new collection
+        plain = Collection.objects.create(name="Lang none", slug="l-none", language="none", visibility=public)
+        zh = Collection.objects.create(name="Lang zh", slug="l-zh", language="zh", visibility=public)
+        zh_plain = Collection.objects.create(name="Lang zh none", slug="l-zh-none", language="none", visibility=public)
         add_documents(en, ENGLISH)
         add_documents(plain, ENGLISH)
         add_documents(zh, chinese_docs())

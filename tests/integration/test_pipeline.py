@@ -10,11 +10,11 @@ from django.conf import settings
 from django.core.management import call_command
 from django.db import transaction
 
-from indexer.builds import BuildInProgress, start_build
-from indexer.dispatch import queue_for_indexing, queue_for_removal
+from indexer.builds import BuildInProgress
 from indexer.embedding import load_embedding_model
-from indexer.index import alias_name, indices_behind
 from indexer.models import Document, IndexBuild
+from indexer.store import alias_name, get_store
+from indexer.tasks import queue_for_indexing, queue_for_removal, start_build
 from tests.support.indexing import all_indexed, assert_index_exact, es_chunks, index_all, make_collection, statuses, wait_for
 from tests.support.workers import ROOT, worker_env
 
@@ -32,7 +32,7 @@ def test_documents_become_searchable_chunks(es, celery_workers):
     assert total > 12  # the long documents span several chunks
     live = IndexBuild.objects.get(collection=collection, status=IndexBuild.Status.LIVE)
     alias = alias_name(collection.slug)
-    assert indices_behind(alias) == [live.index_name]
+    assert get_store().indices_behind(alias) == [live.index_name]
     meta = es.indices.get_mapping(index=alias)[live.index_name]["mappings"]["_meta"]
     assert meta["embedding_model"] == MODEL == live.model_id and meta["dims"] == 384
     doc = Document.objects.get(collection=collection, external_id="d003")
@@ -109,7 +109,7 @@ def test_rebuild_index_command_swaps_alias_and_keeps_n(es, celery_workers):
 
     call_command("rebuild_index", collection.slug, "--index-options", "hnsw", "--poll", "0.2")
     second = IndexBuild.objects.get(collection=collection, status=IndexBuild.Status.LIVE)
-    assert second.pk != first.pk and indices_behind(alias) == [second.index_name]
+    assert second.pk != first.pk and get_store().indices_behind(alias) == [second.index_name]
     assert second.index_options == "hnsw"
     assert es.indices.get_mapping(index=second.index_name)[second.index_name]["mappings"]["properties"][
         "embedding"]["index_options"]["type"] == "hnsw"

@@ -10,7 +10,7 @@ import math
 import pytest
 from django.conf import settings as django_settings
 
-from indexer.index import alias_name
+from indexer.store import alias_name
 from indexer.models import Collection
 from search.query_vectors import vector_cache
 from tests.support.searching import (SCIENCE, add_documents, build_reranker, drop_collections, index_now, long_text,
@@ -26,8 +26,9 @@ DOWN = "no rerank worker took the request within 1 s (none is running, or all ar
 @pytest.fixture(scope="module")
 def corpus(es, django_db_setup, django_db_blocker):
     with django_db_blocker.unblock():
-        sci = Collection.objects.create(name="Search sci", slug="s-sci", chunk_size=48, chunk_overlap=8)
-        extra = Collection.objects.create(name="Search extra", slug="s-extra")
+        sci = Collection.objects.create(name="Search sci", slug="s-sci", chunk_size=48, chunk_overlap=8,
+                                        visibility=Collection.Visibility.PUBLIC)
+        extra = Collection.objects.create(name="Search extra", slug="s-extra", visibility=Collection.Visibility.PUBLIC)
         docs = [(f"sci{i}", title, text, {"year": 2020 + i % 2, "kind": "review" if i % 4 == 0 else "study"})
                 for i, (title, text) in enumerate(SCIENCE)]
         docs.append(("long-telomere", "Telomere biology over many sections", long_text("telomerase activity"),

@@ -6,9 +6,9 @@ import time
 from django.conf import settings
 from django.db import transaction
 
-from indexer.dispatch import queue_for_indexing
-from indexer.index import alias_name
 from indexer.models import Collection, Document
+from indexer.store import alias_name
+from indexer.tasks import queue_for_indexing
 
 WORDS = ("protein cell gene tumour receptor signalling mutation therapy vaccine immune neuron "
          "insulin glucose lipid membrane enzyme kinase antibody virus bacteria").split()

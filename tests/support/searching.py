@@ -97,20 +97,20 @@ def add_documents(collection, docs: list[tuple[str, str, str, dict]]) -> list:
 
 def index_now(es, *collections) -> None:
     """Index every document of the collections with the real pipeline, then make them visible."""
-    from indexer.index import alias_name
     from indexer.models import Document
     from indexer.pipeline import index_documents
+    from indexer.store import alias_name
 
     for collection in collections:
         ids = list(Document.objects.filter(collection=collection).values_list("pk", flat=True))
         report = index_documents(ids)
-        assert report["indexed"] == len(ids), report
+        assert report.indexed == len(ids), report
         es.indices.refresh(index=alias_name(collection.slug))
         assert set(Document.objects.filter(collection=collection).values_list("status", flat=True)) == {"indexed"}
 
 
 def drop_collections(es, *collections) -> None:
-    from indexer.index import alias_name
+    from indexer.store import alias_name
 
     for collection in collections:
         es.options(ignore_status=404).indices.delete(index=f"{alias_name(collection.slug)}-*")

@@ -144,7 +144,7 @@ def test_unknown_language_lists_the_valid_ones():
 
 
 def test_mapping_has_terms_fields_only_for_analyzed_languages():
-    from indexer.index import TERMS_SIMILARITY, chunk_mapping, index_settings
+    from indexer.store import TERMS_SIMILARITY, chunk_mapping, index_settings
 
     en = chunk_mapping(384, "hnsw", "en")
     assert en["properties"]["text_terms"]["analyzer"] == "whitespace"

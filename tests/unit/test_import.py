@@ -320,7 +320,7 @@ def test_load_demo_is_idempotent(tmp_path, monkeypatch, capsys):
 def test_queueing_a_whole_corpus_passes_the_databases_parameter_limit():
     """reconcile and reindex queue every document of a collection at once; one `pk IN (...)`
     over 300,000 ids failed on SQLite with "too many SQL variables"."""
-    from indexer.dispatch import queue_for_indexing
+    from indexer.tasks import queue_for_indexing
 
     collection = Collection.objects.create(name="Big", slug="big")
     doc = Document.objects.create(collection=collection, external_id="d1", title="t", text="x",

@@ -62,7 +62,8 @@ def test_an_empty_password_copy_is_unknown_not_a_mismatch(tmp_path):
 
 def _settings_variables() -> set[str]:
     source = (ROOT / "searchsite" / "settings.py").read_text()
-    return set(re.findall(r'env(?:_bool|_int|_float|_choice)?\("([A-Z0-9_]+)"', source))
+    # env("NAME"...), env_int("NAME"...), env_seconds(...): every helper of the settings module.
+    return set(re.findall(r'env(?:_[a-z]+)?\("([A-Z0-9_]+)"', source))
 
 
 def test_docker_compose_matches_settings():
@@ -84,6 +85,20 @@ def test_docker_compose_matches_settings():
     example = [line.split("=", 1)[0] for line in (ROOT / ".env.example").read_text().splitlines()
                if line and not line.startswith("#")]
     assert set(example) - known - {"POSTGRES_PASSWORD", "HF_HUB_OFFLINE"} == set()
+
+
+def test_workers_take_queue_names_from_the_environment():
+    """docker compose and the Procfile start the workers on the queues the settings route to."""
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    procfile = dict(line.split(": ", 1) for line in (ROOT / "Procfile").read_text().splitlines()
+                    if line and not line.startswith("#"))
+    for service, process, variable, default in (("worker-embed", "embed", "EMBED_QUEUE", "embed"),
+                                                ("worker-rerank", "rerank", "RERANK_QUEUE", "rerank")):
+        option = f"-Q ${{{variable}:-{default}}} "
+        assert option in compose["services"][service]["command"]
+        assert option in procfile[process]
+        # The web and beat route by the same names.
+        assert compose["services"]["web"]["environment"][variable] == f"${{{variable}:-{default}}}"
 
 
 def test_bad_settings_values_fail_clearly():

@@ -1,4 +1,5 @@
-"""python manage.py import_corpus <collection-slug> <path> [--create [--language en|zh|none]] [--format beir|jsonl|csv|files]
+"""python manage.py import_corpus <collection-slug> <path> [--create [--language en|zh|none]
+    [--visibility public|authenticated|groups] [--group NAME ...]] [--format beir|jsonl|csv|files]
 
 Upserts documents by external id (indexer/importing.py), prints a summary and the number of
 chunks the changed documents make at the collection's chunk settings, and exits non-zero when
@@ -14,8 +15,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import OperationalError, transaction
 
 from indexer.analysis import LANGUAGES, UnknownLanguage, check_language
-from indexer.importing import (FORMATS, ImportBusy, ImportOptions, collection_chunker, detect_format,
-                               import_sources, is_lock_timeout, sources_from_path)
+from indexer.importing import (FORMATS, ImportBusy, ImportOptions, collection_access, collection_chunker,
+                               describe_access, detect_format, import_sources, is_lock_timeout, sources_from_path)
 from indexer.models import Collection, Document
 from searchsite.progress import progress
 
@@ -36,6 +37,14 @@ class Command(BaseCommand):
         parser.add_argument("--language", help="keyword language of a collection created with --create: "
                                                f"{', '.join(LANGUAGES)} (default en); an existing collection "
                                                "must already have it (change it with rebuild_index --language)")
+        parser.add_argument("--visibility", choices=Collection.Visibility.values,
+                            help="who may search a collection created with --create: public (anyone), "
+                                 "authenticated (signed-in users) or groups (members of the --group groups; "
+                                 "with none, superusers only); default: the DEFAULT_COLLECTION_VISIBILITY "
+                                 "setting, or groups when --group is given")
+        parser.add_argument("--group", action="append", dest="groups", metavar="NAME",
+                            help="an existing group whose members may search a collection created with "
+                                 "--create (repeat for several); implies --visibility groups")
         parser.add_argument("--format", choices=FORMATS, help="default: detected from the path")
         parser.add_argument("--id-column", help="JSONL field / CSV column of the external id (default _id or id)")
         parser.add_argument("--title-column", help="JSONL field / CSV column of the title (default title)")
@@ -47,7 +56,8 @@ class Command(BaseCommand):
                             help="skip counting the chunks of the changed documents (it loads the tokenizer)")
 
     def handle(self, *args, slug, path, create, name, format, id_column, title_column, text_column,
-               encoding, max_bytes, no_chunk_count, verbosity, language=None, **options):
+               encoding, max_bytes, no_chunk_count, verbosity, language=None, visibility=None, groups=None,
+               **options):
         started = time.monotonic()
         path = path.expanduser()
         if language is not None:
@@ -65,7 +75,11 @@ class Command(BaseCommand):
         if collection is None:
             if not create:
                 raise CommandError(f"no collection with slug {slug!r}; pass --create to create it")
-            collection = Collection(name=name or slug, slug=slug)
+            try:
+                visibility, new_groups = collection_access(visibility, groups)
+            except ValueError as exc:
+                raise CommandError(f"{exc} (nothing was imported)") from None
+            collection = Collection(name=name or slug, slug=slug, visibility=visibility)
             if language is not None:
                 collection.language = language
             try:
@@ -77,6 +91,13 @@ class Command(BaseCommand):
             # Quietly importing into another language than asked would leave a surprise for later.
             raise CommandError(f"collection {slug!r} exists with language {collection.language!r}, not {language!r}; "
                                f"change it with `rebuild_index {slug} --language {language}` (nothing was imported)")
+        elif (visibility is not None and visibility != collection.visibility) or (
+                groups and set(groups) != set(collection.groups.values_list("name", flat=True))):
+            # Who may search a collection is changed in the admin, where it is seen; not on the side
+            # by an import.
+            raise CommandError(f"collection {slug!r} exists with visibility {describe_access(collection)}; "
+                               "--visibility and --group only apply to a collection created now (change them on "
+                               "its page in the admin; nothing was imported)")
         options = ImportOptions(id_column, title_column, text_column, encoding, max_bytes)
 
         self.stdout.write(f"Importing {path} ({fmt}, {len(sources)} file(s)) into collection {slug!r}")
@@ -84,7 +105,12 @@ class Command(BaseCommand):
             with progress(desc="documents", unit="doc", disable=verbosity == 0) as bar, transaction.atomic():
                 if collection.pk is None:
                     collection.save()
+                    collection.groups.set(new_groups)
                     self.stdout.write(f"Created collection {slug!r}.")
+                    self.stdout.write(f"Visibility {describe_access(collection)}.")
+                    if collection.visibility != Collection.Visibility.PUBLIC:
+                        self.stdout.write("Who may search it is set on its page in the admin "
+                                          "(or create it with --visibility / --group).")
 
                 def advance(done: int, total: int) -> None:
                     bar.total = total

@@ -36,8 +36,12 @@ class Command(BaseCommand):
         # English analysis for a new demo collection; one created before languages existed keeps
         # what its index serves (`none`) until `rebuild_index scifact --language en`.
         existing = Collection.objects.filter(slug=DEMO_SLUG).values_list("language", flat=True).first()
+        # The demo is there to be searched by anyone (new collections are not, by default:
+        # settings.DEFAULT_COLLECTION_VISIBILITY); an existing one keeps what an admin chose.
+        access = {} if existing else {"visibility": Collection.Visibility.PUBLIC}
         call_command("import_corpus", DEMO_SLUG, str(path), create=True, name="SciFact", format="beir",
-                     language=existing or "en", verbosity=verbosity, stdout=self.stdout, stderr=self.stderr)
+                     language=existing or "en", verbosity=verbosity, stdout=self.stdout, stderr=self.stderr,
+                     **access)
         if existing == "none":
             self.stdout.write(f"Collection {DEMO_SLUG!r} searches keywords without stemming or stop words (language "
                               f"none, from before languages existed); `manage.py rebuild_index {DEMO_SLUG} --language en` "

@@ -13,20 +13,11 @@ from django.core.management.base import BaseCommand, CommandError
 from searchsite.progress import progress
 
 from indexer.analysis import UnknownLanguage, check_language
-from indexer.builds import BuildInProgress, start_build
-from indexer.embedding import resolve_model_path
-from indexer.index import INDEX_OPTION_TYPES
+from indexer.builds import BuildInProgress
+from indexer.embedding import UnloadableModel, check_model_id
 from indexer.models import Collection, IndexBuild
-
-
-def check_model_id(model_id: str) -> None:
-    """Fail here, with a clear message, rather than in a worker minutes later."""
-    from transformers import AutoConfig
-
-    try:
-        AutoConfig.from_pretrained(resolve_model_path(model_id))
-    except Exception as exc:
-        raise CommandError(f"cannot load model {model_id!r}: {exc}") from None
+from indexer.store import INDEX_OPTION_TYPES
+from indexer.tasks import start_build
 
 
 class Command(BaseCommand):
@@ -54,7 +45,10 @@ class Command(BaseCommand):
             except UnknownLanguage as exc:
                 raise CommandError(str(exc)) from None
         if model:
-            check_model_id(model)
+            try:
+                check_model_id(model)
+            except UnloadableModel as exc:
+                raise CommandError(str(exc)) from None
         try:
             build = start_build(coll, model_id=model, index_options=index_options, language=language,
                                 requested_by="rebuild_index")

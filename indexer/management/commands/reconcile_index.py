@@ -3,7 +3,7 @@
     python manage.py reconcile_index [<collection-slug> ...] [--older-than SECONDS] [--retry-failed]
 
 Run it after Redis lost its queues (a flush, a restart without persistence); celery beat also
-runs it every RECONCILE_INTERVAL seconds. See indexer/reconcile.py.
+runs it every RECONCILE_INTERVAL seconds. See indexer/reconcile.py and indexer/tasks.py.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from indexer.models import Collection
-from indexer.reconcile import reconcile_collection
+from indexer.tasks import reconcile_collection
 
 
 class Command(BaseCommand):
@@ -35,8 +35,8 @@ class Command(BaseCommand):
         for pk in qs.values_list("pk", flat=True):
             report = reconcile_collection(pk, older_than=older_than, retry_failed=retry_failed, dry_run=dry_run)
             self.stdout.write(
-                f"{report['collection']}: {report['queued']} queued, {report['marked_indexed']} marked indexed, "
-                f"{report.get('orphans', 0)} orphaned documents' chunks deleted"
-                + (f" (build {report['build']} in progress)" if report["build"] else "")
+                f"{report.collection}: {report.queued} queued, {report.marked_indexed} marked indexed, "
+                f"{report.orphans} orphaned documents' chunks deleted"
+                + (f" (build {report.build} in progress)" if report.build else "")
                 + (" [dry run]" if dry_run else "")
             )
