@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 
 from elasticsearch import ApiError, TransportError
 
-from indexer.es import get_client
-from indexer.index import alias_name
 from indexer.models import Document
+from indexer.store import alias_name, get_client
 
 from .errors import SearchBackendError
 from .retrieval import visible_collections

@@ -34,7 +34,8 @@ def site(es, live_url, rerank_worker):
     from indexer.models import Collection
 
     public = Collection.objects.create(name="Biology papers", slug="b-bio", chunk_size=48, chunk_overlap=8,
-                                       facet_fields="kind, year")
+                                       facet_fields="kind, year",
+                                       visibility=Collection.Visibility.PUBLIC)
     private = Collection.objects.create(name="Internal notes", slug="b-internal",
                                         visibility=Collection.Visibility.AUTHENTICATED)
     docs = [(f"bio{i}", title, text, {"year": str(2020 + i % 2), "kind": "review" if i % 4 == 0 else "study"})

@@ -13,7 +13,8 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture(scope="module")
 def corpus(es, django_db_setup, django_db_blocker):
     with django_db_blocker.unblock():
-        public = Collection.objects.create(name="Doc public", slug="d-public", chunk_size=48, chunk_overlap=8)
+        public = Collection.objects.create(name="Doc public", slug="d-public", chunk_size=48, chunk_overlap=8,
+                                           visibility=Collection.Visibility.PUBLIC)
         private = Collection.objects.create(name="Doc private", slug="d-private",
                                             visibility=Collection.Visibility.GROUPS)
         add_documents(public, [("long", "Telomere biology <b>over</b> sections", long_text("telomerase activity"),
@@ -25,7 +26,7 @@ def corpus(es, django_db_setup, django_db_blocker):
 
 
 def indexed(es, document) -> list[dict]:
-    from indexer.index import alias_name
+    from indexer.store import alias_name
 
     hits = es.search(index=alias_name(document.collection.slug), size=1000, sort=[{"chunk": "asc"}],
                      query={"term": {"document_id": document.pk}})["hits"]["hits"]

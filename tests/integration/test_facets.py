@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from indexer.index import alias_name
+from indexer.store import alias_name
 from indexer.models import Collection
 from tests.support.searching import SCIENCE, add_documents, drop_collections, index_now, long_text
 
@@ -16,8 +16,10 @@ QUERY = "telomerase activity of stem cells"
 def corpus(es, django_db_setup, django_db_blocker):
     with django_db_blocker.unblock():
         sci = Collection.objects.create(name="Facet sci", slug="f-sci", chunk_size=48, chunk_overlap=8,
-                                        facet_fields="kind, year")
-        other = Collection.objects.create(name="Facet other", slug="f-other", facet_fields="kind")
+                                        facet_fields="kind, year",
+                                        visibility=Collection.Visibility.PUBLIC)
+        other = Collection.objects.create(name="Facet other", slug="f-other", facet_fields="kind",
+                                          visibility=Collection.Visibility.PUBLIC)
         private = Collection.objects.create(name="Facet private", slug="f-private",
                                             visibility=Collection.Visibility.AUTHENTICATED, facet_fields="secret")
         add_documents(sci, [(f"sci{i}", title, text, {"year": str(2020 + i % 2), "kind": "review" if i % 4 == 0 else "study"})
@@ -37,7 +39,7 @@ def documents_matching(es, slugs: list[str], field: str | None = None, value: st
                        extra: list[dict] = ()) -> int:
     """Distinct documents whose text has the query's words (the BM25 clause of the search), counted
     independently of the facets' code: every matching chunk read back and its document ids counted."""
-    from indexer.builds import serving
+    from indexer.lookups import serving
     from search.retrieval import keyword_query
 
     languages = {slug: serving(Collection.objects.get(slug=slug))[1] for slug in slugs}

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('indexer', '0003_language'),
+        ('indexer', '0004_collection_visibility_default_from_settings'),
     ]
 
     operations = [
