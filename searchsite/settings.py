@@ -281,7 +281,7 @@ TASK_TIME_LIMIT_KINDS = {
         "indexer.tasks.prepare_build", "indexer.tasks.finalize_build")),
     "INDEX_MAINTENANCE_SOFT_TIME_LIMIT": (INDEX_MAINTENANCE_SOFT_TIME_LIMIT, (
         "indexer.tasks.reconcile", "indexer.tasks.drop_indices")),
-    "QUERY_SOFT_TIME_LIMIT": (QUERY_SOFT_TIME_LIMIT, ("reranker.tasks.rerank", "searchsite.tasks.embed_queries")),
+    "QUERY_SOFT_TIME_LIMIT": (QUERY_SOFT_TIME_LIMIT, ("reranker.tasks.rerank", "search.tasks.embed_queries")),
     "MODEL_LOAD_SOFT_TIME_LIMIT": (MODEL_LOAD_SOFT_TIME_LIMIT, ("reranker.tasks.warm_up",)),
 }
 # Celery sets these attributes on the tasks it registers (searchsite/celery.py reads CELERY_*).
