@@ -17,9 +17,11 @@ from dataclasses import asdict, dataclass, field
 
 from django.conf import settings
 from django.core.cache import caches
+from django.urls import reverse
 
 from reranker.cross_encoder import sigmoid
 
+from .facets import FacetRequest, facet_keys, parse_facets
 from .params import SearchParams
 from .rerank_client import RerankOutcome, apply_shares, rerank_hits
 from .retrieval import Hit, first_stage, highlight_html, plain_text
@@ -48,6 +50,7 @@ class ResultItem:
     external_id: str
     title: str
     title_html: str
+    url: str  # the document page, scrolled to this chunk (search/documents.py)
     chunk: int
     start: int
     end: int
@@ -87,13 +90,15 @@ class RankedList:
     rerank: RerankSummary
     timings_ms: dict[str, float]
     query_vector_cached: bool | None
+    facets: dict  # search/facets.py parse_facets
 
 
 def result_item(hit: Hit, rank: int) -> ResultItem:
     logit = hit.reranker_logit
     return ResultItem(
         rank=rank, collection=hit.collection, document_id=hit.document_id, external_id=hit.external_id,
-        title=hit.title, title_html=highlight_html(hit.title_fragment), chunk=hit.chunk, start=hit.start,
+        title=hit.title, title_html=highlight_html(hit.title_fragment),
+        url=f"{reverse('document', args=[hit.document_id])}?chunk={hit.chunk}", chunk=hit.chunk, start=hit.start,
         end=hit.end, snippet=plain_text(hit.fragment), snippet_html=highlight_html(hit.fragment),
         metadata=hit.metadata,
         scores=Scores(
@@ -123,6 +128,7 @@ def build_results(hits: list[Hit], group: bool) -> list[ResultItem]:
 
 def snapshot_key(params: SearchParams) -> str:
     what = [params.query, params.mode, sorted(c.slug for c in params.collections), params.metadata,
+            sorted(c.slug for c in params.scope), params.requested_collections,
             params.rerank, params.group, settings.SEARCH_DEPTH, settings.RERANK_TOP_N]
     return "snapshot:" + hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
 
@@ -149,7 +155,9 @@ def _cache_set(key: str, value: RankedList) -> None:
 
 def ranked_list(params: SearchParams) -> RankedList:
     """The whole ranked list (every page) with how it was made."""
-    stage = first_stage(params.query, params.mode, params.collections, params.metadata)
+    facets = FacetRequest(scope=params.scope, requested=params.requested_collections, metadata=params.metadata,
+                          keys=facet_keys(params.collections))
+    stage = first_stage(params.query, params.mode, params.collections, params.metadata, facets=facets)
     hits = stage.hits
     if not params.rerank:
         outcome = RerankOutcome(False, None)
@@ -179,6 +187,7 @@ def ranked_list(params: SearchParams) -> RankedList:
             "rerank": round(outcome.ms, 2),
         },
         query_vector_cached=stage.vector_cached,
+        facets=parse_facets(facets, stage.facets_response),
     )
 
 
@@ -212,5 +221,6 @@ def run_search(params: SearchParams) -> dict:
         "from_snapshot": from_snapshot,
         "query_vector_cached": ranked.query_vector_cached,
         "timings_ms": timings,
+        "facets": ranked.facets,
         "results": [item.to_dict() for item in ranked.results[first: first + params.k]],
     }

@@ -1,4 +1,5 @@
-"""First stage of search: candidate chunks from Elasticsearch. The one module that queries it.
+"""First stage of search: candidate chunks from Elasticsearch. The one module that searches it
+(the document page only reads one document's chunks by id: search/documents.py).
 
     semantic  kNN on `embedding` (the query embedded with the model that built the index)
     keyword   BM25 `multi_match` over the title and text terms the index holds in its language
@@ -40,6 +41,7 @@ from indexer.models import Collection
 from indexer.store import alias_name, get_client
 
 from .errors import SearchBackendError
+from .facets import FacetRequest, facet_body
 from .query_vectors import embed_query
 
 MODES = ("semantic", "keyword", "hybrid")
@@ -79,6 +81,7 @@ class FirstStage:
     es_ms: float = 0.0
     vector_cached: bool | None = None
     models: list[str] = field(default_factory=list)
+    facets_response: dict | None = None  # the raw answer of the facet search (search/facets.py)
 
 
 # --------------------------------------------------------------------------- access control
@@ -177,9 +180,9 @@ def add_highlights(hits: list[Hit], query: str, languages: dict[str, str]) -> No
         hit.title_fragment = highlight(hit.title, terms[language], language, fragment_chars=None)
 
 
-def run_msearch(searches: list[tuple[list[str], dict]]) -> list[list[Hit]]:
-    """Several searches in one round trip; each over the aliases of its collections (aliases of
-    collections that have no index yet are skipped)."""
+def msearch(searches: list[tuple[list[str], dict]]) -> list[dict]:
+    """Several searches in one round trip, each over the aliases of its collections (aliases of
+    collections that have no index yet are skipped); their answers, an error of any raised."""
     lines = []
     for aliases, body in searches:
         lines += [{"index": ",".join(aliases), "ignore_unavailable": True, "allow_no_indices": True}, body]
@@ -187,13 +190,11 @@ def run_msearch(searches: list[tuple[list[str], dict]]) -> list[list[Hit]]:
         responses = get_client().msearch(searches=lines)["responses"]
     except (ApiError, TransportError) as exc:
         raise SearchBackendError(f"Elasticsearch: {exc}") from exc
-    results = []
     for response in responses:
         if "error" in response:
             reason = response["error"].get("reason") if isinstance(response["error"], dict) else response["error"]
             raise SearchBackendError(f"Elasticsearch: {reason}")
-        results.append([to_hit(raw) for raw in response["hits"]["hits"]])
-    return results
+    return responses
 
 
 def fuse(semantic: list[Hit], keyword: list[Hit], rrf_k: int, depth: int) -> list[Hit]:
@@ -212,9 +213,10 @@ def fuse(semantic: list[Hit], keyword: list[Hit], rrf_k: int, depth: int) -> lis
 
 
 def first_stage(query: str, mode: str, collections: list[Collection], metadata: dict[str, list[str]] | None = None,
-                depth: int | None = None, highlights: bool = True) -> FirstStage:
+                depth: int | None = None, highlights: bool = True, facets: FacetRequest | None = None) -> FirstStage:
     """Ranked candidate chunks for `query` from `collections` (already access-checked);
-    `highlights=False` skips the snippets (mining and evaluation read no snippet)."""
+    `highlights=False` skips the snippets (mining and evaluation read no snippet); `facets`
+    adds the facet search (search/facets.py) to the same msearch."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}")
     depth = depth or settings.SEARCH_DEPTH
@@ -251,8 +253,18 @@ def first_stage(query: str, mode: str, collections: list[Collection], metadata: 
     if match is not None:
         searches.append(([alias_name(s) for s in slugs], keyword_body(query, filters, depth, match)))
 
+    facet_search = None
+    if facets is not None and (mode != "keyword" or match is not None):
+        # The BM25 clause again, over every collection in the facets' scope (in their languages).
+        scope_languages = {c.slug: languages.get(c.slug) or serving(c)[1] for c in facets.scope}
+        facet_match = keyword_query(query, scope_languages) if mode in ("keyword", "hybrid") else None
+        facet_search = ([alias_name(c.slug) for c in facets.scope], facet_body(facets, facet_match))
+
     started = time.perf_counter()
-    lists = run_msearch(searches) if searches else []
+    responses = msearch(searches + ([facet_search] if facet_search else [])) if searches else []
+    if facet_search:
+        stage.facets_response = responses.pop()
+    lists = [[to_hit(raw) for raw in response["hits"]["hits"]] for response in responses]
     stage.es_ms = (time.perf_counter() - started) * 1000
 
     if mode == "keyword":
