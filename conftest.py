@@ -20,6 +20,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ["SEARCHSITE_TEST_TMP"] = str(TMP)
+# Rate limits off: every test search comes from the test client's one address (127.0.0.1), and
+# tests/integration/test_api.py alone sends dozens in a minute and a half on 2 busy cores (60 per
+# minute is the default limit), so a faster machine would see 429s. The tests of the limits
+# (tests/*/test_ratelimit.py) switch them on with limits of their own.
+os.environ["SEARCH_RATE_LIMIT_ENABLED"] = "0"
 
 import django  # noqa: E402
 

@@ -1,5 +1,5 @@
 """Engines side by side (not a test): the same chunks, vectors and queries written to and searched
-in each engine through indexer/store.py, with the query bodies of searchsite/search.py.
+in each engine through indexer/store.py, with the query bodies of search/retrieval.py.
 
     .venv/bin/python bench/engines.py [--engines elasticsearch,opensearch] [--limit N] [--queries N]
 
@@ -12,12 +12,12 @@ layout both engines offer, so that the HNSW searches compare):
   write      every chunk through Store.write_chunks (bulk, 500 a request) and one refresh:
              chunks per second (encoding is engine-independent and left out);
   latency    per dev query and mode, the engine round trip of the first stage (Store.msearch of
-             the bodies searchsite/search.py builds: kNN, BM25, both in one msearch for hybrid):
+             the bodies search/retrieval.py builds: kNN, BM25, both in one msearch for hybrid):
              p50/p95 in ms;
   recall@10  of the kNN search (k 10, SEARCH_NUM_CANDIDATES candidates, the collection filter)
              against the exact cosine top 10 over the same vectors;
   nDCG@10    per mode on the dev judgments (documents ranked by their best chunk; hybrid fused
-             by searchsite.search.fuse). With --limit N the corpus is the first N documents
+             by search.retrieval.fuse). With --limit N the corpus is the first N documents
              plus every document judged for the dev queries: a smaller, easier corpus than the
              whole one, the same for both engines.
 
@@ -117,7 +117,7 @@ def main():
     from indexer.pipeline import chunk_source, encode_chunks, plan_chunks
     from indexer.store import ChunkWrite, get_store
     from reranker.metrics import ndcg_at_k
-    from searchsite.search import (es_filters, fuse, keyword_body, keyword_query, semantic_body, to_hit)
+    from search.retrieval import (es_filters, fuse, keyword_body, keyword_query, semantic_body, to_hit)
 
     model_id = settings.EMBEDDING_MODEL
     print(f"machine: {machine()}")
@@ -156,7 +156,7 @@ def main():
     languages = {SLUG: "en"}
 
     def use(engine: str):
-        settings.SEARCH_ENGINE = engine  # searchsite.search builds its kNN clause with get_store()
+        settings.SEARCH_ENGINE = engine  # search.retrieval builds its kNN clause with get_store()
         get_store.cache_clear()
         return get_store()
 
@@ -201,7 +201,7 @@ def main():
                     t = time.perf_counter()
                     lists = store.msearch(batch)
                     latency[engine][mode].append((time.perf_counter() - t) * 1000)
-                    hits = [[to_hit(raw) for raw in raws] for raws in lists]
+                    hits = [[to_hit(raw) for raw in answer["hits"]["hits"]] for answer in lists]
                     if mode == "hybrid":
                         ranked = fuse(hits[0], hits[1] if len(hits) > 1 else [], settings.SEARCH_RRF_K,
                                       settings.SEARCH_DEPTH)
@@ -210,7 +210,7 @@ def main():
                     ndcg[engine][mode].append(ndcg_at_k([external[h.document_id] for h in ranked], qrels[qid], 10))
                 knn = {**store.knn_search_body(vector.tolist(), k=10, num_candidates=settings.SEARCH_NUM_CANDIDATES,
                                                filters=filters), "size": 10, "_source": False}
-                top = {h["_id"] for h in store.msearch([([index], knn)])[0]}
+                top = {h["_id"] for h in store.msearch([([index], knn)])[0]["hits"]["hits"]}
                 found[engine] += len(top & {chunk_ids[j] for j in exact[row]})
     finally:
         for engine, index in indices.items():

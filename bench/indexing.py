@@ -213,7 +213,7 @@ def recall(vectors, planned, queries: list[str], model_id: str, num_candidates: 
             body = {**store.knn_search_body(vector.tolist(), k=10, num_candidates=num_candidates, filters=[]),
                     "size": 10, "_source": False}
             t = time.perf_counter()
-            hits = store.msearch([([index], body)])[0]
+            hits = store.msearch([([index], body)])[0]["hits"]["hits"]
             latencies.append(time.perf_counter() - t)
             hits_total += len({int(h["_id"]) for h in hits} & set(exact[row].tolist()))
         results[options] = hits_total / (10 * len(q))

@@ -80,9 +80,9 @@ def direct(query: str, collection, mode: str, candidates: int) -> dict:
 
     from indexer.lookups import serving
     from indexer.store import alias_name, get_store
-    from reranker.cross_encoder import configured_model, score_pairs
-    from searchsite.search import (add_highlights, encode_queries, es_filters, keyword_body, keyword_query,
-                                   semantic_body, to_hit)
+    from reranker.cross_encoder import configured_model, score_passages
+    from search.query_vectors import encode_queries
+    from search.retrieval import add_highlights, es_filters, keyword_body, keyword_query, semantic_body, to_hit
 
     timings = {}
     started = time.perf_counter()
@@ -97,13 +97,13 @@ def direct(query: str, collection, mode: str, candidates: int) -> dict:
         timings["embed"] = 0.0
         body = keyword_body(query, filters, settings.SEARCH_DEPTH, keyword_query(query, languages))
     t = time.perf_counter()
-    raw = get_store().msearch([([alias_name(collection.slug)], body)])[0]
+    raw = get_store().msearch([([alias_name(collection.slug)], body)])[0]["hits"]["hits"]
     hits = [to_hit(h) for h in raw]
     add_highlights(hits, query, languages)  # the API's snippets are part of its first stage
     timings["elasticsearch"] = (time.perf_counter() - t) * 1000
     hits = hits[:candidates]
     t = time.perf_counter()
-    score_pairs(configured_model(collection.reranker_model), query,
+    score_passages(configured_model(collection.reranker_model), query,
                 [f"{h.title}\n{h.text}" if h.title else h.text for h in hits])
     timings["rerank"] = (time.perf_counter() - t) * 1000
     timings["total"] = (time.perf_counter() - started) * 1000

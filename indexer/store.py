@@ -189,9 +189,9 @@ class Store:
         are (1 + cosine) / 2 on both engines."""
         raise NotImplementedError
 
-    def msearch(self, searches: list[tuple[list[str], dict]]) -> list[list[dict]]:
+    def msearch(self, searches: list[tuple[list[str], dict]]) -> list[dict]:
         """Several searches in one round trip, each over some aliases (a missing one is skipped);
-        the raw hits of each."""
+        the answer of each (`hits.hits`, `aggregations`); an error in any is raised."""
         raise NotImplementedError
 
     def health(self, timeout: float) -> ClusterHealth:
@@ -477,13 +477,11 @@ class ElasticsearchStore(Store):
             raise StoreError(f"Elasticsearch: {exc}") from exc
         except TransportError as exc:
             raise StoreUnavailable(f"Elasticsearch: {exc}") from exc
-        results = []
         for response in responses:
             if "error" in response:
                 error = response["error"]
                 raise StoreError(f"Elasticsearch: {error.get('reason') if isinstance(error, dict) else error}")
-            results.append(response["hits"]["hits"])
-        return results
+        return responses
 
     @_translated
     def health(self, timeout):
@@ -723,13 +721,11 @@ class OpenSearchStore(Store):
             raise StoreUnavailable(f"OpenSearch: {exc}") from exc
         except OSTransportError as exc:
             raise _os_store_error(exc) from exc
-        results = []
         for response in responses:
             if "error" in response:
                 error = response["error"]
                 raise StoreError(f"OpenSearch: {error.get('reason') if isinstance(error, dict) else error}")
-            results.append(response["hits"]["hits"])
-        return results
+        return responses
 
     @_os_translated
     def health(self, timeout):

@@ -108,6 +108,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "indexer",
     "reranker",
+    "search",
     "searchsite",
 ]
 
@@ -124,6 +125,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # After the messages middleware, before any view reads the upload (indexer/upload_limits.py).
     "indexer.upload_limits.UploadLimitMiddleware",
+    # After authentication (signed-in users are counted by user); answers 429 (searchsite/ratelimit.py).
+    "searchsite.ratelimit.RateLimitMiddleware",
 ]
 
 ROOT_URLCONF = "searchsite.urls"
@@ -267,6 +270,11 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Queue names; the routing in searchsite/celery.py sends each app's tasks to its queue.
 EMBED_QUEUE = env("EMBED_QUEUE", "embed")
 RERANK_QUEUE = env("RERANK_QUEUE", "rerank")
+# Evaluate and train runs started from the admin (reranker/run_tasks.py): minutes of CPU or GPU
+# each, so on a queue of their own (the Procfile's `train` worker, one at a time), never in the
+# way of indexing or of a search's rerank.
+TRAIN_QUEUE = env("TRAIN_QUEUE", "train")
+
 # A worker reserves one message per pool process beyond the one it runs, not Celery's four:
 # an indexing batch takes minutes, and with acks_late the batches a busy worker had reserved
 # would wait behind it while another worker idles (and, if it died, come back only after the
@@ -288,6 +296,9 @@ INDEX_MAINTENANCE_SOFT_TIME_LIMIT = env_seconds("INDEX_MAINTENANCE_SOFT_TIME_LIM
 # first request for a model may load and export it, minutes on a CPU).
 QUERY_SOFT_TIME_LIMIT = env_seconds("QUERY_SOFT_TIME_LIMIT", 300)
 MODEL_LOAD_SOFT_TIME_LIMIT = env_seconds("MODEL_LOAD_SOFT_TIME_LIMIT", 1800)  # a rerank worker loading new models
+# An evaluate or train run from the admin (reranker/run_tasks.py): the CPU demo recipe trains in
+# about 20 minutes on 2 cores; larger settings on a CPU take hours.
+RERANKER_RUN_SOFT_TIME_LIMIT = env_seconds("RERANKER_RUN_SOFT_TIME_LIMIT", 6 * 3600)
 TASK_HARD_TIME_LIMIT_GRACE = env_seconds("TASK_HARD_TIME_LIMIT_GRACE", 60)
 # Each kind: the setting that names its soft limit (quoted in the error text), the limit, its tasks.
 TASK_TIME_LIMIT_KINDS = {
@@ -297,8 +308,10 @@ TASK_TIME_LIMIT_KINDS = {
         "indexer.tasks.prepare_build", "indexer.tasks.finalize_build")),
     "INDEX_MAINTENANCE_SOFT_TIME_LIMIT": (INDEX_MAINTENANCE_SOFT_TIME_LIMIT, (
         "indexer.tasks.reconcile", "indexer.tasks.drop_indices")),
-    "QUERY_SOFT_TIME_LIMIT": (QUERY_SOFT_TIME_LIMIT, ("reranker.tasks.rerank", "searchsite.tasks.embed_queries")),
+    "QUERY_SOFT_TIME_LIMIT": (QUERY_SOFT_TIME_LIMIT, ("reranker.tasks.rerank", "search.tasks.embed_queries")),
     "MODEL_LOAD_SOFT_TIME_LIMIT": (MODEL_LOAD_SOFT_TIME_LIMIT, ("reranker.tasks.warm_up",)),
+    "RERANKER_RUN_SOFT_TIME_LIMIT": (RERANKER_RUN_SOFT_TIME_LIMIT, (
+        "reranker.run_tasks.evaluate", "reranker.run_tasks.train")),
 }
 # Celery sets these attributes on the tasks it registers (searchsite/celery.py reads CELERY_*).
 CELERY_TASK_ANNOTATIONS = {
@@ -349,7 +362,7 @@ DEFAULT_COLLECTION_VISIBILITY = env("DEFAULT_COLLECTION_VISIBILITY", "groups")
 
 HEALTH_TIMEOUT = env_float("HEALTH_TIMEOUT", 2.0)
 
-# --------------------------------------------------------------------------- Search (searchsite/search.py)
+# --------------------------------------------------------------------------- Search (search/)
 
 # Chunks the first stage returns per mode (the kNN `k`; BM25 `size`); pages are cut from these.
 SEARCH_DEPTH = env_int("SEARCH_DEPTH", 100)
@@ -399,7 +412,7 @@ RERANK_TIMEOUT = env_float("RERANK_TIMEOUT", 2.0)
 RERANK_TARGET_SECONDS = env_float("RERANK_TARGET_SECONDS", 0.3)
 RERANK_MIN_CANDIDATES = env_int("RERANK_MIN_CANDIDATES", 10)
 
-# Snapshots of ranked lists (searchsite/ranking.py) live in Redis, shared by every web process.
+# Snapshots of ranked lists (search/results.py) live in Redis, shared by every web process.
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
     "search": {
@@ -409,3 +422,32 @@ CACHES = {
         "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
     },
 }
+
+# --------------------------------------------------------------------------- Rate limits (searchsite/ratelimit.py)
+
+from searchsite.ratelimit import parse_rate  # noqa: E402  (the one definition of the "60/minute" syntax)
+
+# Searches (the search page with a query, /api/search) per client in a window that opens at its
+# first search; over it, 429 with Retry-After. Anonymous clients are counted by address, signed-in
+# users by user id with their own, higher limit. Off: nothing is counted.
+SEARCH_RATE_LIMIT_ENABLED = env_bool("SEARCH_RATE_LIMIT_ENABLED", True)
+SEARCH_RATE_LIMIT = env("SEARCH_RATE_LIMIT", "60/minute")
+SEARCH_RATE_LIMIT_USER = env("SEARCH_RATE_LIMIT_USER", "300/minute")
+for _name, _value in (("SEARCH_RATE_LIMIT", SEARCH_RATE_LIMIT), ("SEARCH_RATE_LIMIT_USER", SEARCH_RATE_LIMIT_USER)):
+    try:
+        parse_rate(_value)  # here, so that a bad value stops the start rather than a search
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{_name} {exc}") from None
+# Reverse proxies in front of the web server that append to X-Forwarded-For (0: the client is
+# REMOTE_ADDR and the header is ignored, since any client can send it).
+RATE_LIMIT_TRUSTED_PROXIES = env_int("RATE_LIMIT_TRUSTED_PROXIES", 0)
+if RATE_LIMIT_TRUSTED_PROXIES < 0:
+    raise ImproperlyConfigured(f"RATE_LIMIT_TRUSTED_PROXIES must be 0 or more, not {RATE_LIMIT_TRUSTED_PROXIES}")
+# The counters' Redis; each request waits at most this long for it (seconds) before it goes
+# through uncounted. Keys start with CELERY_KEY_PREFIX, so test runs and deployments sharing one
+# Redis never share counters.
+RATE_LIMIT_REDIS_URL = env("RATE_LIMIT_REDIS_URL", REDIS_URL)
+RATE_LIMIT_REDIS_TIMEOUT = env_float("RATE_LIMIT_REDIS_TIMEOUT", 0.25)
+if RATE_LIMIT_REDIS_TIMEOUT <= 0:
+    raise ImproperlyConfigured(f"RATE_LIMIT_REDIS_TIMEOUT must be a positive number of seconds, not {RATE_LIMIT_REDIS_TIMEOUT}")
+RATE_LIMIT_KEY_PREFIX = f"{CELERY_KEY_PREFIX}ratelimit:"
