@@ -519,15 +519,26 @@ OPENSEARCH_HNSW_PARAMETERS = {
 }
 
 
+# Metadata values as keywords at any depth, as Elasticsearch's `flattened` keeps them: filters
+# and facets compare exact values. Not `flat_object`: its subfields filter, but their terms
+# aggregations (the facets) answer a bogus "java.lang.Object@..." bucket on 3.5.0
+# (aggregations on flat_object are unsupported: opensearch-project/OpenSearch#14225).
+OPENSEARCH_METADATA_TEMPLATES = [
+    {f"metadata_{kind}": {"path_match": "metadata.*", "match_mapping_type": kind, "mapping": {"type": "keyword"}}}
+    for kind in ("string", "long", "double", "boolean")
+]
+
+
 def opensearch_chunk_mapping(dims: int, index_options: str, language: str = "none") -> dict:
     """The chunk mapping of `chunk_mapping` in OpenSearch's words: `knn_vector` with
     `cosinesimil` (score (1 + cos) / 2, the formula of Elasticsearch's `dot_product` on the unit
-    vectors we store, so scores of both engines compare), `flat_object` for `flattened`."""
+    vectors we store, so scores of both engines compare), keyword metadata for `flattened`."""
     if index_options not in OPENSEARCH_HNSW_PARAMETERS:
         raise ValueError(f"index_options must be one of {tuple(OPENSEARCH_HNSW_PARAMETERS)} on OpenSearch "
                          f"(its lucene engine has no binary quantisation), not {index_options!r}")
-    return chunk_fields(language, {
-        "metadata": {"type": "flat_object"},
+    mapping = chunk_fields(language, {
+        # The one place new fields may appear (the rest stays strict), each a keyword.
+        "metadata": {"type": "object", "dynamic": True},
         "embedding": {
             "type": "knn_vector",
             "dimension": dims,
@@ -535,6 +546,9 @@ def opensearch_chunk_mapping(dims: int, index_options: str, language: str = "non
                        "parameters": dict(OPENSEARCH_HNSW_PARAMETERS[index_options])},
         },
     })
+    # No date detection: a value that looks like a date stays the keyword it was sent as.
+    mapping.update(dynamic_templates=OPENSEARCH_METADATA_TEMPLATES, date_detection=False)
+    return mapping
 
 
 def _os_translated(method: Callable) -> Callable:

@@ -7,7 +7,8 @@ import pytest
 from indexer.models import Collection, Document
 from tests.support.searching import add_documents, drop_collections, index_now, long_text
 
-pytestmark = pytest.mark.django_db
+# The page reads chunks from the engine: the backend suite (tests/integration/conftest.py).
+pytestmark = [pytest.mark.django_db, pytest.mark.backend]
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +29,8 @@ def corpus(es, django_db_setup, django_db_blocker):
 def indexed(es, document) -> list[dict]:
     from indexer.store import alias_name
 
-    hits = es.search(index=alias_name(document.collection.slug), size=1000, sort=[{"chunk": "asc"}],
-                     query={"term": {"document_id": document.pk}})["hits"]["hits"]
+    hits = es.search(index=alias_name(document.collection.slug), body={
+        "size": 1000, "sort": [{"chunk": "asc"}], "query": {"term": {"document_id": document.pk}}})["hits"]["hits"]
     return [h["_source"] for h in hits]
 
 

@@ -8,7 +8,8 @@ from indexer.store import alias_name
 from indexer.models import Collection
 from tests.support.searching import SCIENCE, add_documents, drop_collections, index_now, long_text
 
-pytestmark = pytest.mark.django_db
+# Facets are engine aggregations: the backend suite (tests/integration/conftest.py).
+pytestmark = [pytest.mark.django_db, pytest.mark.backend]
 QUERY = "telomerase activity of stem cells"
 
 
@@ -46,8 +47,9 @@ def documents_matching(es, slugs: list[str], field: str | None = None, value: st
     filters = [{"terms": {"collection": slugs}}, *extra]
     if field:
         filters.append({"term": {field: value}})
-    response = es.search(index=",".join(alias_name(s) for s in slugs), size=1000, _source=["document_id"],
-                         query={"bool": {"must": [keyword_query(QUERY, languages)], "filter": filters}})
+    response = es.search(index=",".join(alias_name(s) for s in slugs), body={
+        "size": 1000, "_source": ["document_id"],
+        "query": {"bool": {"must": [keyword_query(QUERY, languages)], "filter": filters}}})
     return len({hit["_source"]["document_id"] for hit in response["hits"]["hits"]})
 
 

@@ -21,7 +21,8 @@ def test_opensearch_refuses_bbq_and_both_keep_the_same_fields():
         opensearch_chunk_mapping(384, "bbq_hnsw", "en")
     es, os_ = chunk_mapping(384, "hnsw", "zh"), opensearch_chunk_mapping(384, "hnsw", "zh")
     assert set(es["properties"]) == set(os_["properties"]) and es["_source"] == os_["_source"]
-    assert os_["properties"]["metadata"] == {"type": "flat_object"}
+    assert os_["properties"]["metadata"] == {"type": "object", "dynamic": True}
+    assert {t["mapping"]["type"] for rule in os_["dynamic_templates"] for t in rule.values()} == {"keyword"}
 
 
 def test_knn_bodies_carry_the_filters_inside_the_vector_search():
