@@ -298,16 +298,20 @@ def stage_breakdown(e2e_seconds: float, raw_seconds: float, docs_per_task: int) 
     """Where the end-to-end time went, from the worker's per-task log lines (indexer/pipeline.py)."""
     import re
 
-    pattern = re.compile(r"chunking ([0-9.]+)s, encoding ([0-9.]+)s, writing ([0-9.]+)s")
-    totals, tasks = [0.0, 0.0, 0.0], 0
+    pattern = re.compile(r"chunking ([0-9.]+)s, encoding ([0-9.]+)s, analysis \([^)]*\) ([0-9.]+)s, writing ([0-9.]+)s")
+    totals, tasks = [0.0, 0.0, 0.0, 0.0], 0
     for line in (TMP / "worker.log").read_text(errors="replace").splitlines():
         match = pattern.search(line)
         if match and "warm-up" not in line:
             tasks += 1
             totals = [t + float(x) for t, x in zip(totals, match.groups())]
-    chunking, encoding, writing = totals
+    chunking, encoding, analysis, writing = totals
+    if not tasks:
+        print("worker: no per-task timing line found in its log (indexer/pipeline.py's format changed?)")
+        return
     print(f"worker, {tasks} tasks of up to {docs_per_task} documents: chunking {chunking:.1f} s, encoding "
-          f"{encoding:.1f} s (raw {raw_seconds:.1f} s), bulk writing {writing:.1f} s; the rest (queue, database "
+          f"{encoding:.1f} s (raw {raw_seconds:.1f} s), keyword analysis {analysis:.1f} s, bulk writing {writing:.1f} s; "
+          f"the rest (queue, database "
           f"statuses, refresh) {e2e_seconds - sum(totals):.1f} s")
 
 

@@ -10,6 +10,7 @@ document was edited and not re-indexed yet), the page says so instead of marking
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 from indexer.models import Document
@@ -17,6 +18,8 @@ from indexer.store import alias_name
 
 from .errors import SearchBackendError
 from .retrieval import msearch, visible_collections
+
+logger = logging.getLogger(__name__)
 
 # More chunks than any document of the sizes we accept has; the page lists them all.
 MAX_CHUNKS = 10000
@@ -65,7 +68,8 @@ def document_view(document: Document, chunk_number: int | None) -> DocumentView:
     try:
         view.chunks = indexed_chunks(document)
     except SearchBackendError as exc:
-        view.problems.append(f"The indexed chunks cannot be read right now ({str(exc)[:200]}).")
+        logger.error("document %s: %s", document.pk, exc)
+        view.problems.append(f"The indexed chunks cannot be read right now: {exc.public}.")
         return view
     if chunk_number is None:
         return view

@@ -17,7 +17,7 @@ from django.conf import settings
 
 from indexer.embedding import load_embedding_model
 
-from .errors import SearchBackendError
+from .errors import EMBEDDER_DOWN, MISCONFIGURED, SearchBackendError
 
 EMBED_TASK = "search.tasks.embed_queries"
 
@@ -76,13 +76,14 @@ def embed_query(text: str, model_id: str) -> tuple[list[float], bool]:
             vector = result.get(timeout=settings.QUERY_EMBEDDING_TIMEOUT)[0]
         except CeleryTimeout:
             raise SearchBackendError(
-                f"no embed worker encoded the query within {settings.QUERY_EMBEDDING_TIMEOUT:g} s") from None
+                f"no embed worker encoded the query within {settings.QUERY_EMBEDDING_TIMEOUT:g} s", EMBEDDER_DOWN) from None
         finally:
             result.forget()
     elif settings.QUERY_EMBEDDING == "local":
         vector = encode_queries([text], model_id)[0]
     else:
-        raise SearchBackendError(f"QUERY_EMBEDDING must be 'local' or 'queue', not {settings.QUERY_EMBEDDING!r}")
+        raise SearchBackendError(f"QUERY_EMBEDDING must be 'local' or 'queue', not {settings.QUERY_EMBEDDING!r}",
+                                 MISCONFIGURED)
     vector_cache.put(key, vector)
     return vector, False
 

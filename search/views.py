@@ -30,7 +30,7 @@ def _search(request, *, query_required: bool):
         return params, run_search(params), 200
     except SearchBackendError as exc:
         logger.error("search failed: %s", exc)
-        return params, {"error": f"search is unavailable right now: {str(exc)[:300]}"}, 503
+        return params, {"error": f"search is unavailable right now: {exc.public}; please try again in a minute"}, 503
 
 
 @never_cache
