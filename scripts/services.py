@@ -5,6 +5,8 @@
     python scripts/services.py stop  [es|opensearch|redis|all]
     python scripts/services.py status
     python scripts/services.py install postgres
+    ES_NODES=3 python scripts/services.py start|stop es        an N-node cluster instead
+    ES_NODES=3 python scripts/services.py start|stop es-node 2 one node of it (drills)
 
 Elasticsearch is Elastic's own test distribution (`integ-test-zip`) of one pinned
 version, fetched from Maven Central with `mvn dependency:copy` (cached in ~/.m2, so a
@@ -12,6 +14,11 @@ second run downloads nothing), unpacked under `.services/`, and run single-node 
 127.0.0.1 with x-pack security on: the `elastic` user's password is generated once into
 `.services/elastic-password`, which the Django settings read.  Elasticsearch refuses to
 run as root, so when we are root it runs as the unprivileged system user `elasticsearch`.
+
+ES_NODES=N (N > 1) runs N nodes of one cluster instead, from the same unpacked distribution:
+HTTP ports ES_PORT..ES_PORT+N-1, each with its own config, data and logs under
+<runtime>/cluster-<ES_PORT>/, heap ES_HEAP (512m), security as on the single node (see the
+"Elasticsearch cluster" section below).
 
 OpenSearch (the second engine, issue 13) is OpenSearch's own test distribution
 (`org.opensearch.distribution.integ-test-zip:opensearch`) with the k-NN plugin of the same
@@ -463,7 +470,9 @@ def node_http_port(i: int) -> int:
 
 
 def node_pidfile(i: int) -> Path:
-    return STATE / f"es-cluster-{ES_PORT}-node-{i}.pid"
+    """Written by the node itself (`-p`) beside its logs, and removed when it stops: it follows the
+    node's data, not the checkout's .services folder."""
+    return node_dir(i) / "logs" / "es.pid"
 
 
 def check_node_number(i: str, nodes: int) -> int:
@@ -560,12 +569,10 @@ action.destructive_requires_name: false
 def launch_node(i: int) -> subprocess.Popen:
     """Start node i's launcher (`elasticsearch -d` returns once the node runs); `launched` waits for it."""
     home = node_dir(i)
-    pid_tmp = home / "logs" / "es.pid"
-    pid_tmp.unlink(missing_ok=True)
     node_pidfile(i).unlink(missing_ok=True)
     env = dict(os.environ, ES_JAVA_HOME=str(find_java_home()), ES_PATH_CONF=str(home / "config"),
                ES_TMPDIR=str(home / "tmp"))
-    cmd = [str(ES_HOME / "bin" / "elasticsearch"), "-d", "-p", str(pid_tmp)]
+    cmd = [str(ES_HOME / "bin" / "elasticsearch"), "-d", "-p", str(node_pidfile(i))]
     user = ensure_es_user()
     if user:
         cmd = ["runuser", "-u", user, "--", "env",
@@ -588,9 +595,6 @@ def wait_for_nodes(nodes: int, started: list[int], status: str) -> None:
     deadline = time.time() + float(os.environ.get("ES_START_TIMEOUT", "240"))
     while time.time() < deadline:
         for i in started:
-            pid_tmp = node_dir(i) / "logs" / "es.pid"
-            if pid_tmp.exists() and not node_pidfile(i).exists():
-                shutil.copy(pid_tmp, node_pidfile(i))
             if node_pidfile(i).exists() and not pid_alive(node_pidfile(i)):
                 print(tail(node_dir(i) / "logs" / f"{CLUSTER_NAME}.log"), file=sys.stderr)
                 fail(f"node-{i} exited while starting; last log lines above")
