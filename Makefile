@@ -9,7 +9,7 @@ HF_HUB_OFFLINE ?= 1
 export HF_HUB_OFFLINE
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: run test unit stop services postgres venv migrate requeue demo clean-services
+.PHONY: run test unit lint stop services postgres chromium screenshots venv migrate requeue demo clean-services
 
 venv: $(STAMP)
 $(STAMP): requirements.txt
@@ -26,6 +26,11 @@ services:
 ## server of its own): Debian's postgresql is installed when missing, as root. Nothing is started.
 postgres:
 	$(PYTHON) scripts/services.py install postgres
+
+## Headless Chromium and its driver for the browser tests (tests/integration/test_browser.py): Debian's chromium and
+## chromium-driver are installed when missing, as root.
+chromium:
+	$(PYTHON) scripts/services.py install chromium
 
 migrate: venv
 	$(PY) manage.py migrate --noinput
@@ -50,12 +55,23 @@ run: venv services migrate requeue demo
 
 ## Every test, unit and integration (tests/). A skipped integration test fails the run
 ## (tests/integration/conftest.py) unless ALLOW_SKIPS=1; no test collected fails it too (exit 5).
-test: venv services postgres
+test: venv services postgres chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+## The browser tests alone; they write docs/screenshots/*.png (each page at 1280 and 375 px).
+screenshots: venv services chromium
+	$(PY) -m pytest tests/integration/test_browser.py $(PYTEST_ARGS)
 
 ## The unit tests alone (tests/unit): no service is started or needed.
 unit: venv
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+## The import rules: the contracts in .importlinter (layers, the reranker's model code kept free of
+## the query path and of Django) and no cycle between modules (scripts/import_cycles.py); both are
+## also checked by tests/unit/test_imports.py, which `make test` and `make unit` run.
+lint: venv
+	$(VENV)/bin/lint-imports
+	$(PY) scripts/import_cycles.py
 
 stop:
 	$(PYTHON) scripts/services.py stop

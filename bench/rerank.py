@@ -122,7 +122,7 @@ def main() -> int:
 
     django.setup()
     from indexer.models import Collection
-    from reranker import runs
+    from search import offline
     from reranker.fusion import load_fusion
     from reranker.metrics import evaluate_run
     from reranker.scorers import usable_cores
@@ -148,18 +148,18 @@ def main() -> int:
     pairs_total = 0
     started = time.perf_counter()
     for number, qid in enumerate(qids, 1):
-        hits = runs.first_stage_hits(collection, texts[qid], "hybrid", max(2 * args.top, 100))
+        hits = offline.first_stage_hits(collection, texts[qid], "hybrid", max(2 * args.top, 100))
         head = hits[: args.top]
-        pairs = [(texts[qid], runs.passage(hit)) for hit in head]
+        pairs = [(texts[qid], offline.passage_text(hit)) for hit in head]
         pairs_total += len(pairs)
-        first_run[qid] = runs.document_ranking(hits)
+        first_run[qid] = offline.document_ranking(hits)
         for name, scorer in runners.items():
             if number == 1:
                 scorer.score_pairs(pairs[:2])  # the first call pays one-off set-up costs
             begun = time.perf_counter()
             logits = scorer.score_pairs(pairs)
             ms_by[name].append((time.perf_counter() - begun) * 1000)
-            runs_by[name][qid] = runs.document_ranking(runs.reranked_hits(hits, logits, fusion))
+            runs_by[name][qid] = offline.document_ranking(offline.reranked_hits(hits, logits, fusion))
         if number % 25 == 0:
             print(f"  {number}/{len(qids)} queries, {time.perf_counter() - started:.0f} s", flush=True)
 

@@ -78,9 +78,9 @@ def direct(query: str, collection, mode: str, candidates: int) -> dict:
 
     from indexer.lookups import serving
     from indexer.store import alias_name, get_client
-    from reranker.cross_encoder import configured_model, score_pairs
-    from searchsite.search import (add_highlights, encode_queries, es_filters, keyword_body, keyword_query,
-                                   semantic_body, to_hit)
+    from reranker.cross_encoder import configured_model, score_passages
+    from search.query_vectors import encode_queries
+    from search.retrieval import add_highlights, es_filters, keyword_body, keyword_query, semantic_body, to_hit
 
     timings = {}
     started = time.perf_counter()
@@ -101,7 +101,7 @@ def direct(query: str, collection, mode: str, candidates: int) -> dict:
     timings["elasticsearch"] = (time.perf_counter() - t) * 1000
     hits = hits[:candidates]
     t = time.perf_counter()
-    score_pairs(configured_model(collection.reranker_model), query,
+    score_passages(configured_model(collection.reranker_model), query,
                 [f"{h.title}\n{h.text}" if h.title else h.text for h in hits])
     timings["rerank"] = (time.perf_counter() - t) * 1000
     timings["total"] = (time.perf_counter() - started) * 1000

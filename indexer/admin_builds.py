@@ -1,9 +1,12 @@
-"""Admin of index builds (indexer/builds.py): progress that refreshes itself, the rebuild page,
-and, through `CollectionRebuildMixin` (used by the collection admin in indexer/admin.py), a
-"Rebuild index" action on collections and the rebuild offer when a collection's model or
-keyword language or its index layout (shards, replicas) changes.
+"""Admin of index builds (indexer/builds.py): progress that updates in place
+(indexer/admin_build_progress.py), the rebuild page, and, through `CollectionRebuildMixin`
+(used by the collection admin in indexer/admin.py), a "Rebuild index" action on collections
+and the rebuild offer when a collection's model, keyword language or index layout (shards,
+replicas) changes.
 """
 from __future__ import annotations
+
+import json
 
 from django import forms
 from django.contrib import admin, messages
@@ -14,6 +17,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.http import urlencode
 
+from . import admin_build_progress
 from .analysis import LANGUAGES
 from .builds import BuildInProgress
 from .embedding import UnloadableModel, check_model_id
@@ -21,9 +25,6 @@ from .lookups import live_build
 from .models import MAX_REPLICAS, MAX_SHARDS, Collection, IndexBuild
 from .store import INDEX_OPTION_TYPES
 from .tasks import start_build
-
-# Seconds between reloads of the build list and page while a build runs.
-REFRESH_SECONDS = 3
 
 
 def rebuild_url(collection_id: int, model_id: str | None = None, language: str | None = None,
@@ -110,24 +111,33 @@ class IndexBuildAdmin(admin.ModelAdmin):
     def changelist_view(self, request, extra_context=None):
         extra_context = {
             **(extra_context or {}),
-            "refresh_seconds": REFRESH_SECONDS if IndexBuild.objects.filter(status__in=IndexBuild.IN_PROGRESS).exists() else None,
+            **self.progress_poll(IndexBuild.objects.filter(status__in=IndexBuild.IN_PROGRESS).exists()),
             "model_changes": collections_with_changed_model(),
         }
         return super().changelist_view(request, extra_context)
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         build = IndexBuild.objects.filter(pk=object_id).first()
-        extra_context = {**(extra_context or {}),
-                         "refresh_seconds": REFRESH_SECONDS if build and build.in_progress else None}
+        extra_context = {**(extra_context or {}), **self.progress_poll(bool(build and build.in_progress))}
         return super().change_view(request, object_id, form_url, extra_context)
 
     @admin.action(description="Rebuild the selected builds' collections (their current model)")
     def rebuild_collections(self, request, queryset):
         start_rebuilds(self, request, Collection.objects.filter(pk__in=queryset.values("collection_id")))
 
+    def progress_poll(self, running: bool) -> dict:
+        """What a page needs to update its builds in place while one runs (nothing otherwise)."""
+        if not running:
+            return {"poll_seconds": None}
+        return {"poll_seconds": admin_build_progress.POLL_SECONDS,
+                "progress_url": reverse("admin:indexer_indexbuild_progress"),
+                "live_fields": json.dumps(admin_build_progress.LIVE_FIELDS)}
+
     def get_urls(self):
+        progress = path("progress/", self.admin_site.admin_view(
+            lambda request: admin_build_progress.progress_view(self, request)), name="indexer_indexbuild_progress")
         return [path("rebuild/<int:collection_id>/", self.admin_site.admin_view(self.rebuild_view),
-                     name="indexer_indexbuild_rebuild"), *super().get_urls()]
+                     name="indexer_indexbuild_rebuild"), progress, *super().get_urls()]
 
     def rebuild_view(self, request, collection_id):
         """Confirm page: rebuild a collection, optionally with another model or index options."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 
 from django.conf import settings
 from django.contrib.auth.models import Group
@@ -23,6 +24,9 @@ from .analysis import DEFAULT_LANGUAGE, LANGUAGES
 
 TITLE_MAX_LENGTH = 500
 EXTERNAL_ID_MAX_LENGTH = 255
+# A metadata key as searches filter on it (meta.<key>) and facets count it (metadata.<key>).
+METADATA_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,99}$")
+FACET_FIELDS_MAX = 10
 
 
 def default_visibility() -> str:
@@ -109,6 +113,11 @@ class Collection(models.Model):
         help_text="Copies of each shard on other nodes: 1 or more on a cluster keeps searches and indexing "
                   "going when a node stops; 0 on a single node. Changing it takes a rebuild.",
     )
+    facet_fields = models.CharField(
+        max_length=1000, blank=True,
+        help_text=f"Metadata keys whose values the search page counts and offers as filters (facets), "
+                  f"comma-separated, at most {FACET_FIELDS_MAX}; e.g. 'year, journal'.",
+    )
     keep_old_indices = models.PositiveIntegerField(
         default=1, validators=[MaxValueValidator(20)],
         help_text="Previous build indices kept after a rebuild swaps the alias (for rollback).",
@@ -127,11 +136,23 @@ class Collection(models.Model):
             self.slug = slugify(self.name)[:100]
         super().save(*args, **kwargs)
 
+    @property
+    def facet_keys(self) -> list[str]:
+        """facet_fields as a list, in the order given, without repeats."""
+        return list(dict.fromkeys(key.strip() for key in self.facet_fields.split(",") if key.strip()))
+
     def clean(self):
         from django.core.exceptions import ValidationError
 
         if self.chunk_overlap >= self.chunk_size:
             raise ValidationError({"chunk_overlap": "Overlap must be smaller than the chunk size."})
+        bad = [key for key in self.facet_keys if not METADATA_KEY.match(key)]
+        if bad:
+            raise ValidationError({"facet_fields": f"Not a metadata key: {bad[0][:60]!r} (letters, digits, "
+                                                   f"'_', '.', '-'; at most 100 characters)."})
+        if len(self.facet_keys) > FACET_FIELDS_MAX:
+            raise ValidationError({"facet_fields": f"At most {FACET_FIELDS_MAX} facet fields."})
+        self.facet_fields = ", ".join(self.facet_keys)
 
 
 # Every process imports the models at start-up: a bad setting stops it there, not at the first

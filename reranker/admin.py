@@ -16,3 +16,7 @@ class JudgmentAdmin(admin.ModelAdmin):
         if not change:
             obj.judged_by = request.user
         super().save_model(request, obj, form, change)
+
+
+# Evaluate and train runs, and a collection's trained rerankers (reranker/admin_runs.py).
+from . import admin_runs  # noqa: E402,F401

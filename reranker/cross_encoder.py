@@ -27,6 +27,7 @@ from django.conf import settings
 from indexer.embedding import resolve_model_path
 
 from .fusion import ModelFusion, load_fusion
+from .onnx_export import ExportError, export
 from .precision import pick_device, resolve_precision
 from .scorers import OnnxScorer, TorchScorer, pick_runtime, thread_count
 
@@ -107,8 +108,6 @@ def directory_token_limit(path: str) -> int:
 
 def _onnx_scorer(path: str, device: str) -> tuple[OnnxScorer | None, str]:
     """The ONNX Runtime scorer RERANKER_RUNTIME asks for on `device`, or (None, why not)."""
-    from .onnx_export import ExportError, export
-
     if not Path(path).is_dir():
         return None, f"{path} is not a local directory"
     try:
@@ -162,8 +161,9 @@ def load_reranker(model_id: str) -> Reranker:
     return reranker
 
 
-def score_pairs(model_id: str, query: str, passages: Sequence[str]) -> np.ndarray:
-    """Raw logits of (query, passage) for every passage, in the order given."""
+def score_passages(model_id: str, query: str, passages: Sequence[str]) -> np.ndarray:
+    """Raw logits of (query, passage) for every passage, in the order given (`score_pairs`
+    everywhere else takes the pairs themselves)."""
     if not passages:
         return np.zeros(0, dtype=np.float32)
     return load_reranker(model_id).score(query, passages)

@@ -11,8 +11,8 @@ Hugging Face cross-encoder). `train_reranker` chooses (weight, k) on its held-ou
 a small grid, once per first-stage mode (BM25 alone deserves less weight than the hybrid), and
 writes them into the model directory as `fusion.json`, beside the weights; the rerank worker
 sends them with the logits, the web process applies the one of the search's mode, and
-`evaluate` reads them the same way. Measured on SciFact's held-out train queries (122, hybrid
-top 50): reranker alone nDCG@10 0.737, fused (weight 1, k 10) 0.774, first stage 0.721.
+`evaluate` reads them the same way. Fusion beat the reranker alone on SciFact's held-out
+queries (docs/relevance.md, "Measurements behind the code").
 
 Django-free on purpose (reranker/training.py runs as a plain script on a GPU machine).
 """
@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .metrics import evaluate_run
 
 FILE = "fusion.json"
 WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
@@ -105,8 +107,6 @@ def choose_fusion(heads: Sequence[tuple[list[str], Sequence[float], list[str]]],
     Ties go to the smaller weight (the reranker alone when fusion does not help). A choice on
     the grid's largest weight means the best may lie beyond it: the grid grows (doubling the
     largest weight, up to MAX_WEIGHT) until the choice is inside it."""
-    from .metrics import evaluate_run
-
     name, cutoff = metric.split("@")
     table: dict[str, float] = {}
     best, best_value = Fusion(), -1.0

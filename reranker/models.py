@@ -64,3 +64,54 @@ class Judgment(models.Model):
             raise ValidationError({"query": "The query is empty."})
         if self.document_id and self.collection_id and self.document.collection_id != self.collection_id:
             raise ValidationError({"document": "The document belongs to another collection."})
+
+
+class RerankerRun(models.Model):
+    """One `evaluate` or `train_reranker` run started from the admin and done by a worker of the
+    `train` queue (reranker/run_tasks.py): its parameters, live progress and outcome."""
+
+    class Kind(models.TextChoices):
+        EVALUATE = "evaluate", "Evaluate"
+        TRAIN = "train", "Train reranker"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    FINISHED = (Status.DONE, Status.FAILED)
+
+    collection = models.ForeignKey(Collection, on_delete=models.CASCADE, related_name="reranker_runs")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    # The command's options (option name → value), as `manage.py evaluate|train_reranker` takes them.
+    parameters = models.JSONField(default=dict)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    # The current stage's progress ("hybrid", "training", ...): done of total, and its line.
+    progress_done = models.PositiveIntegerField(default=0)
+    progress_total = models.PositiveIntegerField(default=0)
+    progress_text = models.CharField(max_length=500, blank=True)
+    # The lines the command would print, in order.
+    log = models.TextField(blank=True)
+    # evaluate: the metrics report (metrics.json without per-query figures) and its chart;
+    # train: the model directory, its card and training.json. Kept for a refused model too.
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    task_id = models.CharField(max_length=255, blank=True)
+    started_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # The last progress or output line written (a run whose worker died stops reporting).
+    reported_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.collection.slug} #{self.pk}"
+
+    @property
+    def finished(self) -> bool:
+        return self.status in self.FINISHED

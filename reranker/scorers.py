@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .onnx_export import FP32, INT8, read_export
 from .precision import autocast
 
 log = logging.getLogger(__name__)
@@ -105,8 +106,6 @@ class OnnxScorer:
                  threads: int = 1):
         import onnxruntime
         from transformers import AutoTokenizer
-
-        from .onnx_export import FP32, INT8, read_export
 
         state = read_export(model_dir)  # ExportError when missing or damaged
         options = onnxruntime.SessionOptions()

@@ -1,6 +1,6 @@
 """How fast a reranker model scores pairs, and on what, as reported by the workers that serve it.
 
-The rerank depth of a search adapts to it (searchsite/ranking.py): a worker measures its pairs
+The rerank depth of a search adapts to it (search/rerank_client.py): a worker measures its pairs
 per second when it loads a model (full-length pairs, the slow case) and refreshes the figure
 with every request it serves (an exponential moving average); the web processes read it from
 the shared cache (Redis) to decide how many candidates fit in RERANK_TARGET_SECONDS, and

@@ -48,8 +48,9 @@ import numpy as np
 
 from .fusion import Fusion, ModelFusion, choose_fusion, save_fusion
 from .metrics import evaluate_run
+from .onnx_export import record_int8_judgment
 from .precision import pick_device, resolve_precision
-from .scorers import TorchScorer
+from .scorers import OnnxScorer, TorchScorer
 
 log = logging.getLogger(__name__)
 
@@ -371,9 +372,6 @@ def int8_judgment(directory: str | Path, queries: Sequence[JudgedQuery], documen
     (onnx_export.record_int8_judgment). `float32_logits`: (query, passage key) -> logit already
     scored by the float32 export (the held-out scoring), not scored again. Returns (the
     judgment, model-card lines)."""
-    from .onnx_export import record_int8_judgment
-    from .scorers import OnnxScorer
-
     scored_mode = mode if mode and all(mode in q.candidates_by_mode for q in queries) else None
     chosen = fusion.for_mode(mode)
     qrels = {q.query: q.judged for q in queries}

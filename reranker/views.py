@@ -8,7 +8,7 @@ POST /judgments/record   (CSRF-protected form post; staff only)
     next        optional: a local URL to redirect back to (the search page); else JSON
 
 Answers 201 (created) or 200 (updated) with the judgment as JSON, 400 with a message on bad
-input, 403 for non-staff. The same (collection, query, document) is updated, never duplicated.
+input (a collection the user may not search is an unknown one), 403 for non-staff. The same (collection, query, document) is updated, never duplicated.
 """
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from django.http import HttpResponseRedirect, JsonResponse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
-from indexer.models import Collection, Document
+from indexer.models import Document
+from search.retrieval import visible_collections
 
 from .models import MAX_GRADE, QUERY_MAX_LENGTH, Judgment, normalize_query
 
@@ -46,7 +47,8 @@ def record_judgment(request):
             return _error(f"grade must be an integer 0..{MAX_GRADE}, 'relevant' or 'not-relevant'")
     if not 0 <= grade <= MAX_GRADE:
         return _error(f"grade must be between 0 and {MAX_GRADE}")
-    collection = Collection.objects.filter(slug=request.POST.get("collection", "")).first()
+    # A collection the user may not search is answered like one that does not exist.
+    collection = visible_collections(request.user).filter(slug=request.POST.get("collection", "")).first()
     if collection is None:
         return _error("unknown collection")
     document = Document.objects.filter(collection=collection, external_id=request.POST.get("document", "")).first()

@@ -5,6 +5,7 @@
     python scripts/services.py stop  [es|opensearch|redis|all]
     python scripts/services.py status
     python scripts/services.py install postgres
+    python scripts/services.py install chromium
     ES_NODES=3 python scripts/services.py start|stop es        an N-node cluster instead
     ES_NODES=3 python scripts/services.py start|stop es-node 2 one node of it (drills)
 
@@ -33,6 +34,10 @@ Redis is Debian's `redis-server` (installed with apt-get when missing).
 `install postgres` only makes sure PostgreSQL's server binaries (`initdb`, `pg_ctl`) are there,
 installing Debian's `postgresql` with apt-get when missing (as root): the integration tests start
 a throwaway server of their own from them (tests/integration/test_postgres.py). Nothing is started.
+
+`install chromium` makes sure Debian's `chromium` and `chromium-driver` are there (apt-get, as
+root, when missing): the browser tests (tests/integration/test_browser.py) drive headless Chromium through Selenium
+with Debian's chromedriver, which matches the browser's version.
 
 Only the standard library is used: this runs before the virtualenv exists.
 """
@@ -1078,9 +1083,47 @@ def install_postgres() -> None:
         fail("postgresql was installed but initdb, pg_ctl or the postgres user is still missing")
 
 
+# ---------------------------------------------------------------- Chromium (for the browser tests)
+
+# Where tests/support/browser.py looks for them too (on PATH, where Debian puts them).
+CHROMIUM_NAMES = ("chromium", "chromium-browser")
+CHROMEDRIVER_NAMES = ("chromedriver",)
+
+
+def chromium_binaries() -> tuple[str | None, str | None]:
+    browser = next((found for name in CHROMIUM_NAMES if (found := shutil.which(name))), None)
+    driver = next((found for name in CHROMEDRIVER_NAMES if (found := shutil.which(name))), None)
+    return browser, driver
+
+
+def install_chromium() -> None:
+    browser, driver = chromium_binaries()
+    if browser and driver:
+        say(f"Chromium present ({browser}, {driver})")
+        return
+    if os.geteuid() != 0:
+        message = ("Chromium or its driver is missing (tests/integration/test_browser.py drives headless Chromium): "
+                   "install Debian's chromium and chromium-driver packages")
+        if os.environ.get("ALLOW_SKIPS", "") not in ("", "0"):
+            say(f"{message}; the browser tests will be skipped (ALLOW_SKIPS)")
+            return
+        fail(f"{message}, or set ALLOW_SKIPS=1 to skip the browser tests")
+    say("installing Debian's chromium and chromium-driver (headless browser for the tests)")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "update", "-q"], check=True, env=env, stdout=subprocess.DEVNULL)
+    subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium", "chromium-driver"],
+                   check=True, env=env, stdout=subprocess.DEVNULL)
+    browser, driver = chromium_binaries()
+    if not (browser and driver):
+        fail("chromium and chromium-driver were installed but chromium or chromedriver is still not on PATH")
+
+
+INSTALLS = {"postgres": install_postgres, "chromium": install_chromium}
+
+
 def main(argv: list[str]) -> None:
     usage = ("usage: services.py start|stop|status|password [es|opensearch|redis|all] | start|stop es-node N "
-             "| install postgres")
+             "| install postgres|chromium")
     if len(argv) < 1 or argv[0] not in {"start", "stop", "status", "password", "install"}:
         fail(usage)
     action, which = argv[0], (argv[1] if len(argv) > 1 else "all")
@@ -1092,9 +1135,9 @@ def main(argv: list[str]) -> None:
         start_node(nodes, i) if action == "start" else stop_node(i)
         return
     if action == "install":
-        if which != "postgres":
-            fail("usage: services.py install postgres")
-        install_postgres()
+        if which not in INSTALLS:
+            fail("usage: services.py install postgres|chromium")
+        INSTALLS[which]()
         return
     if which not in {"es", "opensearch", "redis", "all"}:
         fail(f"unknown service {which!r}: es, opensearch, redis or all")

@@ -108,6 +108,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "indexer",
     "reranker",
+    "search",
     "searchsite",
 ]
 
@@ -252,6 +253,11 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Queue names; the routing in searchsite/celery.py sends each app's tasks to its queue.
 EMBED_QUEUE = env("EMBED_QUEUE", "embed")
 RERANK_QUEUE = env("RERANK_QUEUE", "rerank")
+# Evaluate and train runs started from the admin (reranker/run_tasks.py): minutes of CPU or GPU
+# each, so on a queue of their own (the Procfile's `train` worker, one at a time), never in the
+# way of indexing or of a search's rerank.
+TRAIN_QUEUE = env("TRAIN_QUEUE", "train")
+
 # A worker reserves one message per pool process beyond the one it runs, not Celery's four:
 # an indexing batch takes minutes, and with acks_late the batches a busy worker had reserved
 # would wait behind it while another worker idles (and, if it died, come back only after the
@@ -273,6 +279,9 @@ INDEX_MAINTENANCE_SOFT_TIME_LIMIT = env_seconds("INDEX_MAINTENANCE_SOFT_TIME_LIM
 # first request for a model may load and export it, minutes on a CPU).
 QUERY_SOFT_TIME_LIMIT = env_seconds("QUERY_SOFT_TIME_LIMIT", 300)
 MODEL_LOAD_SOFT_TIME_LIMIT = env_seconds("MODEL_LOAD_SOFT_TIME_LIMIT", 1800)  # a rerank worker loading new models
+# An evaluate or train run from the admin (reranker/run_tasks.py): the CPU demo recipe trains in
+# about 20 minutes on 2 cores; larger settings on a CPU take hours.
+RERANKER_RUN_SOFT_TIME_LIMIT = env_seconds("RERANKER_RUN_SOFT_TIME_LIMIT", 6 * 3600)
 TASK_HARD_TIME_LIMIT_GRACE = env_seconds("TASK_HARD_TIME_LIMIT_GRACE", 60)
 # Each kind: the setting that names its soft limit (quoted in the error text), the limit, its tasks.
 TASK_TIME_LIMIT_KINDS = {
@@ -282,8 +291,10 @@ TASK_TIME_LIMIT_KINDS = {
         "indexer.tasks.prepare_build", "indexer.tasks.finalize_build")),
     "INDEX_MAINTENANCE_SOFT_TIME_LIMIT": (INDEX_MAINTENANCE_SOFT_TIME_LIMIT, (
         "indexer.tasks.reconcile", "indexer.tasks.drop_indices")),
-    "QUERY_SOFT_TIME_LIMIT": (QUERY_SOFT_TIME_LIMIT, ("reranker.tasks.rerank", "searchsite.tasks.embed_queries")),
+    "QUERY_SOFT_TIME_LIMIT": (QUERY_SOFT_TIME_LIMIT, ("reranker.tasks.rerank", "search.tasks.embed_queries")),
     "MODEL_LOAD_SOFT_TIME_LIMIT": (MODEL_LOAD_SOFT_TIME_LIMIT, ("reranker.tasks.warm_up",)),
+    "RERANKER_RUN_SOFT_TIME_LIMIT": (RERANKER_RUN_SOFT_TIME_LIMIT, (
+        "reranker.run_tasks.evaluate", "reranker.run_tasks.train")),
 }
 # Celery sets these attributes on the tasks it registers (searchsite/celery.py reads CELERY_*).
 CELERY_TASK_ANNOTATIONS = {
@@ -340,7 +351,7 @@ DEFAULT_COLLECTION_VISIBILITY = env("DEFAULT_COLLECTION_VISIBILITY", "groups")
 
 HEALTH_TIMEOUT = env_float("HEALTH_TIMEOUT", 2.0)
 
-# --------------------------------------------------------------------------- Search (searchsite/search.py)
+# --------------------------------------------------------------------------- Search (search/)
 
 # Chunks the first stage returns per mode (the kNN `k`; BM25 `size`); pages are cut from these.
 SEARCH_DEPTH = env_int("SEARCH_DEPTH", 100)
@@ -390,7 +401,7 @@ RERANK_TIMEOUT = env_float("RERANK_TIMEOUT", 2.0)
 RERANK_TARGET_SECONDS = env_float("RERANK_TARGET_SECONDS", 0.3)
 RERANK_MIN_CANDIDATES = env_int("RERANK_MIN_CANDIDATES", 10)
 
-# Snapshots of ranked lists (searchsite/ranking.py) live in Redis, shared by every web process.
+# Snapshots of ranked lists (search/results.py) live in Redis, shared by every web process.
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
     "search": {

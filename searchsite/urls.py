@@ -6,7 +6,6 @@ from . import views
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", views.healthz, name="healthz"),
-    path("", views.search_page, name="search"),
-    path("api/search", views.api_search, name="api_search"),
+    path("", include("search.urls")),
     path("", include("reranker.urls")),
 ]

@@ -6,7 +6,7 @@
 - A skipped integration test fails the run (exit status 1), naming each skipped test and why:
   `make test` proves every integration test ran. `ALLOW_SKIPS=1` allows skips (a developer
   running a subset on a machine that lacks something, e.g. PostgreSQL's server binaries).
-- The service fixtures (`es`, `celery_workers`, `rerank_worker`, `restore_elasticsearch`) live
+- The service fixtures (`es`, `celery_workers`, `rerank_worker`, `train_worker`, `restore_elasticsearch`) live
   here, so a test outside this folder that asks for one fails with "fixture not found".
 """
 from __future__ import annotations
@@ -129,6 +129,16 @@ def rerank_worker():
     model = build_reranker()
     worker = Worker(SEARCH_RERANK_QUEUE, extra_env={"RERANKER_MODEL": model, "RERANK_QUEUE": SEARCH_RERANK_QUEUE})
     worker.start()
+    try:
+        yield worker
+    finally:
+        worker.stop()
+
+
+@pytest.fixture(scope="module")
+def train_worker(django_db_setup, django_db_blocker):
+    """A worker of the `train` queue (reranker/run_tasks.py: the admin's evaluate and train runs)."""
+    worker = Worker(settings.TRAIN_QUEUE).start()
     try:
         yield worker
     finally:

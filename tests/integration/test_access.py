@@ -161,7 +161,7 @@ def test_visibility_changes_apply_at_once(as_user, world):
 def test_judgment_buttons_only_for_staff(as_user):
     for user, shown in (("anonymous", False), ("outsider", False), ("staff", True)):
         page = as_user(user).get("/", {"q": QUERY, "mode": "keyword"}).content.decode()
-        assert ('name="grade" value="relevant"' in page) is shown, user
+        assert ('name="grade" value="3"' in page) is shown, user  # the grade buttons, 0..3
 
 
 def test_admin_requires_staff(as_user):

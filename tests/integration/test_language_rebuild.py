@@ -122,7 +122,7 @@ def test_rebuild_index_command_language(es, celery_workers, capsys):
     live = IndexBuild.objects.get(collection=collection, status=IndexBuild.Status.LIVE)
     assert live.language == "zh"
     es.indices.refresh(index=alias_name(collection.slug))
-    from searchsite.search import first_stage
+    from search.retrieval import first_stage
 
     hits = first_stage("医学", "keyword", [collection]).hits
     assert [h.external_id for h in hits] == ["a"]

@@ -9,6 +9,7 @@ import pytest
 from django.conf import settings
 from django.core.management import call_command
 from django.db import transaction
+from django.urls import reverse
 
 from indexer.builds import BuildInProgress
 from indexer.embedding import load_embedding_model
@@ -215,10 +216,20 @@ def test_admin_rebuild_page_progress_and_model_change_offer(admin_client, es, ce
     build = IndexBuild.objects.get(collection=collection, status__in=IndexBuild.IN_PROGRESS)
     assert response.status_code == 302 and response["Location"].endswith(f"/indexbuild/{build.pk}/change/")
     page = admin_client.get(response["Location"]).content.decode()
-    assert "Progress" in page and 'http-equiv="refresh"' in page
+    # The page updates its progress in place (indexer/admin_build_progress.py), no reload.
+    progress_url = reverse("admin:indexer_indexbuild_progress")
+    assert "Progress" in page and 'http-equiv="refresh"' not in page and progress_url in page
+    answer = admin_client.get(progress_url, {"id": [build.pk, live.pk]}).json()
+    assert [b["id"] for b in answer["builds"]] == sorted([build.pk, live.pk])
+    mine = next(b for b in answer["builds"] if b["id"] == build.pk)
+    assert mine["total"] == 4 and 0 <= mine["done"] <= 4 and mine["columns"]["progress"].endswith("%)")
+    assert admin_client.get(progress_url, {"id": "x"}).status_code == 400
     wait_for(lambda: IndexBuild.objects.get(pk=build.pk).status == IndexBuild.Status.LIVE, what="admin build")
+    answer = admin_client.get(progress_url, {"id": build.pk}).json()
+    assert answer["in_progress"] is False and answer["builds"][0]["done"] == 4
+    assert answer["builds"][0]["columns"]["progress"] == "4/4 documents (100%)"
     page = admin_client.get(f"/admin/indexer/indexbuild/{build.pk}/change/").content.decode()
-    assert "4/4 documents (100%)" in page and 'http-equiv="refresh"' not in page
+    assert "4/4 documents (100%)" in page and progress_url not in page
     assert assert_index_exact(es, collection, model_id=other_id)
 
     # The collection list action starts a rebuild too.

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture(scope="module")
 def corpus(es, django_db_setup, django_db_blocker):
     with django_db_blocker.unblock():
-        col = Collection.objects.create(name="Limits", slug="limits")
+        col = Collection.objects.create(name="Limits", slug="limits", visibility=Collection.Visibility.PUBLIC)
         add_documents(col, [("t1", "Telomerase", "Telomerase keeps telomeres long in stem cells.", {}),
                             ("t2", "Insulin", "Insulin triggers glucose uptake in muscle.", {})])
         index_now(es, col)

@@ -12,7 +12,7 @@ from django.conf import settings as django_settings
 
 from indexer.store import alias_name
 from indexer.models import Collection
-from searchsite import search
+from search.query_vectors import vector_cache
 from tests.support.searching import (SCIENCE, add_documents, build_reranker, drop_collections, index_now, long_text,
                              search_settings)
 from tests.support.workers import Worker
@@ -66,13 +66,13 @@ def chunk_text(es, result) -> tuple[str, str]:
 
 def reference_logits(es, query: str, results: list[dict]) -> list[float]:
     """The test's own cross-encoder run on the same pairs, in this process."""
-    from reranker.cross_encoder import score_pairs
+    from reranker.cross_encoder import score_passages
 
     passages = []
     for result in results:
         title, text = chunk_text(es, result)
         passages.append(f"{title}\n{text}" if title else text)
-    return [float(x) for x in score_pairs(build_reranker(), query, passages)]
+    return [float(x) for x in score_passages(build_reranker(), query, passages)]
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -359,7 +359,7 @@ def test_grouping_per_document(api):
 
 
 def test_query_vectors_are_cached(api):
-    search.query_vectors.clear()
+    vector_cache.clear()
     first = api(q="how do neurons store memory", mode="semantic")
     again = api(q="how do neurons store memory", mode="semantic")
     assert first["query_vector_cached"] is False and again["query_vector_cached"] is True
@@ -369,7 +369,7 @@ def test_query_vectors_are_cached(api):
 
 def test_query_embedding_through_the_embed_queue(api, settings, celery_workers):
     local = api(q="antibody binding site", mode="semantic", rerank="off")
-    search.query_vectors.clear()
+    vector_cache.clear()
     settings.QUERY_EMBEDDING = "queue"
     settings.QUERY_EMBEDDING_TIMEOUT = 120  # the worker loads its model on first use (shared CPU)
     queued = api(q="antibody binding site", mode="semantic", rerank="off")
@@ -379,16 +379,24 @@ def test_query_embedding_through_the_embed_queue(api, settings, celery_workers):
         assert a["scores"]["first_stage"] == pytest.approx(b["scores"]["first_stage"], abs=1e-4)
 
 
-def test_search_page_shows_results_scores_and_timings(client, settings, corpus, rerank_worker):
+def test_search_page_shows_results_and_internals_only_to_staff(client, settings, corpus, rerank_worker,
+                                                               django_user_model):
     search_settings(settings, build_reranker())
     page = client.get("/", {"q": QUERY, "mode": "hybrid", "k": 3})
     html = page.content.decode()
     assert page.status_code == 200
-    assert "Reranked by" in html and "reranker logit" in html and "sigmoid" in html and "final rank" in html
+    assert "<mark>" in html and 'rel="next"' in html and 'aria-current="page"' in html
+    assert html.count('<li class="card result"') == 3
+    # A visitor sees no scores, ranks, offsets, timings or model.
+    for internal in ("reranker logit", "sigmoid", "first stage", "characters", "<th>embed</th>", "Reranked by", "<details>"):
+        assert internal not in html, internal
+    # Staff see them behind a "Details" disclosure.
+    client.force_login(django_user_model.objects.create_user("inspector", is_staff=True))
+    html = client.get("/", {"q": QUERY, "mode": "hybrid", "k": 3}).content.decode()
+    assert html.count("<details>") == 4  # the page's and each result's
+    assert "reranked by" in html and "reranker logit" in html and "sigmoid" in html and "first stage" in html
     for stage in ("embed", "Elasticsearch", "rerank", "total"):
         assert f"<th>{stage}</th>" in html
-    assert "<mark>" in html and 'rel="next"' in html
-    assert html.count('<li>') == 3
     # Empty state and no-result state
     empty = client.get("/").content.decode()
     assert "Type a query above" in empty
@@ -427,3 +435,17 @@ def test_staff_mark_a_result_relevant_from_the_search_page(api, corpus, settings
     judgment.refresh_from_db()
     assert judgment.grade == 0
     Judgment.objects.filter(pk=judgment.pk).delete()
+
+
+def test_staff_cannot_judge_in_a_collection_they_may_not_see(client, corpus, django_user_model):
+    from reranker.models import Judgment
+    from tests.support.searching import add_documents
+
+    hidden = Collection.objects.create(name="Hidden", slug="s-hidden", visibility=Collection.Visibility.GROUPS)
+    add_documents(hidden, [("h1", "Hidden", "Hidden text.", {})])
+    client.force_login(django_user_model.objects.create_user("judge", is_staff=True))
+    response = client.post("/judgments/record", {"collection": "s-hidden", "query": QUERY, "document": "h1", "grade": 2})
+    assert response.status_code == 400 and response.json() == {"error": "unknown collection"}
+    assert not Judgment.objects.filter(collection=hidden).exists()
+    visible = client.post("/judgments/record", {"collection": "s-sci", "query": QUERY, "document": "sci0", "grade": 3})
+    assert visible.status_code == 201 and visible.json()["grade"] == 3

@@ -23,7 +23,7 @@ def test_commands_mine_through_the_search_train_and_evaluate(es, tmp_path, capsy
     from django.core.management import CommandError, call_command
 
     from indexer.models import Collection, Document
-    from reranker.management.commands.train_reranker import BODY, mine
+    from reranker.collection_training import BODY, mine
     from reranker.models import Judgment
     from tests.support.searching import SCIENCE, add_documents, drop_collections, index_now
 

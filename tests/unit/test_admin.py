@@ -207,3 +207,18 @@ def test_editing_a_document_requeues_it_only_when_its_content_changes(admin_clie
     document.refresh_from_db()
     assert len(callbacks) == 1 and document.status == "queued"
     assert document.content_hash == Document.compute_hash(document.title, "edited", {})
+
+
+def test_collection_declares_its_facet_fields_in_the_admin(admin_client, collection):
+    url = reverse("admin:indexer_collection_change", args=[collection.pk])
+    form = admin_client.get(url).context["adminform"].form
+    assert "facet_fields" in form.fields
+    data = {name: value for name, value in form.initial.items() if name in form.fields and value is not None
+            and not isinstance(value, list)}
+    refused = admin_client.post(url, {**data, "facet_fields": "year, not a key"})
+    assert refused.status_code == 200 and "Not a metadata key: &#x27;not a key&#x27;" in refused.content.decode()
+    collection.refresh_from_db()
+    assert collection.facet_fields == ""
+    assert admin_client.post(url, {**data, "facet_fields": "year,journal , year"}).status_code == 302
+    collection.refresh_from_db()
+    assert collection.facet_fields == "year, journal" and collection.facet_keys == ["year", "journal"]

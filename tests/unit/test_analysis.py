@@ -159,7 +159,7 @@ def test_mapping_has_terms_fields_only_for_analyzed_languages():
 
 
 def test_keyword_query_per_language():
-    from searchsite.search import keyword_query
+    from search.retrieval import keyword_query
 
     one = keyword_query("studied running horses", {"a": "en", "b": "en"})
     assert one["multi_match"]["query"] == "studi run hors"

@@ -114,7 +114,7 @@ def test_migration_gives_existing_collections_and_builds_one_shard_no_replica(se
     from django.db.migrations.executor import MigrationExecutor
 
     settings.INDEX_SHARDS, settings.INDEX_REPLICAS = 2, 1
-    before, after = [("indexer", "0004_collection_visibility_default_from_settings")], [("indexer", "0005_index_layout")]
+    before, after = [("indexer", "0005_facet_fields")], [("indexer", "0006_index_layout")]
     executor = MigrationExecutor(connection)
     executor.migrate(before)
     try:

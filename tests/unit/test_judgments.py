@@ -22,7 +22,8 @@ def write_beir(tmp_path, queries, qrels_lines, header=True):
 
 @pytest.fixture
 def collection(db):
-    collection = Collection.objects.create(name="Papers", slug="papers")
+    # Public: staff judge only in collections they may search (reranker/views.py).
+    collection = Collection.objects.create(name="Papers", slug="papers", visibility=Collection.Visibility.PUBLIC)
     for ext in ("d1", "d2", "d3"):
         doc = Document(collection=collection, external_id=ext, title=f"Title {ext}", text=f"Text of {ext}")
         doc.refresh_hash()

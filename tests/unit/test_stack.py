@@ -69,14 +69,15 @@ def _settings_variables() -> set[str]:
 def test_docker_compose_matches_settings():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services_ = compose["services"]
-    assert {"elasticsearch", "redis", "postgres", "web", "worker-embed", "worker-rerank", "beat"} <= set(services_)
+    assert {"elasticsearch", "redis", "postgres", "web", "worker-embed", "worker-rerank", "worker-train",
+            "beat"} <= set(services_)
     # The periodic reconcile runs from the same Celery app as the Procfile's beat.
     assert services_["beat"]["command"].startswith("celery -A searchsite beat")
     assert services_["elasticsearch"]["image"].startswith("docker.elastic.co/elasticsearch/elasticsearch:9.")
     devices = services_["worker-embed"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
     known = _settings_variables()
-    for name in ("web", "worker-embed", "worker-rerank", "beat"):
+    for name in ("web", "worker-embed", "worker-rerank", "worker-train", "beat"):
         env = services_[name]["environment"]
         names = set(env) if isinstance(env, dict) else {item.split("=", 1)[0] for item in env}
         assert {"DATABASE_URL", "ELASTICSEARCH_URL", "ELASTICSEARCH_PASSWORD", "REDIS_URL"} <= names
@@ -93,7 +94,8 @@ def test_workers_take_queue_names_from_the_environment():
     procfile = dict(line.split(": ", 1) for line in (ROOT / "Procfile").read_text().splitlines()
                     if line and not line.startswith("#"))
     for service, process, variable, default in (("worker-embed", "embed", "EMBED_QUEUE", "embed"),
-                                                ("worker-rerank", "rerank", "RERANK_QUEUE", "rerank")):
+                                                ("worker-rerank", "rerank", "RERANK_QUEUE", "rerank"),
+                                                ("worker-train", "train", "TRAIN_QUEUE", "train")):
         option = f"-Q ${{{variable}:-{default}}} "
         assert option in compose["services"][service]["command"]
         assert option in procfile[process]

@@ -27,7 +27,8 @@ from django.core.management.base import BaseCommand, CommandError
 from searchsite.progress import progress
 
 from indexer.models import Collection, Document
-from reranker.management.commands.train_reranker import models_dir
+from reranker.collection_training import models_dir
+from reranker.precision import pick_device
 
 # Training settings per device kind (train_reranker options); chosen by measurement, see
 # docs/relevance.md.
@@ -79,8 +80,6 @@ class Command(BaseCommand):
         if not col.judgments.exists():
             raise CommandError(f"demo reranker: {col.slug} has no judgments to train on (run load_demo)")
         self.wait_for_indexing(col, poll)
-
-        from reranker.precision import pick_device
 
         kind = "cuda" if pick_device(device).startswith("cuda") else "cpu"
         chosen = RECIPES[kind if recipe == "auto" else recipe]

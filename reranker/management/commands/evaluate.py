@@ -3,7 +3,7 @@
     python manage.py evaluate scifact --queries ../shared/datasets/scifact/queries.jsonl \
         --qrels ../shared/datasets/scifact/qrels/dev.tsv --modes keyword,semantic,hybrid --rerank
 
-Each query goes through the project's first stage (reranker/runs.py → searchsite/search.py);
+Each query goes through the project's first stage (search/offline.py → search/retrieval.py);
 with --rerank, the top N of each mode are rescored by the collection's cross-encoder (the
 model the rerank worker would load) for each N of --rerank-top. Prints a table, writes
 metrics.json and ndcg.png into --output.
@@ -13,56 +13,11 @@ named in the table and in metrics.json (`skipped_queries`).
 """
 from __future__ import annotations
 
-import json
-import time
-from pathlib import Path
-
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
-from django.utils import timezone
-from searchsite.progress import progress
 
 from indexer.models import Collection
-from reranker import runs
-from reranker.judgments import JudgmentFileError, collection_qrels, read_qrels, read_queries
-from reranker.metrics import evaluate_run
-from reranker.models import QUERY_MAX_LENGTH
-
-
-def int_list(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise CommandError(f"expected comma-separated integers, not {text!r}") from None
-    if not values or min(values) < 1:
-        raise CommandError(f"expected positive integers, not {text!r}")
-    return values
-
-
-def write_pairs(path: str, pairs: list[tuple[str, str]]) -> None:
-    """{"queries": [...], "passages": [...], "pairs": [[query index, passage index], ...]}, gzip."""
-    import gzip
-
-    queries = list(dict.fromkeys(q for q, _ in pairs))
-    passages = list(dict.fromkeys(p for _, p in pairs))
-    q_index = {q: i for i, q in enumerate(queries)}
-    p_index = {p: i for i, p in enumerate(passages)}
-    with gzip.open(path, "wt", encoding="utf-8") as handle:
-        json.dump({"queries": queries, "passages": passages,
-                   "pairs": [[q_index[q], p_index[p]] for q, p in pairs]}, handle, ensure_ascii=False)
-
-
-def read_pair_scores(path: str) -> dict[tuple[str, str], float]:
-    import gzip
-
-    opener = gzip.open if path.endswith(".gz") else open
-    try:
-        with opener(path, "rt", encoding="utf-8") as handle:
-            raw = json.load(handle)
-        return {(raw["queries"][q], raw["passages"][p]): float(logit)
-                for (q, p), logit in zip(raw["pairs"], raw["logits"], strict=True)}
-    except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
-        raise CommandError(f"cannot read pair scores {path}: {exc}") from None
+from reranker.evaluation import evaluate_collection
+from search import offline
 
 
 class Command(BaseCommand):
@@ -72,7 +27,7 @@ class Command(BaseCommand):
         parser.add_argument("collection", help="collection slug")
         parser.add_argument("--queries", help="BEIR queries.jsonl (default: the collection's judgments)")
         parser.add_argument("--qrels", help="qrels TSV (default: the collection's judgments)")
-        parser.add_argument("--modes", default=",".join(runs.REPORT_ORDER), help="comma-separated first-stage modes")
+        parser.add_argument("--modes", default=",".join(offline.REPORT_ORDER), help="comma-separated first-stage modes")
         parser.add_argument("--rerank", action="store_true", help="also rerank each mode's top candidates")
         parser.add_argument("--rerank-top", default="50,100", help="candidates reranked, one or more N (default 50,100)")
         parser.add_argument("--reranker-model", help="cross-encoder id or directory (default: the collection's, "
@@ -97,190 +52,7 @@ class Command(BaseCommand):
         collection = Collection.objects.filter(slug=options["collection"]).first()
         if collection is None:
             raise CommandError(f"no collection with slug {options['collection']!r}")
-        modes = [m.strip() for m in options["modes"].split(",") if m.strip()]
-        unknown = [m for m in modes if m not in runs.MODES]
-        if not modes or unknown:
-            raise CommandError(f"unknown mode(s) {unknown}; choose from {', '.join(runs.REPORT_ORDER)}")
-        k, recall_k = options["k"], options["recall_k"]
-        if k < 1 or recall_k < 1:
-            raise CommandError("--k and --recall-k must be positive")
-        tops = int_list(options["rerank_top"]) if options["rerank"] else []
-        queries, qrels, too_long = self.load_judgments(collection, options["queries"], options["qrels"])
-        qids = [q for q in qrels if any(g > 0 for g in qrels[q].values())]
-        skipped = [q for q in qids if q in too_long]
-        qids = [q for q in qids if q not in too_long]
-        if options["limit"]:
-            qids = qids[: options["limit"]]
-        if skipped:
-            self.stderr.write(f"skipping {len(skipped)} judged queries longer than {QUERY_MAX_LENGTH} characters: "
-                              + ", ".join(skipped[:10]) + (" ..." if len(skipped) > 10 else ""))
-        if not qids:
-            raise CommandError("no judged query with a relevant document to evaluate"
-                               + (f" ({len(skipped)} skipped as too long)" if skipped else ""))
-        qrels = {q: qrels[q] for q in qids}
-
-        scorer, model_id = None, None
-        exported: dict[tuple[str, str], None] = {}
-        if tops and not options["export_pairs"]:
-            from reranker.cross_encoder import RerankerUnavailable, configured_model
-
-            model_id = options["reranker_model"] or configured_model(collection.reranker_model)
-            if not model_id:
-                raise CommandError("--rerank needs a reranker: set --reranker-model, the collection's reranker "
-                                   "or RERANKER_MODEL (train one with `manage.py train_reranker`)")
-            try:
-                scorer = runs.PairScorer(model_id)
-            except RerankerUnavailable as exc:
-                raise CommandError(str(exc)) from None
-            if options["pair_scores"]:
-                scorer.cache.update(read_pair_scores(options["pair_scores"]))
-
-        cutoffs = {"ndcg": k, "recall": recall_k, "mrr": k}
-        # Chunks asked from the first stage: enough for recall@k over documents (a document may
-        # have several chunks in the list) and for the largest rerank head.
-        depth = options["depth"] or max([2 * recall_k, *tops])
-        results: dict[str, dict] = {}
-        from searchsite.search import SearchBackendError
-
-        for mode in modes:
-            first, reranked = {}, {top: {} for top in tops}
-            # A model with a fusion (reranker/fusion.py) is also shown by its logits alone.
-            fusion = scorer.model.fusion.for_mode(mode) if scorer is not None else None
-            fused = fusion is not None and fusion.weight > 0
-            alone = {top: {} for top in tops}
-            search_seconds = []
-            for qid in progress(qids, desc=mode, unit="query"):
-                started = time.perf_counter()
-                try:
-                    hits = runs.first_stage_hits(collection, queries[qid], mode, depth)
-                except SearchBackendError as exc:
-                    raise CommandError(f"search failed for query {qid!r}: {exc}") from None
-                search_seconds.append(time.perf_counter() - started)
-                first[qid] = runs.document_ranking(hits)
-                if tops and options["export_pairs"]:
-                    exported.update(dict.fromkeys((queries[qid], runs.passage(h)) for h in hits[: max(tops)]))
-                elif tops:
-                    logits = scorer.logits(queries[qid], [runs.passage(h) for h in hits[: max(tops)]])
-                    for top in tops:
-                        reranked[top][qid] = runs.document_ranking(
-                            runs.reranked_hits(hits, logits[:top], fusion))
-                        if fused:
-                            alone[top][qid] = runs.document_ranking(runs.reranked_hits(hits, logits[:top]))
-            results[mode] = {"first stage": evaluate_run(first, qrels, cutoffs)}
-            for top in (tops if scorer else []):
-                if fused:
-                    results[mode][f"logits top-{top}"] = evaluate_run(alone[top], qrels, cutoffs)
-                results[mode][f"rerank top-{top}"] = evaluate_run(reranked[top], qrels, cutoffs)
-            results[mode]["first stage"]["seconds_per_query"] = sum(search_seconds) / len(search_seconds)
-
-        if options["export_pairs"]:
-            write_pairs(options["export_pairs"], list(exported))
-            self.stdout.write(self.table(results, cutoffs, len(qids), skipped))
-            self.stdout.write(f"{len(exported)} (query, passage) pairs written to {options['export_pairs']}")
-            return
-        rerank_latency = self.measure_rerank_latency(collection, scorer, queries, qids, tops,
-                                                     options["latency_sample"]) if scorer else {}
-        if scorer is not None:
-            report_device = str(scorer.model.device)
-        else:
-            report_device = None
-        output = Path(options["output"] or settings.BASE_DIR / "var" / "evaluations"
-                      / f"{collection.slug}-{timezone.now():%Y%m%d-%H%M%S}")
-        output.mkdir(parents=True, exist_ok=True)
-        report = {
-            "collection": collection.slug, "queries_file": options["queries"], "qrels_file": options["qrels"],
-            "queries": len(qids),
-            "skipped_queries": {"longer_than": QUERY_MAX_LENGTH, "count": len(skipped), "ids": skipped},
-            "cutoffs": cutoffs, "reranker_model": model_id, "reranker_device": report_device,
-            "reranker_precision": scorer.model.precision if scorer else None,
-            "reranker_runtime": scorer.model.runtime if scorer else None,
-            "fusion": scorer.model.fusion.to_dict() if scorer else None,
-            "pair_scores_file": options["pair_scores"],
-            "pairs_scored_here": scorer.scored_here if scorer else 0,
-            "pairs_from_file": (len(scorer.cache) - scorer.scored_here) if scorer else 0,
-            "rerank_seconds_per_query": rerank_latency,
-            "results": {mode: {run: {key: value for key, value in r.items() if key != "per_query"}
-                               for run, r in by_run.items()} for mode, by_run in results.items()},
-            "per_query": {mode: {run: r["per_query"] for run, r in by_run.items()} for mode, by_run in results.items()},
-        }
-        (output / "metrics.json").write_text(json.dumps(report, indent=2))
-        self.stdout.write(self.table(results, cutoffs, len(qids), skipped))
-        if scorer is not None:
-            fusions = {mode: scorer.model.fusion.for_mode(mode) for mode in results}
-            self.stdout.write(f"reranker {model_id} on {report_device}, {scorer.model.runtime} {scorer.model.precision}; rerank = its "
-                              "logits fused with the first stage as its fusion.json says (" + ", ".join(
-                                  f"{mode}: weight {f.weight:g}, k {f.k}" for mode, f in fusions.items())
-                              + "); 'logits' = its logits alone")
-        if rerank_latency:
-            self.stdout.write("rerank latency per query (in-process, this machine): " + ", ".join(
-                f"top-{top} {seconds * 1000:.0f} ms" for top, seconds in rerank_latency.items()))
-        self.chart(results, output / "ndcg.png", f"ndcg@{k}", collection.slug, len(qids))
-        self.stdout.write(f"written: {output / 'metrics.json'}, {output / 'ndcg.png'}")
-
-    def load_judgments(self, collection, queries_path, qrels_path):
-        """(queries, qrels, {id: length} of the queries too long to search)."""
-        if bool(queries_path) != bool(qrels_path):
-            raise CommandError("give both --queries and --qrels, or neither (the collection's judgments)")
-        if not queries_path:
-            queries, qrels = collection_qrels(collection)
-            if not qrels:
-                raise CommandError(f"collection {collection.slug!r} has no judgments; import some or give files")
-            return queries, qrels, {}
-        too_long: dict[str, int] = {}
-        try:
-            queries, qrels = read_queries(queries_path, too_long=too_long), read_qrels(qrels_path)
-        except JudgmentFileError as exc:
-            raise CommandError(str(exc)) from None
-        missing = sorted(set(qrels) - set(queries) - set(too_long))
-        if missing:
-            raise CommandError(f"{len(missing)} qrels query ids are not in {queries_path}, e.g. {missing[:5]}")
-        return queries, qrels, too_long
-
-    def measure_rerank_latency(self, collection, scorer, queries, qids, tops, sample=20) -> dict:
-        """Seconds to score one query's top N hybrid chunks from scratch, averaged over a sample."""
-        latency = {}
-        for top in tops:
-            seconds = []
-            for qid in qids[: max(1, sample)]:
-                hits = runs.first_stage_hits(collection, queries[qid], "hybrid", top)
-                seconds.append(scorer.timed_logits(queries[qid], [runs.passage(h) for h in hits]))
-            latency[top] = sum(seconds) / len(seconds)
-        return latency
-
-    @staticmethod
-    def table(results: dict, cutoffs: dict, n: int, skipped: list[str] = ()) -> str:
-        names = [f"{name}@{k}" for name, k in cutoffs.items()]
-        heading = f"{n} queries"
-        if skipped:
-            heading += (f" ({len(skipped)} skipped: longer than {QUERY_MAX_LENGTH} characters, "
-                        + ", ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else "") + ")")
-        lines = [heading, f"{'mode':<10} {'run':<16} " + " ".join(f"{name:>10}" for name in names)]
-        for mode, by_run in results.items():
-            for run, r in by_run.items():
-                lines.append(f"{mode:<10} {run:<16} " + " ".join(f"{r['mean'][name]:>10.4f}" for name in names))
-        return "\n".join(lines)
-
-    @staticmethod
-    def chart(results: dict, path: Path, metric: str, slug: str, n: int) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        modes = list(results)
-        run_names = list(next(iter(results.values())))
-        width = 0.8 / len(run_names)
-        fig, ax = plt.subplots(figsize=(2.2 + 1.8 * len(modes), 4))
-        for i, run in enumerate(run_names):
-            values = [results[mode][run]["mean"][metric] for mode in modes]
-            bars = ax.bar([m + (i - (len(run_names) - 1) / 2) * width for m in range(len(modes))], values, width,
-                          label=run)
-            ax.bar_label(bars, fmt="%.3f", fontsize=7)
-        ax.set_xticks(range(len(modes)), modes)
-        ax.set_ylabel(metric)
-        ax.set_ylim(0, 1)
-        ax.set_title(f"{slug}: {metric} over {n} queries")
-        ax.legend(loc="lower right", fontsize=8)
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
+        evaluation = evaluate_collection(collection, options, warn=self.stderr.write)
+        self.stdout.write(evaluation.table)
+        for line in evaluation.lines:
+            self.stdout.write(line)

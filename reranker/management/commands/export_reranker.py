@@ -16,8 +16,9 @@ from django.core.management.base import BaseCommand, CommandError
 from searchsite.progress import progress
 
 from indexer.models import Collection
+from reranker.cross_encoder import directory_token_limit
 from reranker.fusion import load_fusion
-from reranker.management.commands.train_reranker import mine
+from reranker.collection_training import mine
 from reranker.onnx_export import ExportError, export
 from reranker.scorers import thread_count
 from reranker.training import int8_judgment
@@ -54,7 +55,6 @@ class Command(BaseCommand):
             return
         data = mine(collection, "hybrid", max(2 * top, 100), 0, 13, self.stdout)
         judged = data.queries[:queries]
-        from reranker.cross_encoder import directory_token_limit
 
         limit = directory_token_limit(str(path))
         judgment, _ = int8_judgment(path, judged, data.documents, top, "hybrid", load_fusion(path), limit,

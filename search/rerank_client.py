@@ -1,40 +1,37 @@
-"""A whole search: first stage (searchsite/search.py), the rerank worker within its latency
-budget, grouping per document, pages.
+"""Second stage of a search: the head of the first stage's list scored by the rerank workers
+(reranker/tasks.py) within the latency budget, and reordered by their logits.
 
-Second stage. The head of the first stage's list goes to the rerank workers (reranker/tasks.py):
-as many chunks as the workers score within RERANK_TARGET_SECONDS at their measured speed, at
-most RERANK_TOP_N; each chunk to its collection's reranker (else the site's), one request per
-model, all sent at once, and the web process waits at most RERANK_TIMEOUT. Each model's chunks
-are reordered among the places they held, by the model's fusion of its logits with the first
-stage; the others keep their places. When a worker is slow or missing, fails, or no model is
-set, that share keeps the first-stage order, and `not_reranked` says why when nothing was
-reranked: never an error page.
+As many chunks go to the workers as they score within RERANK_TARGET_SECONDS at their measured
+speed (reranker/speed.py), at most RERANK_TOP_N; each chunk to its collection's reranker (else
+the site's), one request per model, all sent at once, and the web process waits at most
+RERANK_TIMEOUT. Each model's chunks are reordered among the places they held, by the model's
+fusion of its logits with the first stage; the others keep their places. When a worker is slow
+or missing, fails, or no model is set, that share keeps the first-stage order, and the outcome
+says why when nothing was reranked: never an error page.
 
-Pages. Page 1 always searches afresh and stores the ranked list for SEARCH_SNAPSHOT_SECONDS
-(Django cache `search`, in Redis); pages 2, 3... are cut from that snapshot, so a result never
-moves between pages even if reranking succeeded on one request and not on the next. The
-snapshot key holds everything that decides the list, including the collections searched after
-access control, so a user never reads a list built from collections they may not see.
+The workers are reached by task name (RERANK_TASK, the name reranker/tasks.py registers) so that
+this library module does not import an entry point.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from dataclasses import dataclass, field
 
+import redis
+from celery import current_app
+from celery.exceptions import TimeoutError as CeleryTimeout
 from django.conf import settings
-from django.core.cache import caches
 
-from reranker.cross_encoder import configured_model, sigmoid
+from reranker.cross_encoder import configured_model
 from reranker.fusion import Fusion, ModelFusion
 from reranker.speed import read_speed
 
-from .params import SearchParams
-from .search import Hit, first_stage, highlight_html, plain_text
+from .retrieval import Hit
 
 log = logging.getLogger(__name__)
+
+RERANK_TASK = "reranker.tasks.rerank"
 
 
 @dataclass
@@ -96,8 +93,6 @@ def withdraw_request(task_id: str) -> bool:
     requests nobody will read. The key layout is kombu's Redis transport: one list per queue,
     named <CELERY_KEY_PREFIX><queue>, holding JSON messages whose headers carry the task id.
     """
-    import redis
-
     client = redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_timeout=0.5, socket_connect_timeout=0.5)
     key = f"{settings.CELERY_KEY_PREFIX}{settings.RERANK_QUEUE}"
     needle = task_id.encode()
@@ -120,8 +115,6 @@ RESULT_POLL_SECONDS = 0.003
 
 def wait_for(result, deadline: float):
     """The task's return value, or CeleryTimeout at `deadline` (time.perf_counter())."""
-    from celery.exceptions import TimeoutError as CeleryTimeout
-
     while not result.ready():
         if time.perf_counter() >= deadline:
             raise CeleryTimeout(f"no answer from task {result.id}")
@@ -167,10 +160,6 @@ def plan_shares(hits: list[Hit], collections: dict) -> tuple[list[Share], str | 
 def rerank_hits(query: str, hits: list[Hit], collections: dict) -> RerankOutcome:
     """Ask the rerank workers for the logits of each model's share of the head (plan_shares),
     all at once, waiting at most RERANK_TIMEOUT for all of them."""
-    from celery.exceptions import TimeoutError as CeleryTimeout
-
-    from reranker.tasks import rerank
-
     shares, reason = plan_shares(hits, collections)
     if reason:
         return RerankOutcome(False, reason)
@@ -183,8 +172,8 @@ def rerank_hits(query: str, hits: list[Hit], collections: dict) -> RerankOutcome
             # `expires`: a worker that takes the message after the budget drops it instead of
             # scoring for nobody (at least 1 s, for clocks of different hosts that disagree a
             # little). `retry=False`: a broker that is down fails now, not after retries.
-            result = rerank.apply_async(args=[query, passages, share.sent_model], queue=settings.RERANK_QUEUE,
-                                        expires=max(budget, 1.0), retry=False)
+            result = current_app.send_task(RERANK_TASK, args=[query, passages, share.sent_model],
+                                           queue=settings.RERANK_QUEUE, expires=max(budget, 1.0), retry=False)
         except Exception as exc:
             share.reason = f"the task broker is unreachable ({type(exc).__name__})"
             continue
@@ -243,137 +232,3 @@ def apply_logits(hits: list[Hit], logits: list[float], fusion: Fusion = Fusion()
     hits = list(hits)
     reorder_share(hits, list(range(len(logits))), logits, fusion)
     return hits
-
-
-def result_item(hit: Hit, rank: int) -> dict:
-    logit = hit.reranker_logit
-    return {
-        "rank": rank,
-        "collection": hit.collection,
-        "document_id": hit.document_id,
-        "external_id": hit.external_id,
-        "title": hit.title,
-        "title_html": highlight_html(hit.title_fragment),
-        "chunk": hit.chunk,
-        "start": hit.start,
-        "end": hit.end,
-        "snippet": plain_text(hit.fragment),
-        "snippet_html": highlight_html(hit.fragment),
-        "metadata": hit.metadata,
-        "scores": {
-            "first_stage": round(hit.score, 6),
-            "first_stage_rank": hit.first_stage_rank,
-            "semantic_rank": hit.semantic_rank,
-            "keyword_rank": hit.keyword_rank,
-            "reranker_logit": None if logit is None else round(logit, 6),
-            "reranker_sigmoid": None if logit is None else round(sigmoid(logit), 6),
-            "final_rank": rank,
-        },
-        "other_chunks": [],
-    }
-
-
-def build_results(hits: list[Hit], group: bool) -> list[dict]:
-    """One result per chunk, or (grouped) per document at the place of its best chunk, with the
-    numbers of its other chunks in the list."""
-    results: list[dict] = []
-    by_document: dict[int, dict] = {}
-    for hit in hits:
-        if group and hit.document_id in by_document:
-            by_document[hit.document_id]["other_chunks"].append(hit.chunk)
-            continue
-        item = result_item(hit, len(results) + 1)
-        by_document[hit.document_id] = item
-        results.append(item)
-    return results
-
-
-def snapshot_key(params: SearchParams) -> str:
-    what = [params.query, params.mode, sorted(c.slug for c in params.collections), params.metadata,
-            params.rerank, params.group, settings.SEARCH_DEPTH, settings.RERANK_TOP_N]
-    return "snapshot:" + hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
-
-
-def _cache_get(key: str):
-    try:
-        return caches["search"].get(key)
-    except Exception as exc:  # Redis down: search without the snapshot
-        log.warning("search snapshot unavailable: %s", exc)
-        return None
-
-
-def _cache_set(key: str, value: dict) -> None:
-    try:
-        caches["search"].set(key, value, settings.SEARCH_SNAPSHOT_SECONDS)
-    except Exception as exc:
-        log.warning("search snapshot not stored: %s", exc)
-
-
-def ranked_list(params: SearchParams) -> dict:
-    """The whole ranked list (every page) with how it was made."""
-    stage = first_stage(params.query, params.mode, params.collections, params.metadata)
-    hits = stage.hits
-    if not params.rerank:
-        outcome = RerankOutcome(False, None)
-    else:
-        outcome = rerank_hits(params.query, hits, {c.slug: c for c in params.collections})
-        if outcome.reranked:
-            hits = apply_shares(hits, outcome, params.mode)
-    results = build_results(hits, params.group)
-    single = outcome.shares[0] if len(outcome.shares) == 1 else None
-    return {
-        "results": results,
-        "chunks": len(stage.hits),
-        "rerank": {
-            "requested": params.rerank,
-            "applied": outcome.reranked,
-            "not_reranked": None if outcome.reranked or not params.rerank else outcome.reason,
-            "model": outcome.model,
-            # Chunks sent to the rerankers, and how many of them came back reranked.
-            "candidates": outcome.candidates,
-            "reranked": outcome.reranked_chunks,
-            "runtime": single.runtime if single else None,
-            "precision": single.precision if single else None,
-            "fusion": single.fusion.for_mode(params.mode).to_dict() if single and single.reranked else None,
-            "models": [share.to_dict(params.mode) for share in outcome.shares],
-        },
-        "timings_ms": {
-            "embed": round(stage.embed_ms, 2),
-            "elasticsearch": round(stage.es_ms, 2),
-            "rerank": round(outcome.ms, 2),
-        },
-        "query_vector_cached": stage.vector_cached,
-    }
-
-
-def run_search(params: SearchParams) -> dict:
-    """One page of results for `params`, with scores, flags and timings (JSON-ready)."""
-    started = time.perf_counter()
-    key = snapshot_key(params)
-    ranked = _cache_get(key) if params.page > 1 else None
-    from_snapshot = ranked is not None
-    if ranked is None:
-        ranked = ranked_list(params)
-        if ranked["results"]:
-            _cache_set(key, ranked)
-    total = len(ranked["results"])
-    first = (params.page - 1) * params.k
-    timings = dict(ranked["timings_ms"]) if not from_snapshot else {"embed": 0.0, "elasticsearch": 0.0, "rerank": 0.0}
-    timings["total"] = round((time.perf_counter() - started) * 1000, 2)
-    return {
-        "query": params.query,
-        "mode": params.mode,
-        "collections": [c.slug for c in params.collections],
-        "metadata": params.metadata,
-        "k": params.k,
-        "page": params.page,
-        "pages": max(1, -(-total // params.k)),
-        "total": total,
-        "grouped": params.group,
-        "rerank": ranked["rerank"],
-        "not_reranked": ranked["rerank"]["not_reranked"],
-        "from_snapshot": from_snapshot,
-        "query_vector_cached": ranked["query_vector_cached"],
-        "timings_ms": timings,
-        "results": ranked["results"][first: first + params.k],
-    }

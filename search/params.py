@@ -3,19 +3,18 @@ with a message that names the parameter."""
 from __future__ import annotations
 
 import math
-import re
 import unicodedata
 from dataclasses import dataclass, field
 
 from django.conf import settings
 
+from indexer.models import METADATA_KEY
 from reranker.models import QUERY_MAX_LENGTH, normalize_query
 
-from .search import MODES, visible_collections
+from .retrieval import MODES, visible_collections
 
 KNOWN = {"q", "mode", "collection", "k", "page", "rerank", "group"}
 META_PREFIX = "meta."
-META_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,99}$")
 META_VALUE_MAX = 200
 META_MAX_FILTERS = 10
 TRUE = {"1", "true", "on", "yes"}
@@ -37,6 +36,7 @@ class SearchParams:
     rerank: bool
     group: bool
     metadata: dict[str, list[str]] = field(default_factory=dict)
+    scope: list = field(default_factory=list)  # every Collection the user may see, in slug order (facets)
 
     @property
     def max_page(self) -> int:
@@ -121,7 +121,7 @@ def parse(params, user, *, query_required: bool = True) -> SearchParams:
         if not name.startswith(META_PREFIX):
             continue
         key = name[len(META_PREFIX):]
-        if not META_KEY.match(key):
+        if not METADATA_KEY.match(key):
             raise BadParameter(f"{name[:60]!r}: metadata keys are letters, digits, '_', '.', '-' (at most 100)")
         values = [v for v in params.getlist(name) if v != ""]
         if not values:
@@ -135,4 +135,5 @@ def parse(params, user, *, query_required: bool = True) -> SearchParams:
     return SearchParams(
         query=query, mode=mode, collections=collections, requested_collections=requested, k=k, page=page,
         rerank=_boolean(params, "rerank", True), group=_boolean(params, "group", True), metadata=metadata,
+        scope=[visible[s] for s in sorted(visible)],
     )

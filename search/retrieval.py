@@ -1,4 +1,5 @@
-"""First stage of search: candidate chunks from Elasticsearch. The one module that queries it.
+"""First stage of search: candidate chunks from Elasticsearch. The one module that searches it
+(the document page only reads one document's chunks by id: search/documents.py).
 
     semantic  kNN on `embedding` (the query embedded with the model that built the index)
     keyword   BM25 `multi_match` over the title and text terms the index holds in its language
@@ -19,16 +20,14 @@ collection's language (indexer/analysis.py highlight: the surface words whose te
 query's, never a stop word), for kNN hits too; `highlight_html` escapes the text and turns the
 marks into <mark> tags, so no markup from a document ever reaches a page.
 
-A collection is searched in the language of its live index (indexer.builds.serving), so a rebuild
+A collection is searched in the language of its live index (indexer.lookups.serving), so a rebuild
 in another language changes nothing until the alias swaps. Collections of different languages
 searched together get one BM25 clause per language, each filtered to its collections.
 """
 from __future__ import annotations
 
 import re
-import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -41,15 +40,15 @@ from indexer.lookups import serving
 from indexer.models import Collection
 from indexer.store import alias_name, get_client
 
+from .errors import SearchBackendError
+from .facets import FacetRequest, facet_body
+from .query_vectors import embed_query
+
 MODES = ("semantic", "keyword", "hybrid")
 SOURCE_FIELDS = ["collection", "document_id", "external_id", "title", "text", "chunk", "start", "end", "metadata"]
 # Same order for equal scores on every request (stable pagination); document ids are unique
 # across collections.
 TIE_BREAK = [{"_score": "desc"}, {"document_id": "asc"}, {"chunk": "asc"}]
-
-
-class SearchBackendError(Exception):
-    """Elasticsearch (or the query embedding worker) failed; the view answers 503."""
 
 
 @dataclass
@@ -72,7 +71,7 @@ class Hit:
     semantic_rank: int | None = None
     keyword_rank: int | None = None
     first_stage_rank: int = 0  # 1-based position in the first stage's list
-    reranker_logit: float | None = None  # set by the second stage (searchsite/ranking.py)
+    reranker_logit: float | None = None  # set by the second stage (search/rerank_client.py)
 
 
 @dataclass
@@ -82,6 +81,7 @@ class FirstStage:
     es_ms: float = 0.0
     vector_cached: bool | None = None
     models: list[str] = field(default_factory=list)
+    facets_response: dict | None = None  # the raw answer of the facet search (search/facets.py)
 
 
 # --------------------------------------------------------------------------- access control
@@ -97,83 +97,6 @@ def visible_collections(user):
         allowed |= Q(visibility=Collection.Visibility.AUTHENTICATED)
         allowed |= Q(visibility=Collection.Visibility.GROUPS, groups__in=user.groups.all())
     return Collection.objects.filter(allowed).distinct()
-
-
-# --------------------------------------------------------------------------- query embedding
-
-
-class VectorCache:
-    """A thread-safe LRU of query vectors keyed by (model, query text)."""
-
-    def __init__(self, size: int):
-        self.size = size
-        self._items: OrderedDict[tuple[str, str], list[float]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key):
-        with self._lock:
-            vector = self._items.get(key)
-            if vector is not None:
-                self._items.move_to_end(key)
-            return vector
-
-    def put(self, key, vector) -> None:
-        if self.size <= 0:
-            return
-        with self._lock:
-            self._items[key] = vector
-            self._items.move_to_end(key)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-
-
-query_vectors = VectorCache(settings.QUERY_VECTOR_CACHE_SIZE)
-
-
-def encode_queries(texts: list[str], model_id: str) -> list[list[float]]:
-    """Unit-length vectors (the index stores unit vectors and compares by dot product)."""
-    import numpy as np
-
-    from indexer.embedding import load_embedding_model
-
-    model = load_embedding_model(model_id)
-    vectors = model.encode(texts, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
-    vectors = vectors.astype(np.float32)
-    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)  # fp16 rounding
-    return vectors.tolist()
-
-
-def embed_query(text: str, model_id: str) -> tuple[list[float], bool]:
-    """(vector, came from the cache). QUERY_EMBEDDING picks where the model runs: "local" (this
-    process, loaded once) or "queue" (an `embed` worker, which has the model loaded already)."""
-    key = (model_id, text)
-    vector = query_vectors.get(key)
-    if vector is not None:
-        return vector, True
-    if settings.QUERY_EMBEDDING == "queue":
-        from celery.exceptions import TimeoutError as CeleryTimeout
-
-        from .tasks import embed_queries
-
-        result = embed_queries.apply_async(args=[[text], model_id], queue=settings.EMBED_QUEUE,
-                                           expires=settings.QUERY_EMBEDDING_TIMEOUT)
-        try:
-            vector = result.get(timeout=settings.QUERY_EMBEDDING_TIMEOUT)[0]
-        except CeleryTimeout:
-            raise SearchBackendError(
-                f"no embed worker encoded the query within {settings.QUERY_EMBEDDING_TIMEOUT:g} s") from None
-        finally:
-            result.forget()
-    elif settings.QUERY_EMBEDDING == "local":
-        vector = encode_queries([text], model_id)[0]
-    else:
-        raise SearchBackendError(f"QUERY_EMBEDDING must be 'local' or 'queue', not {settings.QUERY_EMBEDDING!r}")
-    query_vectors.put(key, vector)
-    return vector, False
 
 
 # --------------------------------------------------------------------------- Elasticsearch
@@ -257,9 +180,9 @@ def add_highlights(hits: list[Hit], query: str, languages: dict[str, str]) -> No
         hit.title_fragment = highlight(hit.title, terms[language], language, fragment_chars=None)
 
 
-def run_msearch(searches: list[tuple[list[str], dict]]) -> list[list[Hit]]:
-    """Several searches in one round trip; each over the aliases of its collections (aliases of
-    collections that have no index yet are skipped)."""
+def msearch(searches: list[tuple[list[str], dict]]) -> list[dict]:
+    """Several searches in one round trip, each over the aliases of its collections (aliases of
+    collections that have no index yet are skipped); their answers, an error of any raised."""
     lines = []
     for aliases, body in searches:
         lines += [{"index": ",".join(aliases), "ignore_unavailable": True, "allow_no_indices": True}, body]
@@ -267,13 +190,11 @@ def run_msearch(searches: list[tuple[list[str], dict]]) -> list[list[Hit]]:
         responses = get_client().msearch(searches=lines)["responses"]
     except (ApiError, TransportError) as exc:
         raise SearchBackendError(f"Elasticsearch: {exc}") from exc
-    results = []
     for response in responses:
         if "error" in response:
             reason = response["error"].get("reason") if isinstance(response["error"], dict) else response["error"]
             raise SearchBackendError(f"Elasticsearch: {reason}")
-        results.append([to_hit(raw) for raw in response["hits"]["hits"]])
-    return results
+    return responses
 
 
 def fuse(semantic: list[Hit], keyword: list[Hit], rrf_k: int, depth: int) -> list[Hit]:
@@ -292,9 +213,10 @@ def fuse(semantic: list[Hit], keyword: list[Hit], rrf_k: int, depth: int) -> lis
 
 
 def first_stage(query: str, mode: str, collections: list[Collection], metadata: dict[str, list[str]] | None = None,
-                depth: int | None = None, highlights: bool = True) -> FirstStage:
+                depth: int | None = None, highlights: bool = True, facets: FacetRequest | None = None) -> FirstStage:
     """Ranked candidate chunks for `query` from `collections` (already access-checked);
-    `highlights=False` skips the snippets (mining and evaluation read no snippet)."""
+    `highlights=False` skips the snippets (mining and evaluation read no snippet); `facets`
+    adds the facet search (search/facets.py) to the same msearch."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}")
     depth = depth or settings.SEARCH_DEPTH
@@ -331,8 +253,18 @@ def first_stage(query: str, mode: str, collections: list[Collection], metadata: 
     if match is not None:
         searches.append(([alias_name(s) for s in slugs], keyword_body(query, filters, depth, match)))
 
+    facet_search = None
+    if facets is not None and (mode != "keyword" or match is not None):
+        # The BM25 clause again, over every collection in the facets' scope (in their languages).
+        scope_languages = {c.slug: languages.get(c.slug) or serving(c)[1] for c in facets.scope}
+        facet_match = keyword_query(query, scope_languages) if mode in ("keyword", "hybrid") else None
+        facet_search = ([alias_name(c.slug) for c in facets.scope], facet_body(facets, facet_match))
+
     started = time.perf_counter()
-    lists = run_msearch(searches) if searches else []
+    responses = msearch(searches + ([facet_search] if facet_search else [])) if searches else []
+    if facet_search:
+        stage.facets_response = responses.pop()
+    lists = [[to_hit(raw) for raw in response["hits"]["hits"]] for response in responses]
     stage.es_ms = (time.perf_counter() - started) * 1000
 
     if mode == "keyword":

@@ -11,7 +11,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('indexer', '0004_collection_visibility_default_from_settings'),
+        ('indexer', '0005_facet_fields'),
     ]
 
     operations = [

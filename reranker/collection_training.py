@@ -1,0 +1,276 @@
+"""Train, judge and install a collection's reranker: mine candidates through the search, train
+(reranker/training.py), export for the CPU, install only when it beats the first stage.
+`manage.py train_reranker` and the admin's train runs (reranker/run_tasks.py) call these.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from celery import current_app
+from django.conf import settings
+from django.core.management.base import CommandError
+from kombu.exceptions import OperationalError
+from django.utils import timezone
+from searchsite.progress import progress
+
+from indexer.models import Collection, Document
+from reranker.cross_encoder import RerankerUnavailable, load_reranker
+from reranker.fusion import ModelFusion
+from reranker.judgments import collection_qrels
+from reranker.onnx_export import ExportError, export
+from reranker.precision import pick_device
+from reranker.scorers import OnnxScorer, thread_count
+from reranker.training import (CHUNK_KEY, JudgedQuery, TrainingData, TrainingError, TrainingSettings, int8_judgment,
+                               save, split_queries, train)
+from search import offline
+from search.errors import SearchBackendError
+
+BODY = "body:"  # document keys of pseudo-query passages (text without its title)
+WARM_UP_TASK = "reranker.tasks.warm_up"  # reranker/tasks.py
+CHUNK = CHUNK_KEY  # passage keys of one chunk ("chunk:<external id>/<n>"), as the search sends it
+
+
+def mine(collection: Collection, mode: str, depth: int, pseudo_queries: int, seed: int, stdout,
+         progress=progress) -> TrainingData:
+
+    queries, qrels = collection_qrels(collection)
+    if not qrels:
+        raise CommandError(f"collection {collection.slug!r} has no judgments: import some "
+                           "(`manage.py import_judgments`) or mark results on the search page")
+    documents: dict[str, str] = {}
+    judged_queries = []
+    try:
+        qids = list(qrels)
+        texts = offline.encoded_in_batches(collection, [queries[qid] for qid in qids])
+        for qid, _ in progress(zip(qids, texts), total=len(qids), desc="mining judged queries", unit="query"):
+            judged = qrels[qid]
+            # Every mode's candidates: training uses `mode`'s, the held-out evaluation chooses a
+            # fusion with the first stage per mode (reranker/fusion.py).
+            by_mode, passages = {}, {}
+            for each in (mode, *[m for m in offline.REPORT_ORDER if m != mode]):
+                best = {}
+                for hit in offline.first_stage_hits(collection, queries[qid], each, depth):
+                    best.setdefault(hit.external_id, hit)  # a document's best chunk is what the reranker sees
+                for external_id, hit in best.items():
+                    documents.setdefault(external_id, offline.passage_text(hit))
+                    documents.setdefault(f"{CHUNK}{external_id}/{hit.chunk}", offline.passage_text(hit))
+                by_mode[each] = list(best)
+                passages[each] = [f"{CHUNK}{external_id}/{hit.chunk}" for external_id, hit in best.items()]
+            judged_queries.append(JudgedQuery(queries[qid], dict(judged), by_mode[mode], candidates_by_mode=by_mode,
+                                              passages_by_mode=passages))
+
+        pseudo = []
+        if pseudo_queries:
+            titled = list(Document.objects.filter(collection=collection).exclude(title="")
+                          .values_list("external_id", "title", "text"))
+            # A seeded, stable choice of documents.
+            titled.sort(key=lambda row: hashlib.sha256(f"{seed}:{row[0]}".encode()).hexdigest())
+            chosen = titled[:pseudo_queries]
+            titles = offline.encoded_in_batches(collection, [title for _, title, _ in chosen])
+            for (external_id, title, text), _ in progress(zip(chosen, titles), total=len(chosen),
+                                                          desc="mining title pseudo-queries", unit="query"):
+                hits = offline.first_stage_hits(collection, title, mode, depth)
+                best = {}
+                for hit in hits:
+                    best.setdefault(hit.external_id, hit)
+                # The title is the query, so no passage may contain a title (the positive's own
+                # title would give the answer away): chunk texts only.
+                for other_id, hit in best.items():
+                    documents.setdefault(BODY + other_id, hit.text)
+                documents[BODY + external_id] = text
+                pseudo.append(JudgedQuery(title, {BODY + external_id: 1}, [BODY + d for d in best], kind="title"))
+    except SearchBackendError as exc:
+        raise CommandError(f"the first stage failed while mining: {exc}") from None
+
+    # Judged documents the first stage did not return: title + text, cut by the model's limit
+    # (the same start as their first chunk's passage).
+    missing = {doc for q in judged_queries for doc in q.judged if doc not in documents}
+    for external_id, title, text in Document.objects.filter(collection=collection, external_id__in=missing) \
+            .values_list("external_id", "title", "text"):
+        documents[external_id] = f"{title}\n{text}" if title else text
+    stdout.write(f"mined {len(judged_queries)} judged queries and {len(pseudo)} title pseudo-queries "
+                 f"({mode} first stage, {depth} chunks each); {len(documents)} passages")
+    return TrainingData(queries=judged_queries, documents=documents, pseudo_queries=pseudo,
+                        first_stage=f"{mode}, depth {depth} chunks, collection {collection.slug}", mode=mode)
+
+
+def cpu_runtime(device: str) -> bool:
+    """True when the held-out queries are scored as a CPU worker serves the model: through ONNX
+    Runtime (training on a CPU, RERANKER_RUNTIME not forcing torch)."""
+    return pick_device(device) == "cpu" and settings.RERANKER_RUNTIME != "torch"
+
+
+def onnx_scorer(model, directory: Path) -> OnnxScorer:
+    """Save the trained model into its directory, export it (reranker/onnx_export.py) and score
+    through ONNX Runtime, as a CPU rerank worker will."""
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save(str(directory))
+    export(directory)
+    return OnnxScorer(directory, False, model.max_seq_length, settings.RERANKER_BATCH_SIZE,
+                      thread_count(settings.RERANKER_THREADS))
+
+
+def judge_int8(result, directory: Path, data: TrainingData, stdout, progress=progress) -> list[str]:
+    """After training on a CPU: judge int8 on the held-out queries (reranker.training.judge_int8)."""
+    settings_ = result.settings
+    _, heldout = split_queries(data.queries, settings_.heldout_fraction, settings_.seed)
+    judgment, lines = int8_judgment(
+        directory, heldout, data.documents, settings_.rerank_top, data.mode,
+        ModelFusion.from_dict(result.heldout["fusion"]), result.model.max_seq_length, settings.RERANKER_BATCH_SIZE,
+        thread_count(settings.RERANKER_THREADS),
+        progress=lambda total, desc: progress(total=total, desc=desc, unit="query"), float32_logits=result.heldout_logits)
+    stdout.write(f"int8 check: {judgment['reason']}: {'int8' if judgment['allowed'] else 'float32'} on CPUs")
+    return lines
+
+
+def models_dir() -> Path:
+    """Where trained rerankers go unless --output says otherwise (demo_reranker looks here too)."""
+    return settings.BASE_DIR / "var" / "rerankers"
+
+
+def check_options(options: dict) -> None:
+    for name in ("epochs", "max_length", "negatives", "batch_groups", "rerank_top", "negatives_from_top"):
+        if options[name] < 1:
+            raise CommandError(f"--{name.replace('_', '-')} must be at least 1")
+    if not 0 < options["heldout"] < 1:
+        raise CommandError("--heldout must be between 0 and 1 (a share of the judged queries)")
+
+
+@dataclass
+class Trained:
+    """The outcome of a training: the model directory (None when --save-data stopped after
+    mining), whether it was installed, and, when the install rule refused it, why (the
+    directory and its card are kept for inspection)."""
+    directory: Path | None
+    message: str
+    installed: bool = False
+    refusal: str = ""
+
+
+def train_collection(collection: Collection, options: dict, stdout, progress=progress) -> Trained:
+    """The body of `manage.py train_reranker` (options: the command's, by their option names),
+    also run by the admin's train task (reranker/run_tasks.py) with its own `stdout` (an object
+    with `write(line)`) and `progress`. Bad input and failures raise CommandError."""
+    check_options(options)
+    if options["threads"]:
+        import torch
+
+        torch.set_num_threads(options["threads"])
+    train_settings = TrainingSettings(
+        base=options["base"], epochs=options["epochs"], max_length=options["max_length"],
+        negatives=options["negatives"], negatives_from_top=options["negatives_from_top"],
+        groups_per_batch=options["batch_groups"], lr_body=options["lr_body"], lr_head=options["lr_head"],
+        heldout_fraction=options["heldout"], rerank_top=options["rerank_top"], seed=options["seed"],
+        max_steps=options["max_steps"], device=options["device"], precision=options["precision"],
+        layers=options["layers"], freeze_embeddings=options["freeze_embeddings"],
+    )
+    depth = max(train_settings.negatives_from_top, train_settings.rerank_top) * 2
+    if options["data"]:
+        try:
+            data = TrainingData.from_json(options["data"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CommandError(f"cannot read training data {options['data']}: {exc}") from None
+    else:
+        data = mine(collection, options["mode"], depth, options["pseudo_queries"], options["seed"], stdout,
+                    progress=progress)
+    if options["save_data"]:
+        data.to_json(options["save_data"])
+        stdout.write(f"training data written to {options['save_data']}")
+        return Trained(directory=None, message=f"training data written to {options['save_data']}")
+
+    name = f"{collection.slug}-reranker-{timezone.now():%Y%m%d-%H%M%S}"
+    parent = Path(options["output"]) if options["output"] else models_dir()
+    directory = parent / name
+    onnx = cpu_runtime(train_settings.device)
+    try:
+        result = train(data, train_settings, progress=lambda total, desc: progress(total=total, desc=desc, unit="step"
+                                                                                    if desc == "training" else "query"),
+                       echo=stdout.write,
+                       heldout_scorer=(lambda model: onnx_scorer(model, directory)) if onnx else None)
+    except TrainingError as exc:
+        raise CommandError(str(exc)) from None
+    except ExportError as exc:
+        raise CommandError(f"the model trained but its ONNX export failed: {exc}") from None
+    if onnx and result.heldout.get("queries"):
+        result.runtime_card = judge_int8(result, directory, data, stdout, progress=progress)
+    h = result.heldout
+    first, reranked = h["first_stage"].get("ndcg@10"), h["reranked"].get("ndcg@10")
+    final = (h.get("final") or h["reranked"]).get("ndcg@10")
+    loss = result.loss_log[-1]["loss"] if result.loss_log else float("nan")
+    stdout.write(f"trained {result.steps} steps in {result.seconds:.0f} s on {result.device}; last loss "
+                 f"{loss:.4f} (constant predictor {result.constant_loss:.4f})")
+    if first is None:
+        raise CommandError("no held-out query: cannot tell whether the model helps; not installed")
+    stdout.write(f"held-out ({h['queries']} queries, top {h['rerank_top']}): nDCG@10 first stage "
+                 f"{first:.4f} → reranked {reranked:.4f} → fused with the first stage {final:.4f} (cross-validated) "
+                 f"(fusion {h.get('fusion')})")
+    if not result.beats_first_stage:
+        save(result, directory, name, "no: held-out nDCG@10 does not beat the first stage", weights=not onnx)
+        return Trained(directory=directory, message=f"saved {directory}; not installed", refusal=(
+            f"NOT INSTALLED: reranking makes the held-out queries worse or no better (nDCG@10 {first:.4f} → "
+            f"{final:.4f}); the model is kept for inspection in {directory}. Try more data "
+            "(--pseudo-queries), more steps (--epochs) or a GPU."))
+    installed = "no (--no-install)" if options["no_install"] else f"yes, as the reranker of {collection.slug}"
+    save(result, directory, name, installed, weights=not onnx)
+    if not onnx:
+        export_for_cpu(directory, stdout)
+    if not options["no_install"]:
+        collection.reranker_model = str(directory)
+        collection.save(update_fields=["reranker_model", "updated_at"])
+        send_warm_up(directory, stdout)
+    return Trained(directory=directory, installed=not options["no_install"],
+                   message=f"saved {directory} (model card: {directory / 'README.md'}); installed: {installed}")
+
+
+def export_for_cpu(directory: Path, stdout) -> None:
+    """Trained on a GPU: export for the CPU workers too (int8 stays unjudged, so they run float32)."""
+    try:
+        export(directory)
+    except ExportError as exc:
+        stdout.write(f"no ONNX export ({exc}); CPU workers will run it in torch")
+
+
+def send_warm_up(directory: Path, stdout) -> None:
+    """Ask a rerank worker to load the new model now, not on the first search (which
+    would wait past RERANK_TIMEOUT and show "not reranked")."""
+    try:
+        # By name, so this service does not import the worker's task module. Pointless once a
+        # search has loaded it: dropped if no worker takes it within a minute.
+        current_app.send_task(WARM_UP_TASK, args=[[str(directory)]], queue=settings.RERANK_QUEUE, retry=False,
+                              expires=60, ignore_result=True)
+    except OperationalError as exc:
+        stdout.write(f"could not reach the rerank queue to warm the model up ({exc}); "
+                     "the first search with it will load it")
+
+
+def heldout_figures(directory: Path) -> tuple[float, float]:
+    """(first stage, search with the model) held-out nDCG@10 from a model directory's training.json."""
+    import json
+
+    try:
+        report = json.loads((directory / "training.json").read_text())
+        first = report["heldout"]["first_stage"]["ndcg@10"]
+        reranked = (report["heldout"].get("final") or report["heldout"]["reranked"])["ndcg@10"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CommandError(f"{directory} has no readable training.json with held-out nDCG@10: {exc}") from None
+    return first, reranked
+
+
+def install_trained(collection: Collection, directory: Path, stdout) -> str:
+    """`--install-trained` (and the admin's install and roll back): the same rule as after
+    training here, installed only if it beat the first stage. Returns what was done."""
+    first, reranked = heldout_figures(directory)
+
+    try:
+        load_reranker(str(directory))
+    except RerankerUnavailable as exc:
+        raise CommandError(str(exc)) from None
+    if not reranked > first:
+        raise CommandError(f"NOT INSTALLED: held-out nDCG@10 {first:.4f} → {reranked:.4f} does not beat "
+                           "the first stage")
+    collection.reranker_model = str(directory)
+    collection.save(update_fields=["reranker_model", "updated_at"])
+    send_warm_up(directory, stdout)
+    return f"installed {directory} as the reranker of {collection.slug} (held-out nDCG@10 {first:.4f} → {reranked:.4f})"
