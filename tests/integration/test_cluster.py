@@ -32,7 +32,9 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 NODES = 3
 ES_PORT = int(os.environ.get("TEST_CLUSTER_PORT", "9211"))
-CLUSTER = {"ES_NODES": str(NODES), "ES_PORT": str(ES_PORT), "ES_HEAP": os.environ.get("TEST_CLUSTER_HEAP", "256m")}
+# Every port named: an ES_TRANSPORT_PORT in the environment (the single node's) must not reach the cluster.
+CLUSTER = {"ES_NODES": str(NODES), "ES_PORT": str(ES_PORT), "ES_TRANSPORT_PORT": str(ES_PORT + 100),
+           "ES_HEAP": os.environ.get("TEST_CLUSTER_HEAP", "256m")}
 URLS = [f"http://127.0.0.1:{ES_PORT + i}" for i in range(NODES)]
 REDIS_PORT = int(os.environ.get("TEST_REDIS_PORT", "6391"))
 REDIS_URL = f"redis://127.0.0.1:{REDIS_PORT}/0"
