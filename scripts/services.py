@@ -448,6 +448,8 @@ def stop_es() -> None:
 
 
 def es_nodes() -> int:
+    # 9 at most: a loopback cluster is for drills and benchmarks on one machine, where each node
+    # costs a JVM; more would only starve the others.
     value = os.environ.get("ES_NODES", "1").strip() or "1"
     if not value.isdigit() or not 1 <= int(value) <= 9:
         fail(f"ES_NODES must be a number of nodes from 1 to 9, not {value!r}")
