@@ -1,7 +1,8 @@
 """Admin of index builds (indexer/builds.py): progress that updates in place
 (indexer/admin_build_progress.py), the rebuild page, and, through `CollectionRebuildMixin`
 (used by the collection admin in indexer/admin.py), a "Rebuild index" action on collections
-and the rebuild offer when a collection's model or keyword language changes.
+and the rebuild offer when a collection's model, keyword language or index layout (shards,
+replicas) changes.
 """
 from __future__ import annotations
 
@@ -21,14 +22,16 @@ from .analysis import LANGUAGES
 from .builds import BuildInProgress
 from .embedding import UnloadableModel, check_model_id
 from .lookups import live_build
-from .models import Collection, IndexBuild
+from .models import MAX_REPLICAS, MAX_SHARDS, Collection, IndexBuild
 from .store import get_store
 from .tasks import start_build
 
 
-def rebuild_url(collection_id: int, model_id: str | None = None, language: str | None = None) -> str:
+def rebuild_url(collection_id: int, model_id: str | None = None, language: str | None = None,
+                shards: int | None = None, replicas: int | None = None) -> str:
     url = reverse("admin:indexer_indexbuild_rebuild", args=[collection_id])
-    query = {key: value for key, value in (("model", model_id), ("language", language)) if value}
+    query = {key: value for key, value in (("model", model_id), ("language", language), ("shards", shards),
+                                           ("replicas", replicas)) if value is not None and value != ""}
     return url + (f"?{urlencode(query)}" if query else "")
 
 
@@ -49,6 +52,11 @@ class RebuildForm(forms.Form):
     # language; a value outside the list is still an error.
     language = forms.ChoiceField(label="Keyword language", choices=list(LANGUAGES.items()), required=False,
                                  help_text="Analysis of the keyword (BM25) stage in the new index.")
+    # Not required either: without them the build takes the collection's layout.
+    shards = forms.IntegerField(label="Shards", min_value=1, max_value=MAX_SHARDS, required=False,
+                                help_text="Primary shards of the new index.")
+    replicas = forms.IntegerField(label="Replicas", min_value=0, max_value=MAX_REPLICAS, required=False,
+                                  help_text="Copies of each shard on other nodes of the cluster.")
 
     def clean_model_id(self):
         model_id = self.cleaned_data["model_id"].strip()
@@ -61,12 +69,12 @@ class RebuildForm(forms.Form):
 
 @admin.register(IndexBuild)
 class IndexBuildAdmin(admin.ModelAdmin):
-    list_display = ("index_name", "collection", "status", "model_id", "language", "index_options", "progress",
+    list_display = ("index_name", "collection", "status", "model_id", "language", "index_options", "layout", "progress",
                     "failed_documents", "done_chunks", "rate", "eta", "created_at")
     list_filter = ("status", "collection")
     list_select_related = ("collection",)
     readonly_fields = ("collection", "index_name", "status", "error", "model_id", "language", "dims", "index_options",
-                       "progress", "failed_documents", "done_chunks", "rate", "eta", "elapsed", "check_rounds",
+                       "shards", "replicas", "progress", "failed_documents", "done_chunks", "rate", "eta", "elapsed", "check_rounds",
                        "requested_by", "index_deleted", "created_at", "progress_at", "finished_at")
     fields = readonly_fields
     actions = ("rebuild_collections",)
@@ -78,6 +86,10 @@ class IndexBuildAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False  # the record is the history of the collection's indices
+
+    @admin.display(description="Shards/replicas")
+    def layout(self, build):
+        return f"{build.shards}/{build.replicas}"
 
     @admin.display(description="Progress")
     def progress(self, build):
@@ -137,13 +149,16 @@ class IndexBuildAdmin(admin.ModelAdmin):
         live = live_build(collection.pk)
         initial = {"model_id": request.GET.get("model") or collection.embedding_model,
                    "index_options": collection.index_options,
-                   "language": request.GET.get("language") or collection.language}
+                   "language": request.GET.get("language") or collection.language,
+                   "shards": request.GET.get("shards") or collection.shards,
+                   "replicas": request.GET.get("replicas") or collection.replicas}
         form = RebuildForm(request.POST or None, initial=initial)
         if request.method == "POST" and form.is_valid():
             try:
                 build = start_build(collection, model_id=form.cleaned_data["model_id"],
                                     index_options=form.cleaned_data["index_options"],
                                     language=form.cleaned_data["language"] or None,
+                                    shards=form.cleaned_data["shards"], replicas=form.cleaned_data["replicas"],
                                     requested_by=request.user.get_username())
             except BuildInProgress as exc:
                 self.message_user(request, f"{collection} already has a build in progress.", messages.ERROR)
@@ -184,6 +199,9 @@ def build_differences(build: IndexBuild, collection: Collection) -> tuple[str, s
     if build.language != collection.language:
         serving.append(f"language {build.language}")
         configured.append(f"language {collection.language}")
+    if (build.shards, build.replicas) != (collection.shards, collection.replicas):
+        serving.append(f"{build.shards} shards, {build.replicas} replicas")
+        configured.append(f"{collection.shards} shards, {collection.replicas} replicas")
     return ", ".join(serving), ", ".join(configured)
 
 
@@ -195,15 +213,16 @@ def collections_with_changed_model() -> list[dict]:
         if serving:
             changed.append({"collection": build.collection, "serving": serving, "configured": configured,
                             "url": rebuild_url(build.collection.pk, build.collection.embedding_model,
-                                               build.collection.language)})
+                                               build.collection.language, build.collection.shards,
+                                               build.collection.replicas)})
     return changed
 
 
 class CollectionRebuildMixin:
     """For the collection admin: a "Rebuild index" action and, when a save changed the embedding
-    model or the keyword language, a message offering the rebuild (the live index keeps serving
-    the old model and language until then: vectors of two models, or terms of two analyses,
-    cannot be mixed in one index)."""
+    model, the keyword language or the shards/replicas, a message offering the rebuild (the live
+    index keeps serving the old ones until then: vectors of two models, or terms of two analyses,
+    cannot be mixed in one index, and an index's number of shards is fixed when it is created)."""
 
     actions = ("rebuild_index_action",)
 
@@ -218,6 +237,7 @@ class CollectionRebuildMixin:
             self.message_user(request, format_html(
                 'The index of {} still serves {}. <a href="{}">Rebuild it with {}</a> (no downtime: '
                 "the current index answers searches until the new one is ready).",
-                obj, serving, rebuild_url(obj.pk, obj.embedding_model, obj.language), configured,
+                obj, serving, rebuild_url(obj.pk, obj.embedding_model, obj.language, obj.shards, obj.replicas),
+                configured,
             ), messages.WARNING)
         return super().response_change(request, obj)

@@ -33,7 +33,7 @@ from django.utils import timezone
 from .analysis import check_language
 from .embedding import embedding_dimension, load_embedding_model
 from .lookups import current_build, indexable_documents, live_build
-from .models import Collection, Document, IndexBuild
+from .models import Collection, Document, IndexBuild, check_layout
 from .statuses import mark_queued
 from .store import StoreError, alias_name, check_index_options, get_store, new_index_name
 
@@ -58,19 +58,23 @@ NOT_REPORTED = {"report": False}
 
 
 def start_build(collection: Collection, model_id: str | None = None, index_options: str | None = None,
-                requested_by: str = "", language: str | None = None) -> IndexBuild:
+                requested_by: str = "", language: str | None = None, shards: int | None = None,
+                replicas: int | None = None) -> IndexBuild:
     """Record a build, its documents `queued`; raises BuildInProgress if one runs already
-    (UnknownLanguage, a ValueError, for a bad language). Preparing it is the next step."""
+    (UnknownLanguage, a ValueError, for a bad language; ValueError for shards or replicas out of
+    range). The build keeps the layout it started with. Preparing it is the next step."""
     model_id = (model_id or collection.embedding_model).strip()
     index_options = index_options or collection.index_options
     language = check_language(language or collection.language)
     check_index_options(index_options)
+    shards, replicas = check_layout(collection.shards if shards is None else shards,
+                                    collection.replicas if replicas is None else replicas)
     try:
         with transaction.atomic():
             build = IndexBuild.objects.create(
                 collection=collection, index_name=new_index_name(collection.slug), model_id=model_id,
-                language=language, index_options=index_options, status=IndexBuild.Status.BUILDING,
-                requested_by=requested_by,
+                language=language, index_options=index_options, shards=shards, replicas=replicas,
+                status=IndexBuild.Status.BUILDING, requested_by=requested_by,
                 total_documents=indexable_documents(collection.pk).count(), progress_at=timezone.now(),
             )
             indexable_documents(collection.pk).update(
@@ -108,7 +112,8 @@ def prepare_build(build_id: int) -> PreparedBuild:
     store = get_store()
     if not store.index_exists(build.index_name):
         store.create_index(build.index_name, dims=dims, model_id=build.model_id,
-                           index_options=build.index_options, language=build.language)
+                           index_options=build.index_options, language=build.language,
+                           shards=build.shards, replicas=build.replicas)
     # Fewer, larger segments while building; finalize refreshes once.
     store.pause_refresh(build.index_name)
     IndexBuild.objects.filter(pk=build.pk).update(dims=dims)
@@ -138,17 +143,21 @@ def ensure_live_build(collection: Collection) -> IndexBuild:
                 # An index from before languages has no `language` in its _meta: standard analyzer only.
                 language=meta.get("language", "none"),
                 index_options=meta.get("index_options", collection.index_options),
+                # Indices from before configurable layouts had 1 shard and no replica.
+                shards=meta.get("shards", 1), replicas=meta.get("replicas", 0),
                 requested_by="adopted existing alias", finished_at=timezone.now(),
             )
         dims = embedding_dimension(load_embedding_model(collection.embedding_model))
         index = new_index_name(collection.slug)
+        shards, replicas = check_layout(collection.shards, collection.replicas)
         store.create_index(index, dims=dims, model_id=collection.embedding_model,
-                           index_options=collection.index_options, language=collection.language)
+                           index_options=collection.index_options, language=collection.language,
+                           shards=shards, replicas=replicas)
         store.point_alias(alias, index)
         return IndexBuild.objects.create(
             collection=collection, index_name=index, status=IndexBuild.Status.LIVE,
             model_id=collection.embedding_model, dims=dims, index_options=collection.index_options,
-            language=collection.language,
+            language=collection.language, shards=shards, replicas=replicas,
             requested_by="first document", finished_at=timezone.now(),
         )
 
@@ -286,10 +295,11 @@ def finalize_build(build_id: int) -> FinalizedBuild:
         IndexBuild.objects.filter(collection_id=build.collection_id, status=IndexBuild.Status.LIVE).update(
             status=IndexBuild.Status.RETIRED, finished_at=timezone.now()
         )
-        # The collection now serves this model and language (queryset update: no model signals,
-        # no re-index).
+        # The collection now serves this model, language and layout (queryset update: no model
+        # signals, no re-index).
         Collection.objects.filter(pk=build.collection_id).update(
-            embedding_model=build.model_id, index_options=build.index_options, language=build.language
+            embedding_model=build.model_id, index_options=build.index_options, language=build.language,
+            shards=build.shards, replicas=build.replicas,
         )
     # Clean up before saying `live`, so that whoever waits for the build sees the final state.
     # Meanwhile writes go to this build only (it is still in progress, and no other is live).

@@ -35,6 +35,31 @@ def default_visibility() -> str:
     return settings.DEFAULT_COLLECTION_VISIBILITY
 
 
+# Limits of a collection's index layout. Elasticsearch allows up to 1024 shards per index, but
+# a collection here holds at most millions of small chunks (a shard does well up to tens of
+# millions), and each replica is a full copy of the index on another node.
+MAX_SHARDS = 64
+MAX_REPLICAS = 8
+
+
+def default_shards() -> int:
+    """A new collection's shards: settings.INDEX_SHARDS (checked below)."""
+    return settings.INDEX_SHARDS
+
+
+def default_replicas() -> int:
+    """A new collection's replicas: settings.INDEX_REPLICAS (checked below)."""
+    return settings.INDEX_REPLICAS
+
+
+def check_layout(shards: int, replicas: int) -> tuple[int, int]:
+    """(shards, replicas) when both are within the limits; ValueError naming the bad one otherwise."""
+    for name, value, low, high in (("shards", shards, 1, MAX_SHARDS), ("replicas", replicas, 0, MAX_REPLICAS)):
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValueError(f"{name} must be a whole number from {low} to {high}, not {value!r}")
+    return shards, replicas
+
+
 class Collection(models.Model):
     class Visibility(models.TextChoices):
         PUBLIC = "public", "Public (anyone)"
@@ -78,6 +103,17 @@ class Collection(models.Model):
     index_options = models.CharField(
         max_length=20, choices=[(t, t) for t in ("hnsw", "int8_hnsw", "bbq_hnsw")], default=default_index_options,
         help_text="HNSW vector storage of the index: float32, int8 or binary (BBQ) quantised.",
+    )
+    # Index layout of the next build, like index_options: the live index keeps its own until a
+    # rebuild (indexer/builds.py).
+    shards = models.PositiveSmallIntegerField(
+        default=default_shards, validators=[MinValueValidator(1), MaxValueValidator(MAX_SHARDS)],
+        help_text="Primary shards of the collection's index (Elasticsearch). Changing it takes a rebuild.",
+    )
+    replicas = models.PositiveSmallIntegerField(
+        default=default_replicas, validators=[MaxValueValidator(MAX_REPLICAS)],
+        help_text="Copies of each shard on other nodes: 1 or more on a cluster keeps searches and indexing "
+                  "going when a node stops; 0 on a single node. Changing it takes a rebuild.",
     )
     facet_fields = models.CharField(
         max_length=1000, blank=True,
@@ -127,6 +163,10 @@ if settings.DEFAULT_COLLECTION_VISIBILITY not in Collection.Visibility.values:
     raise ImproperlyConfigured(
         f"DEFAULT_COLLECTION_VISIBILITY must be one of {', '.join(Collection.Visibility.values)}, "
         f"not {settings.DEFAULT_COLLECTION_VISIBILITY!r}")
+for _name, _low, _high in (("INDEX_SHARDS", 1, MAX_SHARDS), ("INDEX_REPLICAS", 0, MAX_REPLICAS)):
+    if not _low <= getattr(settings, _name) <= _high:
+        raise ImproperlyConfigured(f"{_name} must be a whole number from {_low} to {_high}, "
+                                   f"not {getattr(settings, _name)!r}")
 
 
 class Document(models.Model):
@@ -201,6 +241,9 @@ class IndexBuild(models.Model):
                                 help_text="Keyword analysis the index was built with (indexer/analysis.py).")
     dims = models.PositiveIntegerField(null=True, blank=True)
     index_options = models.CharField(max_length=20)
+    # Builds from before layouts were configurable had 1 shard and no replica.
+    shards = models.PositiveSmallIntegerField(default=1)
+    replicas = models.PositiveSmallIntegerField(default=0)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.BUILDING, db_index=True)
     error = models.TextField(blank=True)
     requested_by = models.CharField(max_length=150, blank=True)

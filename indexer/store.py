@@ -203,7 +203,12 @@ class Store:
 
 @functools.lru_cache(maxsize=1)
 def get_client() -> Elasticsearch:
-    """The Elasticsearch client of the settings (one per process)."""
+    """The Elasticsearch client of the settings (one per process). ELASTICSEARCH_URL may name
+    several nodes of one cluster, comma-separated: requests go round them, and one that fails
+    to connect is retried on the next (the client's max_retries) and left out for a while."""
+    hosts = [url.strip() for url in settings.ELASTICSEARCH_URL.split(",") if url.strip()]
+    if not hosts:
+        raise ValueError(f"ELASTICSEARCH_URL names no node: {settings.ELASTICSEARCH_URL!r}")
     kwargs: dict = {
         "request_timeout": settings.ELASTICSEARCH_TIMEOUT,
         "verify_certs": settings.ELASTICSEARCH_VERIFY_CERTS,
@@ -214,7 +219,7 @@ def get_client() -> Elasticsearch:
         kwargs["api_key"] = settings.ELASTICSEARCH_API_KEY
     elif settings.ELASTICSEARCH_PASSWORD:
         kwargs["basic_auth"] = (settings.ELASTICSEARCH_USERNAME, settings.ELASTICSEARCH_PASSWORD)
-    return Elasticsearch(settings.ELASTICSEARCH_URL, **kwargs)
+    return Elasticsearch(hosts, **kwargs)
 
 
 # Terms written by indexer/analysis.py, space-separated: the `whitespace` analyzer (in every
@@ -344,9 +349,9 @@ class ElasticsearchStore(Store):
     @_translated
     def create_index(self, index, *, dims, model_id, index_options, language, shards=1, replicas=0):
         mapping = chunk_mapping(dims, index_options, language)
-        # The model and the language are recorded in the index itself (`_meta`).
+        # The model, the language and the layout are recorded in the index itself (`_meta`).
         mapping["_meta"] = {"embedding_model": model_id, "dims": dims, "index_options": index_options,
-                            "language": language}
+                            "language": language, "shards": shards, "replicas": replicas}
         self.client.indices.create(index=index, mappings=mapping, settings=index_settings(shards, replicas))
 
     @_translated

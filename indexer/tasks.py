@@ -186,10 +186,11 @@ def drop_indices(index_names: list[str]) -> list[str]:
 
 
 def start_build(collection: Collection, model_id: str | None = None, index_options: str | None = None,
-                requested_by: str = "", language: str | None = None) -> IndexBuild:
+                requested_by: str = "", language: str | None = None, shards: int | None = None,
+                replicas: int | None = None) -> IndexBuild:
     """Record a build (BuildInProgress if one runs already) and prepare it after commit."""
     build = builds.start_build(collection, model_id=model_id, index_options=index_options,
-                               requested_by=requested_by, language=language)
+                               requested_by=requested_by, language=language, shards=shards, replicas=replicas)
     transaction.on_commit(lambda: prepare_build.delay(build.pk))
     return build
 

@@ -6,6 +6,8 @@
     python scripts/services.py status
     python scripts/services.py install postgres
     python scripts/services.py install chromium
+    ES_NODES=3 python scripts/services.py start|stop es        an N-node cluster instead
+    ES_NODES=3 python scripts/services.py start|stop es-node 2 one node of it (drills)
 
 Elasticsearch is Elastic's own test distribution (`integ-test-zip`) of one pinned
 version, fetched from Maven Central with `mvn dependency:copy` (cached in ~/.m2, so a
@@ -13,6 +15,11 @@ second run downloads nothing), unpacked under `.services/`, and run single-node 
 127.0.0.1 with x-pack security on: the `elastic` user's password is generated once into
 `.services/elastic-password`, which the Django settings read.  Elasticsearch refuses to
 run as root, so when we are root it runs as the unprivileged system user `elasticsearch`.
+
+ES_NODES=N (N > 1) runs N nodes of one cluster instead, from the same unpacked distribution:
+HTTP ports ES_PORT..ES_PORT+N-1, each with its own config, data and logs under
+<runtime>/cluster-<ES_PORT>/, heap ES_HEAP (512m), security as on the single node (see the
+"Elasticsearch cluster" section below).
 
 OpenSearch (the second engine, issue 13) is OpenSearch's own test distribution
 (`org.opensearch.distribution.integ-test-zip:opensearch`) with the k-NN plugin of the same
@@ -274,7 +281,8 @@ def ensure_user(name: str, what: str) -> str | None:
     return name
 
 
-def install_es() -> None:
+def unpack_es() -> None:
+    """The distribution unpacked into ES_HOME once (the single node and every cluster node run it)."""
     STATE.mkdir(parents=True, exist_ok=True)
     ES_RUNTIME.mkdir(parents=True, exist_ok=True)
     if not (ES_HOME / "bin" / "elasticsearch").exists():
@@ -284,6 +292,10 @@ def install_es() -> None:
             zf.extractall(ES_RUNTIME)
         for f in (ES_HOME / "bin").iterdir():
             f.chmod(0o755)
+
+
+def install_es() -> None:
+    unpack_es()
     match_runtime_password()
     ES_DATA.mkdir(exist_ok=True)
     ES_LOGS.mkdir(exist_ok=True)
@@ -328,8 +340,8 @@ action.destructive_requires_name: false
             subprocess.run(["chown", "-R", f"{user}:", str(path)], check=True)
 
 
-def es_request(path: str, timeout: float = 5.0) -> tuple[int, str]:
-    req = urllib.request.Request(f"http://127.0.0.1:{ES_PORT}{path}")
+def es_request(path: str, timeout: float = 5.0, port: int = ES_PORT) -> tuple[int, str]:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
     token = base64.b64encode(f"elastic:{es_password()}".encode()).decode()
     req.add_header("Authorization", f"Basic {token}")
     try:
@@ -424,6 +436,240 @@ def stop_es() -> None:
         os.kill(pid, signal.SIGKILL)
     ES_PIDFILE.unlink(missing_ok=True)
     say("Elasticsearch stopped")
+
+
+# ---------------------------------------------------------------- Elasticsearch cluster (ES_NODES > 1)
+#
+# ES_NODES=N starts N nodes on loopback from the same unpacked distribution (ES_HOME): node i
+# answers HTTP on ES_PORT+i-1 and transport on ES_TRANSPORT_PORT+i-1, every node master-eligible
+# and a data node, security on with the password in ES_PASSWORD_FILE like the single node. Its
+# cluster name, data and pid files carry ES_PORT, so a cluster on other ports never touches the
+# single node (or another cluster) of the same checkout.
+
+
+def es_nodes() -> int:
+    # 9 at most: a loopback cluster is for drills and benchmarks on one machine, where each node
+    # costs a JVM; more would only starve the others.
+    value = os.environ.get("ES_NODES", "1").strip() or "1"
+    if not value.isdigit() or not 1 <= int(value) <= 9:
+        fail(f"ES_NODES must be a number of nodes from 1 to 9, not {value!r}")
+    return int(value)
+
+
+CLUSTER_NAME = f"searchsite-cluster-{ES_PORT}"
+CLUSTER_DIR = ES_RUNTIME / f"cluster-{ES_PORT}"
+# The password the cluster's data was set up with (root-only, beside the data, like the single node's).
+CLUSTER_PASSWORD = CLUSTER_DIR / "elastic-password"
+
+
+def cluster_heap() -> str:
+    # Several JVMs share the machine: 512m each unless ES_HEAP says otherwise (the single node's
+    # 2g default is for one node alone).
+    return os.environ.get("ES_HEAP", "512m")
+
+
+def node_dir(i: int) -> Path:
+    return CLUSTER_DIR / f"node-{i}"
+
+
+def node_http_port(i: int) -> int:
+    return ES_PORT + i - 1
+
+
+def node_pidfile(i: int) -> Path:
+    """Written by the node itself (`-p`) beside its logs, and removed when it stops: it follows the
+    node's data, not the checkout's .services folder."""
+    return node_dir(i) / "logs" / "es.pid"
+
+
+def check_node_number(i: str, nodes: int) -> int:
+    if not i.isdigit() or not 1 <= int(i) <= nodes:
+        fail(f"node number must be 1..{nodes} (ES_NODES={nodes}), not {i!r}")
+    return int(i)
+
+
+def cluster_health(nodes: int, status: str = "yellow", timeout: str = "1s") -> tuple[int, dict]:
+    """Health asked of the first node that answers: (HTTP status, body); 200 means `status` or
+    better with all `nodes` nodes in the cluster."""
+    for i in range(1, nodes + 1):
+        code, body = es_request(f"/_cluster/health?wait_for_status={status}&wait_for_nodes={nodes}"
+                                f"&timeout={timeout}", port=node_http_port(i))
+        if code == 0:
+            continue
+        try:
+            return code, json.loads(body)
+        except ValueError:
+            return code, {"error": body[:200]}
+    return 0, {}
+
+
+def install_cluster(nodes: int) -> None:
+    """Per node: a config folder (a copy of the distribution's, with its own elasticsearch.yml,
+    heap and keystore), data, logs and tmp, all under CLUSTER_DIR."""
+    unpack_es()
+    password = es_password()
+    CLUSTER_DIR.mkdir(parents=True, exist_ok=True)
+    recorded = CLUSTER_PASSWORD.read_text().strip() if CLUSTER_PASSWORD.is_file() else None
+    if recorded is not None and recorded != password:
+        previous = ES_RUNTIME / f"cluster-{ES_PORT}.previous-{time.strftime('%Y%m%d-%H%M%S')}"
+        say(f"the cluster data in {CLUSTER_DIR} was set up with another password than the one in "
+            f"{ES_PASSWORD_FILE}; moving it to {previous} and starting with empty data")
+        CLUSTER_DIR.rename(previous)
+        CLUSTER_DIR.mkdir()
+    if CLUSTER_PASSWORD.is_symlink():
+        CLUSTER_PASSWORD.unlink()
+    fd = os.open(CLUSTER_PASSWORD, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(password + "\n")
+    transport = [f"127.0.0.1:{ES_TRANSPORT_PORT + i - 1}" for i in range(1, nodes + 1)]
+    java_env = dict(os.environ, ES_JAVA_HOME=str(find_java_home()))
+    for i in range(1, nodes + 1):
+        home = node_dir(i)
+        config = home / "config"
+        if not (config / "jvm.options").exists():
+            shutil.copytree(ES_HOME / "config", config, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("elasticsearch.keystore", "elasticsearch.yml"))
+        for sub in ("data", "logs", "tmp"):
+            (home / sub).mkdir(exist_ok=True)
+        (config / "elasticsearch.yml").write_text(
+            f"""# written by scripts/services.py (ES_NODES={nodes})
+cluster.name: {CLUSTER_NAME}
+node.name: node-{i}
+path.data: {home / "data"}
+path.logs: {home / "logs"}
+network.host: 127.0.0.1
+http.port: {node_http_port(i)}
+transport.port: {ES_TRANSPORT_PORT + i - 1}
+discovery.seed_hosts: [{", ".join(transport)}]
+# Read only when the cluster forms the first time (empty data).
+cluster.initial_master_nodes: [{", ".join(f"node-{n}" for n in range(1, nodes + 1))}]
+xpack.security.enabled: true
+# Loopback only: basic auth without TLS, on HTTP and between the nodes (README, "Security").
+xpack.security.http.ssl.enabled: false
+xpack.security.transport.ssl.enabled: false
+cluster.routing.allocation.disk.threshold_enabled: false
+action.destructive_requires_name: false
+"""
+        )
+        (config / "jvm.options.d" / "heap.options").write_text(f"-Xms{cluster_heap()}\n-Xmx{cluster_heap()}\n")
+        keystore = config / "elasticsearch.keystore"
+        if not keystore.exists():
+            first = node_dir(1) / "config" / "elasticsearch.keystore"
+            if i > 1 and first.exists():
+                shutil.copy(first, keystore)  # the same bootstrap password on every node
+                continue
+            env = dict(java_env, ES_PATH_CONF=str(config))
+            for args, stdin in ((["create"], None), (["add", "-x", "-f", "bootstrap.password"], password)):
+                result = subprocess.run([str(ES_HOME / "bin" / "elasticsearch-keystore"), *args], input=stdin,
+                                        text=True, env=env, capture_output=True)
+                if result.returncode != 0:
+                    fail(f"elasticsearch-keystore {args[0]} failed: {result.stdout}{result.stderr}")
+    user = ensure_es_user()
+    if user:
+        # CLUSTER_DIR itself stays root's, like ES_RUNTIME: the password copy in it cannot be swapped.
+        os.chown(CLUSTER_DIR, 0, 0)
+        CLUSTER_DIR.chmod(0o755)
+        for path in [ES_HOME, *(node_dir(i) for i in range(1, nodes + 1))]:
+            subprocess.run(["chown", "-R", f"{user}:", str(path)], check=True)
+
+
+def launch_node(i: int) -> subprocess.Popen:
+    """Start node i's launcher (`elasticsearch -d` returns once the node runs); `launched` waits for it."""
+    home = node_dir(i)
+    node_pidfile(i).unlink(missing_ok=True)
+    env = dict(os.environ, ES_JAVA_HOME=str(find_java_home()), ES_PATH_CONF=str(home / "config"),
+               ES_TMPDIR=str(home / "tmp"))
+    cmd = [str(ES_HOME / "bin" / "elasticsearch"), "-d", "-p", str(node_pidfile(i))]
+    user = ensure_es_user()
+    if user:
+        cmd = ["runuser", "-u", user, "--", "env",
+               *[f"{k}={env[k]}" for k in ("ES_JAVA_HOME", "ES_PATH_CONF", "ES_TMPDIR")], *cmd]
+    say(f"starting node-{i} of {CLUSTER_NAME} on 127.0.0.1:{node_http_port(i)} (heap {cluster_heap()})")
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def launched(i: int, launcher: subprocess.Popen) -> None:
+    output, _ = launcher.communicate()
+    if launcher.returncode != 0:
+        print(output[-4000:], file=sys.stderr)
+        print(tail(node_dir(i) / "logs" / f"{CLUSTER_NAME}.log"), file=sys.stderr)
+        fail(f"node-{i} failed to start (exit {launcher.returncode}); log: {node_dir(i) / 'logs'}")
+
+
+def wait_for_nodes(nodes: int, started: list[int], status: str) -> None:
+    """Until the cluster has all `nodes` nodes and `status` (or better); fails with the logs of
+    the nodes in `started` when one dies or time runs out."""
+    deadline = time.time() + float(os.environ.get("ES_START_TIMEOUT", "240"))
+    while time.time() < deadline:
+        for i in started:
+            if node_pidfile(i).exists() and not pid_alive(node_pidfile(i)):
+                print(tail(node_dir(i) / "logs" / f"{CLUSTER_NAME}.log"), file=sys.stderr)
+                fail(f"node-{i} exited while starting; last log lines above")
+        code, health = cluster_health(nodes, status)
+        if code == 200:
+            say(f"{CLUSTER_NAME}: {health['number_of_nodes']} nodes, {health['status']} "
+                f"(HTTP 127.0.0.1:{node_http_port(1)}..{node_http_port(nodes)})")
+            return
+        if code == 401:
+            fail(f"{CLUSTER_NAME} rejects the password in {ES_PASSWORD_FILE}; move {CLUSTER_DIR} away and start again")
+        time.sleep(1)
+    for i in started:
+        print(tail(node_dir(i) / "logs" / f"{CLUSTER_NAME}.log", 15), file=sys.stderr)
+    fail(f"{CLUSTER_NAME} did not reach {status} with {nodes} nodes; last log lines above")
+
+
+def start_cluster(nodes: int) -> None:
+    if cluster_health(nodes, "green")[0] == 200 and all(pid_alive(node_pidfile(i)) for i in range(1, nodes + 1)):
+        say(f"{CLUSTER_NAME} already running with {nodes} nodes (reused)")
+        return
+    for i in range(1, nodes + 1):
+        if not pid_alive(node_pidfile(i)):
+            code, body = es_request("/_cluster/health", port=node_http_port(i))
+            if code != 0:
+                fail(f"port {node_http_port(i)} (node-{i}) is answered by a server not started by us "
+                     f"(HTTP {code}): stop it or choose another ES_PORT")
+    install_cluster(nodes)
+    started = [i for i in range(1, nodes + 1) if not pid_alive(node_pidfile(i))]
+    # All at once: each waits for the others to form the cluster.
+    for i, launcher in [(i, launch_node(i)) for i in started]:
+        launched(i, launcher)
+    wait_for_nodes(nodes, started, "green")
+
+
+def start_node(nodes: int, i: int) -> None:
+    """Start one node of a running cluster again (drills); waits until it has joined."""
+    install_cluster(nodes)
+    if not pid_alive(node_pidfile(i)):
+        launched(i, launch_node(i))
+    wait_for_nodes(nodes, [i], "yellow")
+
+
+def stop_node(i: int) -> None:
+    pidfile = node_pidfile(i)
+    pid = pid_alive(pidfile)
+    if not pid:
+        say(f"node-{i} of {CLUSTER_NAME} not running")
+        return
+    os.kill(pid, signal.SIGTERM)
+    for _ in range(120):
+        if not pid_alive(pidfile):
+            break
+        time.sleep(0.25)
+    else:
+        os.kill(pid, signal.SIGKILL)
+    pidfile.unlink(missing_ok=True)
+    say(f"node-{i} of {CLUSTER_NAME} stopped")
+
+
+def cluster_status(nodes: int) -> None:
+    code, health = cluster_health(nodes, "red", "1s")
+    print(f"elasticsearch cluster {CLUSTER_NAME}: " + (f"{health.get('status')}, {health.get('number_of_nodes')} "
+                                                        f"of {nodes} nodes" if code in (200, 408) else "down"))
+    for i in range(1, nodes + 1):
+        pid = pid_alive(node_pidfile(i))
+        up = es_request("/_cluster/health", port=node_http_port(i))[0] == 200
+        print(f"  node-{i} 127.0.0.1:{node_http_port(i)}: {'up' if up else 'down'}"
+              + (f" (pid {pid})" if pid else ""))
 
 
 # ---------------------------------------------------------------- OpenSearch
@@ -878,10 +1124,18 @@ INSTALLS = {"postgres": install_postgres, "chromium": install_chromium}
 
 
 def main(argv: list[str]) -> None:
-    usage = "usage: services.py start|stop|status|password [es|opensearch|redis|all] | install postgres|chromium"
+    usage = ("usage: services.py start|stop|status|password [es|opensearch|redis|all] | start|stop es-node N "
+             "| install postgres|chromium")
     if len(argv) < 1 or argv[0] not in {"start", "stop", "status", "password", "install"}:
         fail(usage)
     action, which = argv[0], (argv[1] if len(argv) > 1 else "all")
+    nodes = es_nodes()
+    if which == "es-node":
+        if action not in ("start", "stop") or len(argv) != 3 or nodes < 2:
+            fail("usage: ES_NODES=N services.py start|stop es-node I  (one node of an N-node cluster, N > 1)")
+        i = check_node_number(argv[2], nodes)
+        start_node(nodes, i) if action == "start" else stop_node(i)
+        return
     if action == "install":
         if which not in INSTALLS:
             fail("usage: services.py install postgres|chromium")
@@ -900,20 +1154,27 @@ def main(argv: list[str]) -> None:
         # whole suite on it. OpenSearch joins `all` only when chosen, so `make run` pays nothing
         # for it otherwise (`make test` starts it by name for its backend suite).
         if which in ("es", "all"):
-            start_es()
+            start_cluster(nodes) if nodes > 1 else start_es()
         if which == "opensearch" or engine == "opensearch":
             start_opensearch()
     elif action == "stop":
         if which in ("es", "all"):
-            stop_es()
+            if nodes > 1:
+                for i in range(1, nodes + 1):
+                    stop_node(i)
+            else:
+                stop_es()
         # `stop` (all) stops a node we started whatever SEARCH_ENGINE says now.
         if which in ("opensearch", "all"):
             stop_opensearch()
         if which in ("redis", "all"):
             stop_redis()
     else:
-        status, body = es_request("/_cluster/health")
-        print(f"elasticsearch 127.0.0.1:{ES_PORT}: {'up' if status == 200 else f'down ({body[:80]})'}")
+        if nodes > 1:
+            cluster_status(nodes)
+        else:
+            status, body = es_request("/_cluster/health")
+            print(f"elasticsearch 127.0.0.1:{ES_PORT}: {'up' if status == 200 else f'down ({body[:80]})'}")
         identity = os_identity()
         print(f"opensearch 127.0.0.1:{OS_PORT}: "
               + (f"up ({identity[0]} {identity[1]})" if identity and os_healthy() else

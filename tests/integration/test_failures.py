@@ -20,22 +20,11 @@ from indexer.models import Collection, Document, IndexBuild
 from indexer.store import alias_name
 from indexer.tasks import index_documents, start_build
 from tests.support.services import services
-from tests.support.indexing import all_indexed, assert_index_exact, index_all, make_collection, statuses, wait_for
+from tests.support.indexing import (TUNED, all_indexed, assert_build_live_and_exact, index_all, make_collection,
+                                     statuses, wait_for)
 from tests.support.workers import ROOT, Worker, worker_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-# The embed worker these tests drive: small batches (a build is many messages, so there is a
-# "middle" to break), quick recovery of messages of a killed worker, quick retries, and enough
-# of them to outlast an Elasticsearch restart.
-TUNED = {
-    "INDEX_BATCH_SIZE": "3",
-    "CELERY_VISIBILITY_TIMEOUT": "15",
-    "CELERY_UNACKED_RESTORE_INTERVAL": "1",
-    "INDEX_RETRY_BACKOFF": "1",
-    "INDEX_RETRY_BACKOFF_MAX": "8",
-    "INDEX_MAX_RETRIES": "60",
-}
 
 
 @pytest.fixture(scope="module")
@@ -72,18 +61,6 @@ def start_rebuild_and_wait_for_progress(collection: Collection, done: int, **kwa
     build.refresh_from_db()
     assert build.in_progress, "the build finished before the failure could hit it; make it bigger"
     return build
-
-
-def assert_build_live_and_exact(es, collection: Collection, build: IndexBuild, model_id: str | None = None):
-    wait_for(lambda: IndexBuild.objects.get(pk=build.pk).status in (IndexBuild.Status.LIVE, IndexBuild.Status.FAILED),
-             timeout=300, what=f"build to finish, statuses {statuses(collection)}")
-    build.refresh_from_db()
-    assert build.status == IndexBuild.Status.LIVE, build.error
-    assert statuses(collection) == {"indexed": collection.documents.count()}
-    total = assert_index_exact(es, collection, model_id=model_id, index=build.index_name)
-    assert es.count(index=alias_name(collection.slug))["count"] == total == build.done_chunks
-    assert build.done_documents == build.total_documents == collection.documents.count()
-    return total
 
 
 @pytest.mark.backend

@@ -6,12 +6,25 @@ import time
 from django.conf import settings
 from django.db import transaction
 
-from indexer.models import Collection, Document
+from indexer.models import Collection, Document, IndexBuild
 from indexer.store import alias_name
 from indexer.tasks import queue_for_indexing
 
 WORDS = ("protein cell gene tumour receptor signalling mutation therapy vaccine immune neuron "
          "insulin glucose lipid membrane enzyme kinase antibody virus bacteria").split()
+
+
+# The embed worker the failure drills drive (tests/integration/test_failures.py, test_cluster.py):
+# small batches (a build is many messages, so there is a "middle" to break), quick recovery of
+# messages of a killed worker, quick retries, and enough of them to outlast an Elasticsearch restart.
+TUNED = {
+    "INDEX_BATCH_SIZE": "3",
+    "CELERY_VISIBILITY_TIMEOUT": "15",
+    "CELERY_UNACKED_RESTORE_INTERVAL": "1",
+    "INDEX_RETRY_BACKOFF": "1",
+    "INDEX_RETRY_BACKOFF_MAX": "8",
+    "INDEX_MAX_RETRIES": "60",
+}
 
 
 def make_text(seed: int, words: int) -> str:
@@ -109,3 +122,17 @@ def assert_index_exact(es, collection: Collection, model_id: str | None = None, 
 
 def key_prefix() -> str:
     return settings.CELERY_KEY_PREFIX
+
+
+def assert_build_live_and_exact(es, collection: Collection, build: IndexBuild, model_id: str | None = None):
+    """The build went live; every document is indexed; its index holds exactly the planned chunks
+    (assert_index_exact), as many as the alias serves and the build counted."""
+    wait_for(lambda: IndexBuild.objects.get(pk=build.pk).status in (IndexBuild.Status.LIVE, IndexBuild.Status.FAILED),
+             timeout=300, what=f"build to finish, statuses {statuses(collection)}")
+    build.refresh_from_db()
+    assert build.status == IndexBuild.Status.LIVE, build.error
+    assert statuses(collection) == {"indexed": collection.documents.count()}
+    total = assert_index_exact(es, collection, model_id=model_id, index=build.index_name)
+    assert es.count(index=alias_name(collection.slug))["count"] == total == build.done_chunks
+    assert build.done_documents == build.total_documents == collection.documents.count()
+    return total

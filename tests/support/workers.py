@@ -34,6 +34,7 @@ class Worker:
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 120) -> "Worker":
+        self.log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "searchsite", "worker", "-Q", self.queue,
@@ -42,19 +43,35 @@ class Worker:
             cwd=ROOT, env=worker_env(self.extra_env), stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        self.wait_ready(timeout)
+        try:
+            self.wait_ready(timeout)
+        except BaseException:
+            self.stop()  # a worker that never became ready is not left running
+            raise
         return self
 
     def wait_ready(self, timeout: float) -> None:
         from searchsite.celery import app
 
+        # A worker on a broker of its own (CELERY_BROKER_URL) cannot be pinged from here (this
+        # process's control messages go out through its own broker): its log says when it is ready.
+        own_broker = "CELERY_BROKER_URL" in self.extra_env
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"worker {self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
-            if app.control.ping(destination=[self.name], timeout=0.5):
+            if own_broker:
+                if f"{self.name} ready." in self.log_since_start():
+                    return
+                time.sleep(0.5)
+            elif app.control.ping(destination=[self.name], timeout=0.5):
                 return
         raise RuntimeError(f"worker {self.name} did not answer pings in {timeout}s:\n{self.log_tail()}")
+
+    def log_since_start(self) -> str:
+        with open(self.log_path, "rb") as log:
+            log.seek(self.log_start)
+            return log.read().decode(errors="replace")
 
     def log_tail(self, n: int = 40) -> str:
         try:
