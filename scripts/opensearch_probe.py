@@ -7,7 +7,7 @@
 Prints one line per check (`ok` or `FAIL` and what was seen) and exits 1 if any failed. It
 works in indices named `searchsite-probe-*`, deleted at the end (also after a failure).
 
-What it checks, mirroring the Elasticsearch mapping of indexer/index.py:
+What it checks, mirroring the Elasticsearch mapping of indexer/store.py:
   - the node's identity as /healthz would read it (`info()["version"]`) and the k-NN plugin;
   - the `whitespace` and `standard` analyzers and a per-field BM25 similarity (k1 0.9, b 0.4),
     read back from an `explain`;
@@ -48,7 +48,7 @@ def check(name: str, passed: bool, detail: str) -> bool:
 
 
 def index_body(space_type: str) -> dict:
-    """The project's chunk mapping (indexer/index.py) in OpenSearch's words."""
+    """The project's chunk mapping (indexer/store.py) in OpenSearch's words."""
     terms_field = {"type": "text", "analyzer": "whitespace", "index_options": "freqs", "similarity": "terms_bm25"}
     return {
         "settings": {
