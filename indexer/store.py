@@ -235,6 +235,14 @@ TERMS_BM25 = {"type": "BM25", "k1": 0.9, "b": 0.4}
 TRANSIENT_STATUSES = {429, 502, 503, 504}
 
 
+def index_meta_record(model_id: str, dims: int, index_options: str, language: str, shards: int,
+                      replicas: int) -> dict:
+    """What an index records about itself in its mapping's `_meta`, on every engine: a build that
+    adopts an existing alias (builds.ensure_live_build) reads the model, language and layout back."""
+    return {"embedding_model": model_id, "dims": dims, "index_options": index_options, "language": language,
+            "shards": shards, "replicas": replicas}
+
+
 def index_settings(shards: int = 1, replicas: int = 0) -> dict:
     return {"number_of_shards": shards, "number_of_replicas": replicas,
             "similarity": {TERMS_SIMILARITY: dict(TERMS_BM25)}}
@@ -349,9 +357,7 @@ class ElasticsearchStore(Store):
     @_translated
     def create_index(self, index, *, dims, model_id, index_options, language, shards=1, replicas=0):
         mapping = chunk_mapping(dims, index_options, language)
-        # The model, the language and the layout are recorded in the index itself (`_meta`).
-        mapping["_meta"] = {"embedding_model": model_id, "dims": dims, "index_options": index_options,
-                            "language": language, "shards": shards, "replicas": replicas}
+        mapping["_meta"] = index_meta_record(model_id, dims, index_options, language, shards, replicas)
         self.client.indices.create(index=index, mappings=mapping, settings=index_settings(shards, replicas))
 
     @_translated
@@ -606,8 +612,7 @@ class OpenSearchStore(Store):
     @_os_translated
     def create_index(self, index, *, dims, model_id, index_options, language, shards=1, replicas=0):
         mapping = opensearch_chunk_mapping(dims, index_options, language)
-        mapping["_meta"] = {"embedding_model": model_id, "dims": dims, "index_options": index_options,
-                            "language": language}
+        mapping["_meta"] = index_meta_record(model_id, dims, index_options, language, shards, replicas)
         # k-NN fields need `index.knn` on their index. Vectors stay in `_source` as sent: with
         # the default "derived source" (vectors rebuilt from the vector files), reading a chunk of
         # an int8_hnsw index failed on 3.5.0 ("AlreadyClosedException ... ScalarQuantizedVectorsFormat").

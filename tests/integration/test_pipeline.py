@@ -38,6 +38,8 @@ def test_documents_become_searchable_chunks(es, celery_workers):
     assert get_store().indices_behind(alias) == [live.index_name]
     meta = get_store().index_meta(live.index_name)
     assert meta["embedding_model"] == MODEL == live.model_id and meta["dims"] == 384
+    # What a build adopting this alias reads back (builds.ensure_live_build), on every engine.
+    assert (meta["shards"], meta["replicas"], meta["language"]) == (live.shards, live.replicas, live.language)
     doc = Document.objects.get(collection=collection, external_id="d003")
     assert doc.indexed_model == MODEL and doc.indexed_hash == doc.content_hash and doc.indexed_at
 
