@@ -8,8 +8,9 @@ its logits reorder the head with the model's fusion, as the search does, for nDC
 
     torch-float32   the model in torch, float32 (what a CPU without bfloat16 ran before)
     torch-bfloat16  torch with bfloat16 autocast (only on CPUs with AVX512-BF16/AMX)
-    onnx-float32    its ONNX export in ONNX Runtime (reranker/onnx_export.py)
-    onnx-int8       the int8 export
+    openvino-float32  its OpenVINO export (reranker/openvino_export.py)
+    openvino-int8     the int8 model NNCF calibrated (made when the model was trained on a CPU,
+                      or by `manage.py export_reranker DIR --judge-on COLLECTION`)
     cuda-float16    torch on CUDA (when a GPU is present)
 
     .venv/bin/python bench/rerank.py [--collection scifact] [--model DIR] [--queries 200]
@@ -76,9 +77,9 @@ def scorers(model_dir: str, max_length: int, threads: int, wanted: list[str]) ->
     import torch
     from sentence_transformers import CrossEncoder
 
-    from reranker.onnx_export import export
+    from reranker.openvino_export import export
     from reranker.precision import cpu_has_native_bf16
-    from reranker.scorers import OnnxScorer, TorchScorer
+    from reranker.scorers import OpenVinoScorer, TorchScorer
 
     torch.set_num_threads(threads)
     out = {}
@@ -90,12 +91,14 @@ def scorers(model_dir: str, max_length: int, threads: int, wanted: list[str]) ->
         out["torch-float32"] = TorchScorer(cpu_model, "float32", 32)
     if "torch-bfloat16" in wanted and cpu_has_native_bf16():
         out["torch-bfloat16"] = TorchScorer(cpu_model, "bfloat16", 32)
-    if {"onnx-float32", "onnx-int8"} & set(wanted):
-        export(model_dir)
-        if "onnx-float32" in wanted:
-            out["onnx-float32"] = OnnxScorer(model_dir, False, limit, 32, threads)
-        if "onnx-int8" in wanted:
-            out["onnx-int8"] = OnnxScorer(model_dir, True, limit, 32, threads)
+    if {"openvino-float32", "openvino-int8"} & set(wanted):
+        state = export(model_dir)
+        if "openvino-float32" in wanted:
+            out["openvino-float32"] = OpenVinoScorer(model_dir, False, limit, 32, threads)
+        if "openvino-int8" in wanted and state.has_int8:
+            out["openvino-int8"] = OpenVinoScorer(model_dir, True, limit, 32, threads)
+        elif "openvino-int8" in wanted:
+            print(f"openvino-int8 left out: {state.int8_reason}")
     if "cuda-float16" in wanted and torch.cuda.is_available():
         gpu_model = CrossEncoder(model_dir, device="cuda")
         gpu_model.max_seq_length = limit
@@ -114,7 +117,7 @@ def main() -> int:
     parser.add_argument("--top", type=int, default=50, help="chunks of the hybrid first stage per query")
     parser.add_argument("--max-length", type=int, default=256, help="tokens per pair, at most")
     parser.add_argument("--threads", type=int, default=0, help="threads (0: the usable cores)")
-    parser.add_argument("--runtimes", default="torch-float32,torch-bfloat16,onnx-float32,onnx-int8,cuda-float16")
+    parser.add_argument("--runtimes", default="torch-float32,torch-bfloat16,openvino-float32,openvino-int8,cuda-float16")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
 

@@ -19,9 +19,9 @@ from indexer.models import Collection, Document
 from reranker.cross_encoder import RerankerUnavailable, load_reranker
 from reranker.fusion import ModelFusion
 from reranker.judgments import collection_qrels
-from reranker.onnx_export import ExportError, export
+from reranker.openvino_export import ExportError, calibration_pairs, export
 from reranker.precision import pick_device
-from reranker.scorers import OnnxScorer, thread_count
+from reranker.scorers import OpenVinoScorer, thread_count
 from reranker.training import (CHUNK_KEY, JudgedQuery, TrainingData, TrainingError, TrainingSettings, int8_judgment,
                                save, split_queries, train)
 from search import offline
@@ -97,30 +97,33 @@ def mine(collection: Collection, mode: str, depth: int, pseudo_queries: int, see
 
 
 def cpu_runtime(device: str) -> bool:
-    """True when the held-out queries are scored as a CPU worker serves the model: through ONNX
-    Runtime (training on a CPU, RERANKER_RUNTIME not forcing torch)."""
+    """True when the held-out queries are scored as a CPU worker serves the model: through
+    OpenVINO (training on a CPU, RERANKER_RUNTIME not forcing torch)."""
     return pick_device(device) == "cpu" and settings.RERANKER_RUNTIME != "torch"
 
 
-def onnx_scorer(model, directory: Path) -> OnnxScorer:
-    """Save the trained model into its directory, export it (reranker/onnx_export.py) and score
-    through ONNX Runtime, as a CPU rerank worker will."""
+def openvino_scorer(model, directory: Path) -> OpenVinoScorer:
+    """Save the trained model into its directory, export it (reranker/openvino_export.py) and
+    score through OpenVINO, as a CPU rerank worker will."""
     directory.mkdir(parents=True, exist_ok=True)
     model.save(str(directory))
     export(directory)
-    return OnnxScorer(directory, False, model.max_seq_length, settings.RERANKER_BATCH_SIZE,
+    return OpenVinoScorer(directory, False, model.max_seq_length, settings.RERANKER_BATCH_SIZE,
                       thread_count(settings.RERANKER_THREADS))
 
 
 def judge_int8(result, directory: Path, data: TrainingData, stdout, progress=progress) -> list[str]:
-    """After training on a CPU: judge int8 on the held-out queries (reranker.training.judge_int8)."""
+    """After training on a CPU: make the int8 model, calibrated on training queries (judged ones
+    not held out, then pseudo-queries), and judge it on the held-out queries
+    (reranker.training.int8_judgment)."""
     settings_ = result.settings
-    _, heldout = split_queries(data.queries, settings_.heldout_fraction, settings_.seed)
+    training, heldout = split_queries(data.queries, settings_.heldout_fraction, settings_.seed)
     judgment, lines = int8_judgment(
         directory, heldout, data.documents, settings_.rerank_top, data.mode,
         ModelFusion.from_dict(result.heldout["fusion"]), result.model.max_seq_length, settings.RERANKER_BATCH_SIZE,
         thread_count(settings.RERANKER_THREADS),
-        progress=lambda total, desc: progress(total=total, desc=desc, unit="query"), float32_logits=result.heldout_logits)
+        progress=lambda total, desc: progress(total=total, desc=desc, unit="query"), float32_logits=result.heldout_logits,
+        calibration=calibration_pairs([*training, *data.pseudo_queries], data.documents), echo=stdout.write)
     stdout.write(f"int8 check: {judgment['reason']}: {'int8' if judgment['allowed'] else 'float32'} on CPUs")
     return lines
 
@@ -183,17 +186,17 @@ def train_collection(collection: Collection, options: dict, stdout, progress=pro
     name = f"{collection.slug}-reranker-{timezone.now():%Y%m%d-%H%M%S}"
     parent = Path(options["output"]) if options["output"] else models_dir()
     directory = parent / name
-    onnx = cpu_runtime(train_settings.device)
+    on_cpu = cpu_runtime(train_settings.device)
     try:
         result = train(data, train_settings, progress=lambda total, desc: progress(total=total, desc=desc, unit="step"
                                                                                     if desc == "training" else "query"),
                        echo=stdout.write,
-                       heldout_scorer=(lambda model: onnx_scorer(model, directory)) if onnx else None)
+                       heldout_scorer=(lambda model: openvino_scorer(model, directory)) if on_cpu else None)
     except TrainingError as exc:
         raise CommandError(str(exc)) from None
     except ExportError as exc:
-        raise CommandError(f"the model trained but its ONNX export failed: {exc}") from None
-    if onnx and result.heldout.get("queries"):
+        raise CommandError(f"the model trained but its OpenVINO export failed: {exc}") from None
+    if on_cpu and result.heldout.get("queries"):
         result.runtime_card = judge_int8(result, directory, data, stdout, progress=progress)
     h = result.heldout
     first, reranked = h["first_stage"].get("ndcg@10"), h["reranked"].get("ndcg@10")
@@ -207,14 +210,14 @@ def train_collection(collection: Collection, options: dict, stdout, progress=pro
                  f"{first:.4f} → reranked {reranked:.4f} → fused with the first stage {final:.4f} (cross-validated) "
                  f"(fusion {h.get('fusion')})")
     if not result.beats_first_stage:
-        save(result, directory, name, "no: held-out nDCG@10 does not beat the first stage", weights=not onnx)
+        save(result, directory, name, "no: held-out nDCG@10 does not beat the first stage", weights=not on_cpu)
         return Trained(directory=directory, message=f"saved {directory}; not installed", refusal=(
             f"NOT INSTALLED: reranking makes the held-out queries worse or no better (nDCG@10 {first:.4f} → "
             f"{final:.4f}); the model is kept for inspection in {directory}. Try more data "
             "(--pseudo-queries), more steps (--epochs) or a GPU."))
     installed = "no (--no-install)" if options["no_install"] else f"yes, as the reranker of {collection.slug}"
-    save(result, directory, name, installed, weights=not onnx)
-    if not onnx:
+    save(result, directory, name, installed, weights=not on_cpu)
+    if not on_cpu:
         export_for_cpu(directory, stdout)
     if not options["no_install"]:
         collection.reranker_model = str(directory)
@@ -229,7 +232,7 @@ def export_for_cpu(directory: Path, stdout) -> None:
     try:
         export(directory)
     except ExportError as exc:
-        stdout.write(f"no ONNX export ({exc}); CPU workers will run it in torch")
+        stdout.write(f"no OpenVINO export ({exc}); CPU workers will run it in torch")
 
 
 def send_warm_up(directory: Path, stdout) -> None:

@@ -7,10 +7,10 @@ the site's setting RERANKER_MODEL. Scores are raw logits (unbounded, only compar
 model) and their sigmoid (0..1, the "probability of relevance" reading of ms-marco style
 cross-encoders).
 
-Runtime (RERANKER_RUNTIME, reranker/scorers.py): on CUDA torch in float16; on a CPU ONNX
-Runtime on the model's ONNX export (made and cached beside the weights on first use, rebuilt
-when missing or damaged), int8 where the export records that int8 kept the model's held-out
-quality. When ONNX Runtime cannot serve a model, the worker logs why and uses torch.
+Runtime (RERANKER_RUNTIME, reranker/scorers.py): on CUDA torch in float16; on a CPU OpenVINO
+on the model's export (made and cached beside the weights on first use, rebuilt when missing
+or damaged), int8 where the export records that int8 kept the model's held-out quality. When
+OpenVINO cannot serve a model, the worker logs why and uses torch.
 """
 from __future__ import annotations
 
@@ -27,9 +27,9 @@ from django.conf import settings
 from indexer.embedding import resolve_model_path
 
 from .fusion import ModelFusion, load_fusion
-from .onnx_export import ExportError, export
+from .openvino_export import ExportError, export
 from .precision import pick_device, resolve_precision
-from .scorers import OnnxScorer, TorchScorer, pick_runtime, thread_count
+from .scorers import OpenVinoScorer, TorchScorer, pick_runtime, thread_count
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +45,11 @@ def configured_model(collection_model: str = "") -> str:
 
 @dataclass
 class Reranker:
-    """A loaded cross-encoder: its scorer (torch or ONNX Runtime), its fusion with the first
-    stage (reranker/fusion.py), and why ONNX Runtime is not used when it could have been."""
+    """A loaded cross-encoder: its scorer (torch or OpenVINO), its fusion with the first stage
+    (reranker/fusion.py), and why the runtime asked for is not the one used."""
     model_id: str
     path: str
-    scorer: object  # TorchScorer | OnnxScorer
+    scorer: object  # TorchScorer | OpenVinoScorer
     fusion: ModelFusion
     fallback_reason: str = ""
 
@@ -106,23 +106,28 @@ def directory_token_limit(path: str) -> int:
     return token_limit(AutoTokenizer.from_pretrained(str(path)), AutoConfig.from_pretrained(str(path)))
 
 
-def _onnx_scorer(path: str, device: str) -> tuple[OnnxScorer | None, str]:
-    """The ONNX Runtime scorer RERANKER_RUNTIME asks for on `device`, or (None, why not)."""
+def _openvino_scorer(path: str, device: str) -> tuple[OpenVinoScorer | None, str]:
+    """The OpenVINO scorer RERANKER_RUNTIME asks for on `device`, or (None, why not). int8 asked
+    for where the model has no int8 export gives float32, saying why."""
     if not Path(path).is_dir():
         return None, f"{path} is not a local directory"
     try:
         state = export(path)  # reuses an intact export; (re)creates a missing or damaged one
         runtime, quantized = pick_runtime(device, settings.RERANKER_RUNTIME, state.int8_allowed)
-        if runtime != "onnxruntime":
+        if runtime != "openvino":
             return None, ""
-        scorer = OnnxScorer(path, quantized, directory_token_limit(path), settings.RERANKER_BATCH_SIZE,
-                            thread_count(settings.RERANKER_THREADS, settings.RERANK_CONCURRENCY))
+        reason = ""
+        if quantized and not state.has_int8:
+            reason, quantized = f"int8 asked for, but {state.int8_reason}; float32 instead", False
+            log.error("reranker %s: %s", path, reason)
+        scorer = OpenVinoScorer(path, quantized, directory_token_limit(path), settings.RERANKER_BATCH_SIZE,
+                                thread_count(settings.RERANKER_THREADS, settings.RERANK_CONCURRENCY))
         if quantized is False and settings.RERANKER_RUNTIME == "auto":
-            log.info("reranker %s: float32 in ONNX Runtime (%s)", path, state.int8_reason)
-        return scorer, ""
+            log.info("reranker %s: float32 in OpenVINO (%s)", path, state.int8_reason)
+        return scorer, reason
     except ExportError as exc:
         return None, str(exc)
-    except Exception as exc:  # onnxruntime cannot load or run the graph: torch still can
+    except Exception as exc:  # OpenVINO cannot compile or run the graph: torch still can
         return None, f"{type(exc).__name__}: {exc}"
 
 
@@ -142,10 +147,10 @@ def load_reranker(model_id: str) -> Reranker:
         raise RerankerUnavailable(str(exc)) from exc
     scorer, fallback = None, ""
     wanted, _ = pick_runtime(device, settings.RERANKER_RUNTIME, False)
-    if wanted == "onnxruntime":
-        scorer, fallback = _onnx_scorer(path, device)
+    if wanted == "openvino":
+        scorer, fallback = _openvino_scorer(path, device)
         if scorer is None:
-            log.error("reranker %s: ONNX Runtime cannot serve it (%s); using torch", model_id, fallback)
+            log.error("reranker %s: OpenVINO cannot serve it (%s); using torch", model_id, fallback)
     if scorer is None:
         model = _torch_cross_encoder(path, model_id, device)
         model.max_seq_length = token_limit(model.tokenizer, getattr(model, "config", None))

@@ -2,8 +2,8 @@
 
 - `TorchScorer`: the model in torch (CUDA float16, CPU bfloat16 autocast where the CPU has it,
   else float32; reranker/precision.py).
-- `OnnxScorer`: its ONNX export (reranker/onnx_export.py) in ONNX Runtime on the CPU, float32
-  or int8.
+- `OpenVinoScorer`: its OpenVINO export (reranker/openvino_export.py) on the CPU, float32 or
+  int8.
 
 Both tokenise every pair once with the model's own tokenizer, sort the pairs by length and pad
 each batch only to its longest pair, so short passages do not pay for long ones; the scores
@@ -15,17 +15,18 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from .onnx_export import FP32, INT8, read_export
+from .openvino_export import FP32, INT8, ExportError, read_export
+from .pairs import pair_batches
 from .precision import autocast
 
 log = logging.getLogger(__name__)
 
-RUNTIMES = ("auto", "torch", "onnx", "onnx-int8")
+RUNTIMES = ("auto", "torch", "openvino", "openvino-int8")
 
 
 def usable_cores() -> int:
@@ -42,20 +43,6 @@ def thread_count(setting: int = 0, processes: int = 1) -> int:
     if setting > 0:
         return setting
     return max(1, usable_cores() // max(1, processes))
-
-
-def pair_batches(tokenizer, pairs: Sequence[tuple[str, str]], max_length: int,
-                 batch_size: int) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
-    """(positions in `pairs`, padded numpy features) per batch, shortest pairs first."""
-    encoded = tokenizer([q for q, _ in pairs], [p for _, p in pairs], truncation="longest_first",
-                        max_length=max_length)
-    lengths = np.array([len(ids) for ids in encoded["input_ids"]])
-    order = np.argsort(lengths, kind="stable")
-    for start in range(0, len(order), batch_size):
-        positions = order[start:start + batch_size]
-        batch = {key: [values[i] for i in positions] for key, values in encoded.items()}
-        features = tokenizer.pad(batch, padding="longest", return_tensors="np")
-        yield positions, {key: np.asarray(value, dtype=np.int64) for key, value in features.items()}
 
 
 def _gather(scores_by_batch: list[tuple[np.ndarray, np.ndarray]], count: int) -> np.ndarray:
@@ -96,25 +83,32 @@ class TorchScorer:
         return _gather(results, len(pairs))
 
 
-class OnnxScorer:
-    """An ONNX export of a cross-encoder in ONNX Runtime on the CPU."""
+class OpenVinoScorer:
+    """The OpenVINO export of a cross-encoder on the CPU."""
 
-    runtime = "onnxruntime"
+    runtime = "openvino"
     device = "cpu"
 
     def __init__(self, model_dir: str | Path, quantized: bool, max_length: int, batch_size: int = 32,
                  threads: int = 1):
-        import onnxruntime
+        import openvino
         from transformers import AutoTokenizer
 
         state = read_export(model_dir)  # ExportError when missing or damaged
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if quantized and not state.has_int8:
+            raise ExportError(f"{state.folder}: {state.int8_reason}")
+        config = {
+            "INFERENCE_NUM_THREADS": threads,
+            "PERFORMANCE_HINT": "LATENCY",
+            # float32 means float32, also on CPUs where OpenVINO would pick bfloat16 by itself.
+            "INFERENCE_PRECISION_HINT": "f32",
+            # Rerank workers share the cores with the web and indexing processes.
+            "ENABLE_CPU_PINNING": False,
+        }
         path = state.folder / (INT8 if quantized else FP32)
-        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.inputs = [i.name for i in self.session.get_inputs()]
+        self.model = openvino.Core().compile_model(str(path), "CPU", config)
+        self.request = self.model.create_infer_request()
+        self.inputs = [port.get_any_name() for port in self.model.inputs]
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
         self.precision = "int8" if quantized else "float32"
         self.max_length = max_length
@@ -126,23 +120,23 @@ class OnnxScorer:
             return np.zeros(0, dtype=np.float32)
         results = []
         for positions, features in pair_batches(self.tokenizer, pairs, self.max_length, self.batch_size):
-            feeds = {name: features[name] for name in self.inputs}
-            results.append((positions, self.session.run(None, feeds)[0].reshape(-1)))
+            outputs = self.request.infer({name: features[name] for name in self.inputs})
+            results.append((positions, np.array(outputs[0], dtype=np.float32).reshape(-1)))
         return _gather(results, len(pairs))
 
 
 def pick_runtime(device: str, setting: str, int8_allowed: bool) -> tuple[str, bool]:
     """(runtime, quantized) for a model on `device` under RERANKER_RUNTIME `setting`:
-    auto → torch on CUDA/MPS; on the CPU ONNX Runtime, int8 when the model's export says int8
-    kept its held-out quality (onnx_export.record_int8_judgment), else float32."""
+    auto → torch on CUDA/MPS; on the CPU OpenVINO, int8 when the model's export says int8
+    kept its held-out quality (openvino_export.record_int8_judgment), else float32."""
     if setting not in RUNTIMES:
         raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, not {setting!r}")
     if setting == "torch":
         return "torch", False
-    if setting == "onnx":
-        return "onnxruntime", False
-    if setting == "onnx-int8":
-        return "onnxruntime", True
+    if setting == "openvino":
+        return "openvino", False
+    if setting == "openvino-int8":
+        return "openvino", True
     if device != "cpu":
         return "torch", False
-    return "onnxruntime", int8_allowed
+    return "openvino", int8_allowed

@@ -48,9 +48,9 @@ import numpy as np
 
 from .fusion import Fusion, ModelFusion, choose_fusion, save_fusion
 from .metrics import evaluate_run
-from .onnx_export import record_int8_judgment
+from .openvino_export import quantize, record_int8_judgment
 from .precision import pick_device, resolve_precision
-from .scorers import OnnxScorer, TorchScorer
+from .scorers import OpenVinoScorer, TorchScorer
 
 log = logging.getLogger(__name__)
 
@@ -366,18 +366,24 @@ def heldout_metrics(scorer, queries: Sequence[JudgedQuery], documents: dict[str,
 
 def int8_judgment(directory: str | Path, queries: Sequence[JudgedQuery], documents: dict[str, str], top: int,
                   mode: str, fusion: ModelFusion, max_length: int, batch_size: int = 32, threads: int = 1,
-                  progress: Callable | None = None, float32_logits: dict | None = None) -> tuple[dict, list[str]]:
-    """Score `queries` with the model's float32 and int8 ONNX exports, compare nDCG@10 (with
+                  progress: Callable | None = None, float32_logits: dict | None = None,
+                  calibration: Sequence[tuple[str, str]] = (), echo: Callable[[str], None] = print,
+                  ) -> tuple[dict, list[str]]:
+    """Make the int8 model from `calibration` pairs (openvino_export.quantize; never from the
+    judged queries), score `queries` with the float32 and int8 models, compare nDCG@10 (with
     the model's fusion for `mode`), and record in the export whether int8 may serve it
-    (onnx_export.record_int8_judgment). `float32_logits`: (query, passage key) -> logit already
-    scored by the float32 export (the held-out scoring), not scored again. Returns (the
+    (openvino_export.record_int8_judgment). `float32_logits`: (query, passage key) -> logit
+    already scored by the float32 model (the held-out scoring), not scored again. Returns (the
     judgment, model-card lines)."""
     scored_mode = mode if mode and all(mode in q.candidates_by_mode for q in queries) else None
     chosen = fusion.for_mode(mode)
     qrels = {q.query: q.judged for q in queries}
+    started = time.perf_counter()
+    quantize(directory, calibration)
+    echo(f"int8 model calibrated on {len(calibration)} training pairs in {time.perf_counter() - started:.0f} s")
 
     def ndcg(quantized: bool, desc: str):
-        scorer = OnnxScorer(directory, quantized, max_length, batch_size, threads)
+        scorer = OpenVinoScorer(directory, quantized, max_length, batch_size, threads)
         cache = dict(float32_logits or {}) if not quantized else {}
         heads = score_heads(scorer, queries, documents, top, scored_mode, cache,
                             progress=(lambda total: progress(total, desc)) if progress else None)
@@ -389,11 +395,11 @@ def int8_judgment(directory: str | Path, queries: Sequence[JudgedQuery], documen
     judgment = record_int8_judgment(directory, float32, int8, len(queries))
     agreement = float(np.mean([np.corrcoef(a[1], b[1])[0, 1] for a, b in zip(heads32, heads8) if len(a[1]) > 1]
                               or [float("nan")]))
-    lines = ["## CPU runtime (ONNX Runtime)", "",
+    lines = ["## CPU runtime (OpenVINO)", "",
              f"- {scored_mode or 'first-stage'} nDCG@10 on {len(queries)} held-out queries with the chosen fusion: "
              f"float32 {float32:.4f}, int8 {int8:.4f}; mean per-query correlation of the logits {agreement:.4f}",
              f"- CPU workers run it in {'int8' if judgment['allowed'] else 'float32'} (int8 only when within "
-             f"{judgment['tolerance']} of float32; recorded in `onnx/export.json`)", ""]
+             f"{judgment['tolerance']} of float32; recorded in `openvino/export.json`)", ""]
     return judgment, lines
 
 
@@ -440,7 +446,7 @@ def train(data: TrainingData, settings: TrainingSettings, progress: Callable | N
           heldout_scorer: Callable | None = None) -> TrainingResult:
     """Fine-tune and evaluate on the held-out queries. `progress(total, desc="training")`
     returns a tqdm-like bar. `heldout_scorer(model)` gives the scorer of the held-out queries
-    (default: torch, as the worker's torch runtime; train_reranker passes the ONNX Runtime
+    (default: torch, as the worker's torch runtime; train_reranker passes the OpenVINO
     scorer the worker will use on a CPU), so that held-out numbers are the worker's numbers."""
     import torch
 
@@ -626,7 +632,7 @@ def model_card(result: TrainingResult, name: str, installed: str) -> str:
 
 
 def save(result: TrainingResult, directory: str | Path, name: str, installed: str, weights: bool = True) -> Path:
-    """The model directory: weights (unless already saved there, e.g. for its ONNX export),
+    """The model directory: weights (unless already saved there, e.g. for its OpenVINO export),
     fusion.json, the model card and training.json."""
     directory = Path(directory)
     if weights:

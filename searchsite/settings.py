@@ -401,8 +401,12 @@ RERANKER_DEVICE = env("RERANKER_DEVICE", "auto")
 RERANKER_PRECISION = env_choice("RERANKER_PRECISION", "auto", PRECISIONS)
 RERANKER_MAX_LENGTH = env_int("RERANKER_MAX_LENGTH", 512)
 RERANKER_BATCH_SIZE = env_int("RERANKER_BATCH_SIZE", 32)
-# auto: torch on CUDA; on a CPU, ONNX Runtime (int8 where the model's export says int8 kept its
-# held-out quality, else float32). torch, onnx (float32) or onnx-int8 force one (reranker/scorers.py).
+# auto: torch on CUDA; on a CPU, OpenVINO (int8 where the model's export says int8 kept its
+# held-out quality, else float32). torch, openvino (float32) or openvino-int8 force one
+# (reranker/scorers.py). ONNX Runtime served the CPU before OpenVINO: its names are refused.
+if env("RERANKER_RUNTIME", "") in ("onnx", "onnx-int8"):
+    raise ImproperlyConfigured("RERANKER_RUNTIME: the CPU runtime is OpenVINO now; use openvino or openvino-int8 "
+                               f"instead of {env('RERANKER_RUNTIME')!r}")
 RERANKER_RUNTIME = env_choice("RERANKER_RUNTIME", "auto", RUNTIMES)
 # Threads per scoring process; 0: the cores the worker may use, shared among its
 # RERANK_CONCURRENCY pool processes.

@@ -214,7 +214,7 @@ def test_collection_reranker_model_goes_to_the_worker(api, corpus, tmp_path):
     in_own_places(head, {"s-sci": build_reranker(), "s-extra": None})
     # A second working model (a copy under another name): both shares reranked, each in place.
     other = tmp_path / "other-reranker"
-    shutil.copytree(build_reranker(), other, ignore=shutil.ignore_patterns("onnx"))
+    shutil.copytree(build_reranker(), other, ignore=shutil.ignore_patterns("openvino"))
     Collection.objects.filter(pk=corpus["extra"].pk).update(reranker_model=str(other))
     body = api(q=QUERY, mode="keyword", k=50, group="off")
     assert body["rerank"]["applied"] is True and body["rerank"]["reranked"] == body["rerank"]["candidates"]
@@ -248,8 +248,8 @@ def test_rerank_depth_follows_the_workers_measured_speed(api, settings):
         # The worker refreshed the figure from this request (a moving average).
         assert read_report(build_reranker())["pairs_per_second"] != pairs_per_second
     report = read_report(build_reranker())
-    assert report["runtime"] == body["rerank"]["runtime"] == "onnxruntime"
-    assert body["rerank"]["precision"] == "float32"  # int8 never judged for this model
+    assert report["runtime"] == body["rerank"]["runtime"] == "openvino"
+    assert body["rerank"]["precision"] == "float32"  # no int8 model was made for this one
 
 
 def test_a_models_fusion_with_the_first_stage_orders_the_head(api, corpus, tmp_path):

@@ -80,7 +80,26 @@ def test_commands_mine_through_the_search_train_and_evaluate(es, tmp_path, capsy
             assert refused is None and collection.reranker_model == str(model_dir)
         else:      # refused with a clear message, and the collection keeps its reranker
             assert refused.startswith("NOT INSTALLED") and collection.reranker_model == ""
-        assert "constant predictor" in capsys.readouterr().out
+        out_text = capsys.readouterr().out
+        assert "constant predictor" in out_text
+        # Trained on a CPU: served by OpenVINO, whose int8 model was calibrated on training pairs
+        # and judged on the held-out queries.
+        from reranker.openvino_export import read_export
+
+        state = read_export(model_dir)
+        assert state.has_int8 and state.manifest["calibration_pairs"] > 0
+        assert state.manifest["int8"]["queries"] == report["heldout"]["queries"]
+        assert "int8 check: held-out nDCG@10 int8" in out_text
+
+        # Any directory: exported, int8 calibrated on title pseudo-queries and judged on the
+        # collection's judged queries.
+        call_command("export_reranker", str(model_dir), judge_on="relevance-toy", force=True)
+        printed = capsys.readouterr().out
+        assert "OpenVINO export in" in printed and ("int8 allowed" in printed or "int8 refused" in printed)
+        state = read_export(model_dir)
+        assert state.has_int8 and state.manifest["int8"]["queries"] == len(TOY_QUERIES)
+        with pytest.raises(CommandError, match="no collection"):
+            call_command("export_reranker", str(model_dir), judge_on="no-such-collection")
 
         # A model trained elsewhere is installed by the same rule, read from its training.json.
         Collection.objects.filter(pk=collection.pk).update(reranker_model="")
