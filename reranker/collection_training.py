@@ -83,6 +83,10 @@ def mine(collection: Collection, mode: str, depth: int, pseudo_queries: int, see
                 pseudo.append(JudgedQuery(title, {BODY + external_id: 1}, [BODY + d for d in best], kind="title"))
     except SearchBackendError as exc:
         raise CommandError(f"the first stage failed while mining: {exc}") from None
+    if not any(q.candidates for q in [*judged_queries, *pseudo]):
+        # Negatives would all be random documents and held-out figures meaningless.
+        raise CommandError(f"the first stage returned no candidates for any query of {collection.slug!r}: "
+                           "is it indexed? (its status on the admin's Collections page; manage.py rebuild_index)")
 
     # Judged documents the first stage did not return: title + text, cut by the model's limit
     # (the same start as their first chunk's passage).

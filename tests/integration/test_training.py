@@ -158,3 +158,22 @@ def test_commands_mine_through_the_search_train_and_evaluate(es, tmp_path, capsy
             call_command("evaluate", "relevance-toy", queries="x.jsonl")
     finally:
         drop_collections(es, collection)
+
+
+@pytest.mark.django_db
+def test_mining_a_collection_the_search_cannot_find_fails_loudly(es):
+    """Judged queries over a collection with no index: every first stage is empty, so training
+    would only see random negatives. Mining says so instead of training on that."""
+    from django.core.management import CommandError
+
+    from indexer.models import Collection, Document
+    from reranker.collection_training import mine
+    from reranker.models import Judgment
+    from tests.support.searching import SCIENCE, add_documents
+
+    collection = Collection.objects.create(name="Never indexed", slug="never-indexed")
+    add_documents(collection, [(f"s{i}", title, text, {}) for i, (title, text) in enumerate(SCIENCE)])
+    document = Document.objects.filter(collection=collection).first()
+    Judgment.objects.create(collection=collection, query="telomerase in stem cells", document=document, grade=1)
+    with pytest.raises(CommandError, match="returned no candidates for any query of 'never-indexed'"):
+        mine(collection, "hybrid", 20, pseudo_queries=2, seed=1, stdout=type("Out", (), {"write": print}))
