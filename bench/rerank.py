@@ -17,6 +17,10 @@ its logits reorder the head with the model's fusion, as the search does, for nDC
 
 Needs the collection indexed (the first stage runs on Elasticsearch); the model defaults to the
 collection's reranker. Prints the CPU and its flags first: a figure holds for that CPU only.
+A newer CPU can stand in for an AVX2-only one by capping the libraries' instruction sets:
+
+    ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 .venv/bin/python bench/rerank.py \
+        --runtimes torch-float32,openvino-float32,openvino-int8
 """
 from __future__ import annotations
 
@@ -38,6 +42,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+# oneDNN (OpenVINO's CPU kernels, torch's) and MKL (torch's float32 matrix products) honour these.
+ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
 
 
 def cpu_description() -> str:
@@ -54,7 +60,10 @@ def cpu_description() -> str:
     shown = " ".join(f"{flag}{'+' if flag in flags else '-'}" for flag in FLAGS)
     from reranker.scorers import usable_cores
 
-    return f"CPU: {model}, {usable_cores()} usable cores; flags: {shown}"
+    # A run can emulate an older CPU by capping the instruction sets the math libraries use.
+    caps = [f"{name}={os.environ[name]}" for name in ISA_CAPS if os.environ.get(name)]
+    capped = f"; instruction sets capped by {' '.join(caps)}" if caps else ""
+    return f"CPU: {model}, {usable_cores()} usable cores; flags: {shown}{capped}"
 
 
 def dev_judgments(dataset: Path, split: str) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
