@@ -135,7 +135,7 @@ def main() -> int:
     django.setup()
     from indexer.models import Collection
     from search import offline
-    from reranker.fusion import load_fusion
+    from reranker.fusion import Fusion, load_fusion
     from reranker.metrics import evaluate_run
     from reranker.scorers import usable_cores
 
@@ -151,12 +151,17 @@ def main() -> int:
     qids = [q for q in qrels if q in texts and any(g > 0 for g in qrels[q].values())]
     if args.queries:
         qids = qids[: args.queries]
+    qrels = {qid: qrels[qid] for qid in qids}  # the mean is over the queries run, not all judged ones
     fusion = load_fusion(model_dir).for_mode("hybrid")
     runners = scorers(model_dir, args.max_length, threads, args.runtimes.split(","))
     print(f"model {model_dir} (fusion for hybrid: weight {fusion.weight:g}, k {fusion.k}); {len(qids)} {args.split} "
           f"queries, top {args.top} hybrid chunks, {threads} threads; runtimes: {', '.join(runners)}")
 
     first_run, runs_by, ms_by = {}, {name: {} for name in runners}, {name: [] for name in runners}
+    # The logits alone too: a fusion that leans on the first stage can hide how far a runtime's
+    # logits moved.
+    alone_by = {name: {} for name in runners}
+    logits_alone = Fusion(weight=0.0)
     pairs_total = 0
     started = time.perf_counter()
     for number, qid in enumerate(qids, 1):
@@ -172,6 +177,7 @@ def main() -> int:
             logits = scorer.score_pairs(pairs)
             ms_by[name].append((time.perf_counter() - begun) * 1000)
             runs_by[name][qid] = offline.document_ranking(offline.reranked_hits(hits, logits, fusion))
+            alone_by[name][qid] = offline.document_ranking(offline.reranked_hits(hits, logits, logits_alone))
         if number % 25 == 0:
             print(f"  {number}/{len(qids)} queries, {time.perf_counter() - started:.0f} s", flush=True)
 
@@ -180,16 +186,21 @@ def main() -> int:
     base = "torch-float32" if "torch-float32" in runners else next(iter(runners))
     base_p50 = float(np.percentile(ms_by[base], 50))
     base_ndcg = evaluate_run(runs_by[base], qrels, cutoffs)["mean"]["ndcg@10"]
+    base_alone = evaluate_run(alone_by[base], qrels, cutoffs)["mean"]["ndcg@10"]
     rows = []
     print(f"\nhybrid first stage nDCG@10: {first:.4f}  ({pairs_total / len(qids):.0f} pairs per query)")
-    print(f"{'runtime':<16} {'p50 ms':>8} {'p95 ms':>8} {'speed-up':>9} {'nDCG@10':>8} {'Δ nDCG':>8}")
+    print(f"{'runtime':<16} {'p50 ms':>8} {'p95 ms':>8} {'speed-up':>9} {'nDCG@10':>8} {'Δ nDCG':>8} "
+          f"{'logits alone':>12} {'Δ alone':>8}")
     for name in runners:
         p50, p95 = float(np.percentile(ms_by[name], 50)), float(np.percentile(ms_by[name], 95))
         ndcg = evaluate_run(runs_by[name], qrels, cutoffs)["mean"]["ndcg@10"]
+        alone = evaluate_run(alone_by[name], qrels, cutoffs)["mean"]["ndcg@10"]
         rows.append({"runtime": name, "p50_ms": round(p50, 1), "p95_ms": round(p95, 1),
                      "speedup_p50": round(base_p50 / p50, 2), "ndcg@10": round(ndcg, 4),
-                     "delta_ndcg": round(ndcg - base_ndcg, 4)})
-        print(f"{name:<16} {p50:>8.1f} {p95:>8.1f} {base_p50 / p50:>8.2f}x {ndcg:>8.4f} {ndcg - base_ndcg:>+8.4f}")
+                     "delta_ndcg": round(ndcg - base_ndcg, 4), "logits_alone_ndcg@10": round(alone, 4),
+                     "delta_logits_alone": round(alone - base_alone, 4)})
+        print(f"{name:<16} {p50:>8.1f} {p95:>8.1f} {base_p50 / p50:>8.2f}x {ndcg:>8.4f} {ndcg - base_ndcg:>+8.4f} "
+              f"{alone:>12.4f} {alone - base_alone:>+8.4f}")
     print(f"(speed-up and Δ against {base}, p50 per query)")
     if args.json:
         Path(args.json).write_text(json.dumps({"cpu": cpu_description(), "model": model_dir, "queries": len(qids),

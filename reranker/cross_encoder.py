@@ -29,7 +29,7 @@ from indexer.embedding import resolve_model_path
 from .fusion import ModelFusion, load_fusion
 from .openvino_export import ExportError, export
 from .precision import pick_device, resolve_precision
-from .scorers import OpenVinoScorer, TorchScorer, pick_runtime, thread_count
+from .scorers import OpenVinoScorer, TorchScorer, pairs_per_second, pick_runtime, thread_count
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +120,17 @@ def _openvino_scorer(path: str, device: str) -> tuple[OpenVinoScorer | None, str
         if quantized and not state.has_int8:
             reason, quantized = f"int8 asked for, but {state.int8_reason}; float32 instead", False
             log.error("reranker %s: %s", path, reason)
-        scorer = OpenVinoScorer(path, quantized, directory_token_limit(path), settings.RERANKER_BATCH_SIZE,
-                                thread_count(settings.RERANKER_THREADS, settings.RERANK_CONCURRENCY))
+        limit, threads = directory_token_limit(path), thread_count(settings.RERANKER_THREADS, settings.RERANK_CONCURRENCY)
+        scorer = OpenVinoScorer(path, quantized, limit, settings.RERANKER_BATCH_SIZE, threads)
+        if quantized and settings.RERANKER_RUNTIME == "auto":
+            # int8 pays where the CPU has fast int8 dot products (VNNI); elsewhere it can be
+            # slower than float32 (docs/relevance.md), so the worker times both and keeps the faster.
+            float32 = OpenVinoScorer(path, False, limit, settings.RERANKER_BATCH_SIZE, threads)
+            int8_speed, float32_speed = pairs_per_second(scorer), pairs_per_second(float32)
+            if int8_speed <= float32_speed:
+                log.warning("reranker %s: int8 (%.0f pairs/s) is not faster than float32 (%.0f pairs/s) on this "
+                            "CPU; float32 in OpenVINO", path, int8_speed, float32_speed)
+                scorer = float32
         if quantized is False and settings.RERANKER_RUNTIME == "auto":
             log.info("reranker %s: float32 in OpenVINO (%s)", path, state.int8_reason)
         return scorer, reason

@@ -125,6 +125,21 @@ class OpenVinoScorer:
         return _gather(results, len(pairs))
 
 
+def pairs_per_second(scorer, pairs: int = 16) -> float:
+    """Pairs per second of `scorer` on full-length pairs (the slow case): the median of three
+    timed rounds after one untimed one."""
+    import time
+
+    batch = [("calibration query", " ".join(["word"] * scorer.max_length))] * pairs
+    scorer.score_pairs(batch)
+    times = []
+    for _ in range(3):
+        started = time.perf_counter()
+        scorer.score_pairs(batch)
+        times.append(time.perf_counter() - started)
+    return pairs / sorted(times)[1]
+
+
 def pick_runtime(device: str, setting: str, int8_allowed: bool) -> tuple[str, bool]:
     """(runtime, quantized) for a model on `device` under RERANKER_RUNTIME `setting`:
     auto → torch on CUDA/MPS; on the CPU OpenVINO, int8 when the model's export says int8

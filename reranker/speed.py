@@ -14,6 +14,8 @@ import time
 
 from django.core.cache import caches
 
+from .scorers import pairs_per_second
+
 log = logging.getLogger(__name__)
 
 # Weight of the newest request in the moving average.
@@ -61,13 +63,5 @@ def write_speed(reranker, pairs_per_second: float, worker: str = "", smooth: boo
 
 def measure_speed(reranker) -> float:
     """Pairs per second of a loaded reranker (reranker.cross_encoder.Reranker) on full-length
-    pairs: the median of three timed rounds after one untimed one."""
-    passage = " ".join(["word"] * reranker.max_length)
-    passages = [passage] * CALIBRATION_PAIRS
-    reranker.score("calibration query", passages)
-    times = []
-    for _ in range(3):
-        started = time.perf_counter()
-        reranker.score("calibration query", passages)
-        times.append(time.perf_counter() - started)
-    return CALIBRATION_PAIRS / sorted(times)[1]
+    pairs (reranker/scorers.py:pairs_per_second)."""
+    return pairs_per_second(reranker.scorer, CALIBRATION_PAIRS)

@@ -4,6 +4,7 @@ export is rebuilt, and a model OpenVINO cannot serve falls back to torch, saying
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 
 import numpy as np
@@ -204,3 +205,24 @@ def test_judged_queries_without_candidates_by_mode_still_get_a_heldout_report():
     assert report["queries"] == 6 and report["runtime"] == "torch float32"
     assert len(report["fusion_folds"]) == 5
     assert set(report["final"]) == set(report["final_in_sample"]) == set(report["first_stage"])
+
+
+def test_int8_serves_only_where_it_is_faster_than_float32(trained, settings, fresh_loads, monkeypatch, caplog):
+    """On a CPU without fast int8 dot products int8 can be slower than float32: the worker times
+    both when it loads a model judged safe in int8, and keeps the faster (here, speeds as a
+    CPU would report them)."""
+    _, directory = trained
+    quantize(directory, PAIRS[::2])
+    record_int8_judgment(directory, float32_ndcg=0.700, int8_ndcg=0.700, queries=20)
+    settings.RERANKER_RUNTIME, settings.RERANKER_DEVICE = "auto", "cpu"
+    for int8_speed, expected in ((300.0, "int8"), (90.0, "float32")):
+        monkeypatch.setattr(cross_encoder, "pairs_per_second",
+                            lambda scorer, speed=int8_speed: speed if scorer.precision == "int8" else 120.0)
+        cross_encoder.load_reranker.cache_clear()
+        with caplog.at_level(logging.WARNING, logger="reranker.cross_encoder"):
+            assert cross_encoder.load_reranker(str(directory)).precision == expected
+    assert any("is not faster than float32" in record.getMessage() for record in caplog.records)
+    # Forced int8 is int8, whatever the speeds.
+    settings.RERANKER_RUNTIME = "openvino-int8"
+    cross_encoder.load_reranker.cache_clear()
+    assert cross_encoder.load_reranker(str(directory)).precision == "int8"
