@@ -18,6 +18,7 @@ Django-free: training (reranker/training.py) scores its held-out queries through
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -44,8 +45,9 @@ OPSET = 17
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 # An int8 model is used only if its held-out nDCG@10 is at most this far below float32's.
 INT8_TOLERANCE = 0.005
-# Calibration pairs NNCF computes activation ranges on (it needs a few hundred).
+# Calibration pairs NNCF computes activation ranges on (it needs a few hundred), a few per query.
 CALIBRATION_PAIRS = 256
+CALIBRATION_PAIRS_PER_QUERY = 8
 
 
 class ExportError(RuntimeError):
@@ -110,6 +112,7 @@ def read_export(model_dir: str | Path) -> ExportState:
         files = manifest["files"]
         if not isinstance(files, dict):
             raise TypeError("files is not a mapping")
+        int(manifest["max_length"])  # written by this version; older exports are made again
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ExportError(f"no usable OpenVINO export in {folder} ({type(exc).__name__}: {exc})") from None
     required = {TRACED, FP32, _weights_file(FP32)}
@@ -172,24 +175,37 @@ def export(model_dir: str | Path, force: bool = False) -> ExportState:
     if not model_dir.is_dir():
         raise ExportError(f"{model_dir} is not a directory (the CPU runtime needs a local model directory)")
     with _locked(model_dir):
-        if not force:
-            try:
-                return read_export(model_dir)
-            except ExportError as problem:
-                if export_folder(model_dir).exists():
-                    log.warning("openvino export: rebuilding: %s", problem)
-        return _write_export(model_dir, _surviving_calibration(model_dir))
+        return _intact_export(model_dir, force)
 
 
 def quantize(model_dir: str | Path, pairs: Sequence[tuple[str, str]]) -> ExportState:
     """Make the int8 model from calibration `pairs` (query, passage), like those the model will
-    rerank; replaces an earlier int8 model and its judgment."""
+    rerank, beside the float32 model of the current export (made first if it is missing);
+    replaces an earlier int8 model and its judgment."""
     model_dir = Path(model_dir)
     pairs = [(str(q), str(p)) for q, p in pairs]
     if not pairs:
         raise ExportError("int8 needs calibration pairs; none were given")
     with _locked(model_dir):
-        return _write_export(model_dir, pairs)
+        state = _intact_export(model_dir, force=False)
+        with _work_folder(model_dir) as work:
+            for name in (TRACED, FP32, _weights_file(FP32)):
+                _link_or_copy(state.folder / name, work / name)
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+            return _finish(model_dir, work, state.manifest["inputs"], state.manifest["max_length"], tokenizer,
+                           pairs, state.manifest, time.perf_counter())
+
+
+def _intact_export(model_dir: Path, force: bool) -> ExportState:
+    if not force:
+        try:
+            return read_export(model_dir)
+        except ExportError as problem:
+            if export_folder(model_dir).exists():
+                log.warning("openvino export: rebuilding: %s", problem)
+    return _write_export(model_dir, _surviving_calibration(model_dir))
 
 
 def _surviving_calibration(model_dir: Path) -> list[tuple[str, str]] | None:
@@ -199,6 +215,29 @@ def _surviving_calibration(model_dir: Path) -> list[tuple[str, str]] | None:
     except (OSError, ValueError):
         return None
     return [(q, p) for q, p in pairs] or None
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)  # the same bytes: no need to copy a weights file
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+@contextlib.contextmanager
+def _work_folder(model_dir: Path):
+    """A temporary folder beside the export, removed unless `_finish` moved it into place;
+    a failure of the tracer, OpenVINO's converter or NNCF becomes an ExportError that says which."""
+    work = Path(tempfile.mkdtemp(prefix=".openvino-", dir=model_dir))
+    try:
+        yield work
+    except ExportError:
+        raise
+    except Exception as exc:
+        raise ExportError(f"cannot export {model_dir}: {type(exc).__name__}: {exc}") from exc
+    finally:
+        if work.exists():
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def _write_export(model_dir: Path, calibration: list[tuple[str, str]] | None) -> ExportState:
@@ -211,42 +250,41 @@ def _write_export(model_dir: Path, calibration: list[tuple[str, str]] | None) ->
         previous = json.loads((export_folder(model_dir) / MANIFEST).read_text())
     except (OSError, ValueError):
         pass
-    work = Path(tempfile.mkdtemp(prefix=".openvino-", dir=model_dir))
-    try:
+    with _work_folder(model_dir) as work:
         names = _trace(model, work / TRACED)
         openvino.save_model(openvino.convert_model(str(work / TRACED)), str(work / FP32), compress_to_fp16=False)
-        if calibration:
-            _quantize(work, model, names, calibration)
-        source = weights_fingerprint(model_dir)
-        written = [TRACED, FP32, _weights_file(FP32)]
-        if calibration:
-            written += [INT8, _weights_file(INT8), CALIBRATION]
-        same_int8 = (previous.get("source") == source and calibration is not None
-                     and previous.get("calibration_sha256") == _pairs_digest(calibration))
-        manifest = {
-            "source": source, "inputs": names, "opset": OPSET,
-            "files": {name: _sha256(work / name) for name in written},
-            "calibration_pairs": len(calibration or []),
-            "calibration_sha256": _pairs_digest(calibration) if calibration else None,
-            "versions": _versions(),
-            "seconds": round(time.perf_counter() - started, 1),
-            # A judgment of int8 holds for the same weights and calibration only.
-            "int8": previous.get("int8") if same_int8 else None,
-        }
-        (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        target = export_folder(model_dir)
-        if target.exists() and not target.is_dir():
-            raise ExportError(f"{target} is in the way of the export: a file, not a folder")
-        if target.is_dir():
-            shutil.rmtree(target)
-        os.replace(work, target)
-    except ExportError:
-        raise
-    except Exception as exc:  # the tracer, OpenVINO's converter or NNCF: say which and why
-        raise ExportError(f"cannot export {model_dir}: {type(exc).__name__}: {exc}") from exc
-    finally:
-        if work.exists():
-            shutil.rmtree(work, ignore_errors=True)
+        return _finish(model_dir, work, names, model.max_seq_length, model.tokenizer, calibration, previous, started)
+
+
+def _finish(model_dir: Path, work: Path, names: list[str], max_length: int, tokenizer,
+            calibration: list[tuple[str, str]] | None, previous: dict, started: float) -> ExportState:
+    """`work` holds the float32 files: add the int8 model when there are calibration pairs,
+    write the manifest and move the folder into place."""
+    if calibration:
+        _quantize(work, tokenizer, names, max_length, calibration)
+    source = weights_fingerprint(model_dir)
+    written = [TRACED, FP32, _weights_file(FP32)]
+    if calibration:
+        written += [INT8, _weights_file(INT8), CALIBRATION]
+    same_int8 = (previous.get("source") == source and calibration is not None
+                 and previous.get("calibration_sha256") == _pairs_digest(calibration))
+    manifest = {
+        "source": source, "inputs": names, "max_length": max_length, "opset": OPSET,
+        "files": {name: _sha256(work / name) for name in written},
+        "calibration_pairs": len(calibration or []),
+        "calibration_sha256": _pairs_digest(calibration) if calibration else None,
+        "versions": _versions(),
+        "seconds": round(time.perf_counter() - started, 1),
+        # A judgment of int8 holds for the same weights and calibration only.
+        "int8": previous.get("int8") if same_int8 else None,
+    }
+    (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    target = export_folder(model_dir)
+    if target.exists() and not target.is_dir():
+        raise ExportError(f"{target} is in the way of the export: a file, not a folder")
+    if target.is_dir():
+        shutil.rmtree(target)
+    os.replace(work, target)
     log.info("openvino export of %s in %.1f s (%s)", model_dir, time.perf_counter() - started,
              f"float32 and int8 on {len(calibration)} pairs" if calibration else "float32")
     return read_export(model_dir)
@@ -270,14 +308,14 @@ def _trace(model, path: Path) -> list[str]:
     return names
 
 
-def _quantize(work: Path, model, names: list[str], pairs: list[tuple[str, str]]) -> None:
+def _quantize(work: Path, tokenizer, names: list[str], max_length: int, pairs: list[tuple[str, str]]) -> None:
     import nncf
     import openvino
 
     from .pairs import pair_batches
 
     nncf.set_log_level(logging.ERROR)
-    batches = [features for _, features in pair_batches(model.tokenizer, pairs, model.max_seq_length, 8)]
+    batches = [features for _, features in pair_batches(tokenizer, pairs, max_length, 8)]
     dataset = nncf.Dataset(batches, lambda features: {name: features[name] for name in names})
     quantized = nncf.quantize(openvino.convert_model(str(work / TRACED)), dataset, subset_size=len(batches),
                               model_type=nncf.ModelType.TRANSFORMER)
@@ -292,7 +330,7 @@ def _pairs_digest(pairs: Sequence[tuple[str, str]]) -> str:
 
 
 def calibration_pairs(queries, documents: dict[str, str], count: int = CALIBRATION_PAIRS,
-                      per_query: int = 8) -> list[tuple[str, str]]:
+                      per_query: int = CALIBRATION_PAIRS_PER_QUERY) -> list[tuple[str, str]]:
     """(query, passage) pairs as the reranker will see them: the first-stage candidates of
     `queries` (training queries, never the held-out ones the int8 model is judged on), a few
     per query, up to `count`."""

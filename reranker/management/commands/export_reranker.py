@@ -20,7 +20,8 @@ from indexer.models import Collection
 from reranker.collection_training import mine
 from reranker.cross_encoder import directory_token_limit
 from reranker.fusion import load_fusion
-from reranker.openvino_export import CALIBRATION_PAIRS, ExportError, calibration_pairs, export
+from reranker.openvino_export import (CALIBRATION_PAIRS, CALIBRATION_PAIRS_PER_QUERY, ExportError, calibration_pairs,
+                                      export)
 from reranker.scorers import thread_count
 from reranker.training import int8_judgment
 
@@ -57,7 +58,8 @@ class Command(BaseCommand):
                               f"{'int8' if state.int8_allowed else 'float32'}")
             return
         # Title pseudo-queries calibrate; the judged queries judge (never the same queries).
-        data = mine(collection, "hybrid", max(2 * top, 100), CALIBRATION_PAIRS // 8, 13, self.stdout)
+        data = mine(collection, "hybrid", max(2 * top, 100), CALIBRATION_PAIRS // CALIBRATION_PAIRS_PER_QUERY, 13,
+                    self.stdout)
         judged = data.queries[:queries]
         if not judged:
             raise CommandError(f"{collection.slug} has no judged queries with a relevant document to judge int8 on")
