@@ -295,14 +295,17 @@ def chunk_fields(language: str, engine_fields: dict) -> dict:
 
 
 def _translated(method: Callable) -> Callable:
-    """Elasticsearch's answers with an error status become this module's exceptions."""
+    """The engine's answers with an error status become this module's exceptions (each store
+    class says which of its client's exceptions those are, and how they read)."""
 
     @functools.wraps(method)
-    def wrapper(*args, **kwargs):
+    def wrapper(self, *args, **kwargs):
         try:
-            return method(*args, **kwargs)
-        except ApiError as exc:
-            raise _store_error(exc) from exc
+            return method(self, *args, **kwargs)
+        except self.passed_through_errors:
+            raise
+        except self.answer_errors as exc:
+            raise self.store_error(exc) from exc
 
     return wrapper
 
@@ -340,25 +343,17 @@ def _raise_bulk_errors(errors: list[dict], actions: int) -> None:
         raise StoreError(message)
 
 
-class ElasticsearchStore(Store):
-    engine = "Elasticsearch"
-    transient_errors = (StoreUnavailable, ESConnectionError, ConnectionTimeout)
-    index_option_types = INDEX_OPTION_TYPES
-    default_index_options = "bbq_hnsw"  # best recall, least memory (docs/indexing.md)
+class _ClientStore(Store):
+    """What both engines' Python clients (elasticsearch-py, opensearch-py) spell alike."""
 
-    @property
-    def client(self):
-        return get_client()
+    helpers = helpers  # the client library's bulk and scan helpers
+    # The client's exceptions for an answer with an error status (StoreError by `store_error`),
+    # and those raised as they are (transient_errors: their own types name the problem best).
+    answer_errors: tuple[type[BaseException], ...] = ()
+    passed_through_errors: tuple[type[BaseException], ...] = ()
 
-    @property
-    def url(self) -> str:
-        return settings.ELASTICSEARCH_URL
-
-    @_translated
-    def create_index(self, index, *, dims, model_id, index_options, language, shards=1, replicas=0):
-        mapping = chunk_mapping(dims, index_options, language)
-        mapping["_meta"] = index_meta_record(model_id, dims, index_options, language, shards, replicas)
-        self.client.indices.create(index=index, mappings=mapping, settings=index_settings(shards, replicas))
+    def store_error(self, exc) -> StoreError:
+        raise NotImplementedError
 
     @_translated
     def index_exists(self, index):
@@ -367,14 +362,6 @@ class ElasticsearchStore(Store):
     @_translated
     def index_meta(self, index):
         return self.client.indices.get_mapping(index=index)[index]["mappings"].get("_meta", {})
-
-    @_translated
-    def pause_refresh(self, index):
-        self.client.indices.put_settings(index=index, settings={"index": {"refresh_interval": "-1"}})
-
-    @_translated
-    def resume_refresh(self, index):
-        self.client.indices.put_settings(index=index, settings={"index": {"refresh_interval": None}})
 
     @_translated
     def refresh(self, index):
@@ -391,6 +378,69 @@ class ElasticsearchStore(Store):
         return sorted(self.client.indices.get_alias(name=alias).keys())
 
     @_translated
+    def write_chunks(self, index, writes, delete_ids=()):
+        actions = [{"_op_type": "index", "_index": index, "_id": w.id, "_source": w.source} for w in writes]
+        actions += [{"_op_type": "delete", "_index": index, "_id": i} for i in delete_ids]
+        return self._bulk(actions)
+
+    def _bulk(self, actions: list[dict]) -> int:
+        """429s are retried by the helper itself; what is left is raised."""
+        if not actions:
+            return 0
+        ok, errors = self.helpers.bulk(
+            self.client, actions, chunk_size=500, max_retries=3, initial_backoff=1,
+            raise_on_error=False, raise_on_exception=True, stats_only=False,
+        )
+        _raise_bulk_errors(errors, len(actions))
+        return ok
+
+    def remove_chunks(self, index, document_ids):
+        try:
+            ids = self._chunk_ids(index, document_ids)
+        except IndexMissing:
+            return 0  # the index itself is gone
+        return self.write_chunks(index, [], delete_ids=ids)
+
+    @_translated
+    def _chunk_ids(self, index: str, document_ids: list[int]) -> list[str]:
+        self.client.indices.refresh(index=index)  # deletions must see chunks written a moment ago
+        body = {"query": {"terms": {"document_id": document_ids}}, "_source": False}
+        return [h["_id"] for h in self.helpers.scan(self.client, index=index, query=body, size=1000)]
+
+
+class ElasticsearchStore(_ClientStore):
+    engine = "Elasticsearch"
+    transient_errors = (StoreUnavailable, ESConnectionError, ConnectionTimeout)
+    index_option_types = INDEX_OPTION_TYPES
+    default_index_options = "bbq_hnsw"  # best recall, least memory (docs/indexing.md)
+    answer_errors = (ApiError,)
+
+    def store_error(self, exc) -> StoreError:
+        return _store_error(exc)
+
+    @property
+    def client(self):
+        return get_client()
+
+    @property
+    def url(self) -> str:
+        return settings.ELASTICSEARCH_URL
+
+    @_translated
+    def create_index(self, index, *, dims, model_id, index_options, language, shards=1, replicas=0):
+        mapping = chunk_mapping(dims, index_options, language)
+        mapping["_meta"] = index_meta_record(model_id, dims, index_options, language, shards, replicas)
+        self.client.indices.create(index=index, mappings=mapping, settings=index_settings(shards, replicas))
+
+    @_translated
+    def pause_refresh(self, index):
+        self.client.indices.put_settings(index=index, settings={"index": {"refresh_interval": "-1"}})
+
+    @_translated
+    def resume_refresh(self, index):
+        self.client.indices.put_settings(index=index, settings={"index": {"refresh_interval": None}})
+
+    @_translated
     def point_alias(self, alias, index):
         actions = [{"remove": {"index": old, "alias": alias}} for old in self.indices_behind(alias) if old != index]
         actions.append({"add": {"index": index, "alias": alias, "is_write_index": True}})
@@ -405,22 +455,6 @@ class ElasticsearchStore(Store):
         if indices:
             self.client.options(ignore_status=404).indices.delete(index=",".join(indices))
 
-    @_translated
-    def write_chunks(self, index, writes, delete_ids=()):
-        actions = [{"_op_type": "index", "_index": index, "_id": w.id, "_source": w.source} for w in writes]
-        actions += [{"_op_type": "delete", "_index": index, "_id": i} for i in delete_ids]
-        return self._bulk(actions)
-
-    def _bulk(self, actions: list[dict]) -> int:
-        """429s are retried by the helper itself; what is left is raised."""
-        if not actions:
-            return 0
-        ok, errors = helpers.bulk(
-            self.client, actions, chunk_size=500, max_retries=3, initial_backoff=1,
-            raise_on_error=False, raise_on_exception=True, stats_only=False,
-        )
-        _raise_bulk_errors(errors, len(actions))
-        return ok
 
     @_translated
     def stale_chunk_ids(self, index, first_stale):
@@ -440,18 +474,6 @@ class ElasticsearchStore(Store):
                        if f"{prefix}/{start + STALE_PROBE - 1}" in hits}
         return found
 
-    def remove_chunks(self, index, document_ids):
-        try:
-            ids = self._chunk_ids(index, document_ids)
-        except IndexMissing:
-            return 0  # the index itself is gone
-        return self.write_chunks(index, [], delete_ids=ids)
-
-    @_translated
-    def _chunk_ids(self, index: str, document_ids: list[int]) -> list[str]:
-        self.client.indices.refresh(index=index)  # deletions must see chunks written a moment ago
-        body = {"query": {"terms": {"document_id": document_ids}}, "_source": False}
-        return [h["_id"] for h in helpers.scan(self.client, index=index, query=body, size=1000)]
 
     @_translated
     def inventory(self, index):
@@ -562,21 +584,6 @@ def opensearch_chunk_mapping(dims: int, index_options: str, language: str = "non
     return mapping
 
 
-def _os_translated(method: Callable) -> Callable:
-    """OpenSearch's answers with an error status become this module's exceptions."""
-
-    @functools.wraps(method)
-    def wrapper(*args, **kwargs):
-        try:
-            return method(*args, **kwargs)
-        except (OSConnectionError, OSConnectionTimeout):
-            raise  # transient_errors: the client's own types name the problem best
-        except OSTransportError as exc:
-            raise _os_store_error(exc) from exc
-
-    return wrapper
-
-
 def _os_store_error(exc: OSTransportError) -> StoreError:
     status = exc.status_code
     message = f"OpenSearch answered {status}: {exc.error}: {_os_reason(exc)}"
@@ -595,11 +602,17 @@ def _os_reason(exc: OSTransportError) -> str:
     return str(error or exc.info or "")
 
 
-class OpenSearchStore(Store):
+class OpenSearchStore(_ClientStore):
     engine = "OpenSearch"
     transient_errors = (StoreUnavailable, OSConnectionError, OSConnectionTimeout)
     index_option_types = tuple(OPENSEARCH_HNSW_PARAMETERS)
     default_index_options = "int8_hnsw"  # the nearest to Elasticsearch's quantised default
+    helpers = os_helpers
+    answer_errors = (OSTransportError,)
+    passed_through_errors = (OSConnectionError, OSConnectionTimeout)  # subclasses of OSTransportError
+
+    def store_error(self, exc) -> StoreError:
+        return _os_store_error(exc)
 
     @property
     def client(self) -> OpenSearch:
@@ -609,7 +622,7 @@ class OpenSearchStore(Store):
     def url(self) -> str:
         return settings.OPENSEARCH_URL
 
-    @_os_translated
+    @_translated
     def create_index(self, index, *, dims, model_id, index_options, language, shards=1, replicas=0):
         mapping = opensearch_chunk_mapping(dims, index_options, language)
         mapping["_meta"] = index_meta_record(model_id, dims, index_options, language, shards, replicas)
@@ -620,66 +633,30 @@ class OpenSearchStore(Store):
                              "index.knn.derived_source.enabled": False}, "mappings": mapping}
         self.client.indices.create(index=index, body=body)
 
-    @_os_translated
-    def index_exists(self, index):
-        return bool(self.client.indices.exists(index=index))
-
-    @_os_translated
-    def index_meta(self, index):
-        return self.client.indices.get_mapping(index=index)[index]["mappings"].get("_meta", {})
-
-    @_os_translated
+    @_translated
     def pause_refresh(self, index):
         self.client.indices.put_settings(index=index, body={"index": {"refresh_interval": "-1"}})
 
-    @_os_translated
+    @_translated
     def resume_refresh(self, index):
         self.client.indices.put_settings(index=index, body={"index": {"refresh_interval": None}})
 
-    @_os_translated
-    def refresh(self, index):
-        self.client.indices.refresh(index=index)
-
-    @_os_translated
-    def count(self, index):
-        return self.client.count(index=index)["count"]
-
-    @_os_translated
-    def indices_behind(self, alias):
-        if not self.client.indices.exists_alias(name=alias):
-            return []
-        return sorted(self.client.indices.get_alias(name=alias).keys())
-
-    @_os_translated
+    @_translated
     def point_alias(self, alias, index):
         actions = [{"remove": {"index": old, "alias": alias}} for old in self.indices_behind(alias) if old != index]
         actions.append({"add": {"index": index, "alias": alias, "is_write_index": True}})
         self.client.indices.update_aliases(body={"actions": actions})
 
-    @_os_translated
+    @_translated
     def delete_index(self, index):
         self.client.indices.delete(index=index, ignore_unavailable=True)
 
-    @_os_translated
+    @_translated
     def drop_indices(self, indices):
         if indices:
             self.client.indices.delete(index=",".join(indices), ignore_unavailable=True)
 
-    @_os_translated
-    def write_chunks(self, index, writes, delete_ids=()):
-        actions = [{"_op_type": "index", "_index": index, "_id": w.id, "_source": w.source} for w in writes]
-        actions += [{"_op_type": "delete", "_index": index, "_id": i} for i in delete_ids]
-        if not actions:
-            return 0
-        # 429s are retried by the helper itself; what is left is raised.
-        ok, errors = os_helpers.bulk(
-            self.client, actions, chunk_size=500, max_retries=3, initial_backoff=1,
-            raise_on_error=False, raise_on_exception=True, stats_only=False,
-        )
-        _raise_bulk_errors(errors, len(actions))
-        return ok
-
-    @_os_translated
+    @_translated
     def stale_chunk_ids(self, index, first_stale):
         found: list[str] = []
         pending = dict(first_stale)
@@ -692,20 +669,8 @@ class OpenSearchStore(Store):
                        if f"{prefix}/{start + STALE_PROBE - 1}" in hits}
         return found
 
-    def remove_chunks(self, index, document_ids):
-        try:
-            ids = self._chunk_ids(index, document_ids)
-        except IndexMissing:
-            return 0  # the index itself is gone
-        return self.write_chunks(index, [], delete_ids=ids)
 
-    @_os_translated
-    def _chunk_ids(self, index: str, document_ids: list[int]) -> list[str]:
-        self.client.indices.refresh(index=index)  # deletions must see chunks written a moment ago
-        body = {"query": {"terms": {"document_id": document_ids}}, "_source": False}
-        return [h["_id"] for h in os_helpers.scan(self.client, index=index, query=body, size=1000)]
-
-    @_os_translated
+    @_translated
     def inventory(self, index):
         inventory: dict[int, IndexedDocument] = {}
         after = None
@@ -751,7 +716,7 @@ class OpenSearchStore(Store):
                 raise StoreError(f"OpenSearch: {error.get('reason') if isinstance(error, dict) else error}")
         return responses
 
-    @_os_translated
+    @_translated
     def health(self, timeout):
         health = self.client.cluster.health(request_timeout=timeout)
         nodes = self.client.nodes.info(filter_path="nodes.*.version", request_timeout=timeout)
