@@ -66,9 +66,10 @@ test: venv services opensearch postgres chromium
 	SEARCH_ENGINE=elasticsearch $(PY) -m pytest $(PYTEST_ARGS)
 	SEARCH_ENGINE=opensearch $(PY) -m pytest -m backend $(BACKEND_ARGS)
 
-## The browser tests alone; they write docs/screenshots/*.png (each page at 1280 and 375 px).
+## The browser tests alone, writing docs/screenshots/*.png (each page at 1280 and 375 px);
+## under `make test` they photograph into a scratch folder and leave the checkout alone.
 screenshots: venv services chromium
-	$(PY) -m pytest tests/integration/test_browser.py $(PYTEST_ARGS)
+	SCREENSHOTS_DIR=docs/screenshots $(PY) -m pytest tests/integration/test_browser.py $(PYTEST_ARGS)
 
 ## The unit tests alone (tests/unit): no service is started or needed.
 unit: venv

@@ -1,6 +1,7 @@
 """The search experience in a real browser: headless Chromium (Debian's) driven by Selenium
 against a live server on the real stack (Elasticsearch, the indexing pipeline, a real rerank
-worker). Each page is also photographed at 1280 and 375 px into docs/screenshots/.
+worker). Each page is also photographed at 1280 and 375 px (into docs/screenshots/ under
+`make screenshots`).
 
 The tests are transactional (`django_db(transaction=True)`): the live server's threads read
 only committed rows, and the server writes the judgments from its own connection. The tables
@@ -76,12 +77,17 @@ def wait_for(driver, css: str):
 
 def click_and_wait(driver, element, selector: str):
     """Click `element`, then wait for the next page (the old one gone) to show `selector`."""
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
     old = driver.find_element("css selector", "html")
     element.click()
-    WebDriverWait(driver, WAIT).until(expected_conditions.staleness_of(old))
+    # Chromedriver can answer a check on a node that is being torn down with a
+    # plain WebDriverException ("Node with given id does not belong to the
+    # document") instead of a stale-element error; ask again until it settles.
+    WebDriverWait(driver, WAIT, ignored_exceptions=(WebDriverException,)).until(
+        expected_conditions.staleness_of(old))
     return wait_for(driver, selector)
 
 

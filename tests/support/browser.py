@@ -4,18 +4,21 @@
   queues) served over HTTP on a free loopback port from a thread, as a visitor reaches it.
 - `chromium()`: Debian's chromium driven through Debian's chromedriver (`make test` installs
   both: scripts/services.py install chromium), headless, never a browser fetched at run time.
-- `screenshot()`: the whole page at 1280 px and at 375 px wide into docs/screenshots/.
+- `screenshot()`: the whole page at 1280 px and at 375 px wide, into docs/screenshots/ when
+  `SCREENSHOTS_DIR` says so (`make screenshots`), else into a scratch folder, so that `make test`
+  leaves the checkout as it found it.
 """
 from __future__ import annotations
 
 import base64
+import os
 import shutil
+import tempfile
 import threading
 from pathlib import Path
 
 from tests.support.workers import ROOT
 
-SCREENSHOTS = ROOT / "docs" / "screenshots"
 WIDTHS = ((1280, 900), (375, 800))
 MAX_SCREENSHOT_HEIGHT = 4000
 
@@ -70,10 +73,18 @@ def set_viewport(driver, width: int, height: int) -> None:
                            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600})
 
 
+def screenshots_dir() -> Path:
+    """$SCREENSHOTS_DIR (relative to the checkout) when set, else a scratch folder."""
+    chosen = os.environ.get("SCREENSHOTS_DIR")
+    folder = ROOT / chosen if chosen else Path(tempfile.gettempdir()) / "searchsite-screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def screenshot(driver, name: str, dark: bool = False) -> list[Path]:
-    """docs/screenshots/<name>-<width>.png of the whole page at each width; the viewport is
-    1280x900 again afterwards."""
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    """<name>-<width>.png of the whole page at each width, in screenshots_dir(); the viewport
+    is 1280x900 again afterwards."""
+    folder = screenshots_dir()
     written = []
     if dark:
         driver.execute_cdp_cmd("Emulation.setEmulatedMedia",
@@ -86,7 +97,7 @@ def screenshot(driver, name: str, dark: bool = False) -> list[Path]:
                 "format": "png", "captureBeyondViewport": True,
                 "clip": {"x": 0, "y": 0, "width": width, "height": min(max(page_height, height), MAX_SCREENSHOT_HEIGHT),
                          "scale": 1}})
-            path = SCREENSHOTS / f"{name}-{width}.png"
+            path = folder / f"{name}-{width}.png"
             path.write_bytes(base64.b64decode(shot["data"]))
             written.append(path)
     finally:
