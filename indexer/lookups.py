@@ -20,6 +20,13 @@ def serving_model(collection: Collection) -> str:
     return live.model_id if live else collection.embedding_model
 
 
+def with_live_index(collections) -> set[str]:
+    """Slugs of the collections whose alias serves an index (a collection without one has had
+    nothing indexed yet; one with one must have its alias in the engine)."""
+    return set(IndexBuild.objects.filter(collection__in=collections, status=IndexBuild.Status.LIVE)
+               .values_list("collection__slug", flat=True))
+
+
 def serving(collection: Collection) -> tuple[str, str]:
     """(model, keyword language) of the index the alias serves now: queries are embedded with
     that model and analyzed in that language, so a rebuild with another one changes nothing

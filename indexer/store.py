@@ -190,8 +190,8 @@ class Store:
         raise NotImplementedError
 
     def msearch(self, searches: list[tuple[list[str], dict]]) -> list[dict]:
-        """Several searches in one round trip, each over some aliases (a missing one is skipped);
-        the answer of each (`hits.hits`, `aggregations`); an error in any is raised."""
+        """Several searches in one round trip, each over some aliases (IndexMissing when one does
+        not exist); the answer of each (`hits.hits`, `aggregations`); an error in any is raised."""
         raise NotImplementedError
 
     def health(self, timeout: float) -> ClusterHealth:
@@ -402,6 +402,33 @@ class _ClientStore(Store):
         return self.write_chunks(index, [], delete_ids=ids)
 
     @_translated
+    def msearch(self, searches):
+        # Every alias named must exist (the search leaves out collections with nothing indexed
+        # yet), so an index lost from the engine is an error, never an empty answer.
+        lines = []
+        for aliases, body in searches:
+            lines += [{"index": ",".join(aliases)}, body]
+        responses = self._send_msearch(lines)
+        for response in responses:
+            if "error" in response:
+                raise self._search_error(response)
+        return responses
+
+    def _send_msearch(self, lines: list[dict]) -> list[dict]:
+        raise NotImplementedError
+
+    def _search_error(self, response: dict) -> StoreError:
+        """One search's error inside an msearch answer, as this module's exception."""
+        error, status = response["error"], response.get("status")
+        kind = error.get("type") if isinstance(error, dict) else None
+        message = f"{self.engine}: {error.get('reason') if isinstance(error, dict) else error}"
+        if kind == "index_not_found_exception":
+            return IndexMissing(message)
+        if status in TRANSIENT_STATUSES:
+            return StoreUnavailable(message)
+        return StoreError(message)
+
+    @_translated
     def _chunk_ids(self, index: str, document_ids: list[int]) -> list[str]:
         self.client.indices.refresh(index=index)  # deletions must see chunks written a moment ago
         body = {"query": {"terms": {"document_id": document_ids}}, "_source": False}
@@ -500,21 +527,8 @@ class ElasticsearchStore(_ClientStore):
         return {"knn": {"field": "embedding", "query_vector": vector, "k": k,
                         "num_candidates": max(num_candidates, k), "filter": filters}}
 
-    def msearch(self, searches):
-        lines = []
-        for aliases, body in searches:
-            lines += [{"index": ",".join(aliases), "ignore_unavailable": True, "allow_no_indices": True}, body]
-        try:
-            responses = self.client.msearch(searches=lines)["responses"]
-        except ApiError as exc:
-            raise StoreError(f"Elasticsearch: {exc}") from exc
-        except TransportError as exc:
-            raise StoreUnavailable(f"Elasticsearch: {exc}") from exc
-        for response in responses:
-            if "error" in response:
-                error = response["error"]
-                raise StoreError(f"Elasticsearch: {error.get('reason') if isinstance(error, dict) else error}")
-        return responses
+    def _send_msearch(self, lines):
+        return self.client.msearch(searches=lines)["responses"]
 
     @_translated
     def health(self, timeout):
@@ -700,21 +714,8 @@ class OpenSearchStore(_ClientStore):
             "method_parameters": {"ef_search": max(num_candidates, k)},
         }}}}
 
-    def msearch(self, searches):
-        lines = []
-        for aliases, body in searches:
-            lines += [{"index": ",".join(aliases), "ignore_unavailable": True, "allow_no_indices": True}, body]
-        try:
-            responses = self.client.msearch(body=lines)["responses"]
-        except (OSConnectionError, OSConnectionTimeout) as exc:
-            raise StoreUnavailable(f"OpenSearch: {exc}") from exc
-        except OSTransportError as exc:
-            raise _os_store_error(exc) from exc
-        for response in responses:
-            if "error" in response:
-                error = response["error"]
-                raise StoreError(f"OpenSearch: {error.get('reason') if isinstance(error, dict) else error}")
-        return responses
+    def _send_msearch(self, lines):
+        return self.client.msearch(body=lines)["responses"]
 
     @_translated
     def health(self, timeout):

@@ -3,6 +3,7 @@
 ENGINE_DOWN = "the search index is not answering"
 EMBEDDER_DOWN = "the service that reads queries is not answering"
 MISCONFIGURED = "the search service is misconfigured"
+INDEX_MISSING = "the index of a collection is missing and must be rebuilt by an administrator"
 
 
 class SearchBackendError(Exception):

@@ -35,11 +35,11 @@ from django.db.models import Q
 from django.utils.html import escape
 
 from indexer.analysis import ANALYZED, HIGHLIGHT_END, HIGHLIGHT_START, highlight, query_terms
-from indexer.lookups import serving
+from indexer.lookups import serving, with_live_index
 from indexer.models import Collection
-from indexer.store import StoreError, alias_name, get_store
+from indexer.store import IndexMissing, StoreError, alias_name, get_store
 
-from .errors import SearchBackendError
+from .errors import INDEX_MISSING, SearchBackendError
 from .facets import FacetRequest, facet_body
 from .query_vectors import embed_query
 
@@ -178,14 +178,26 @@ def add_highlights(hits: list[Hit], query: str, languages: dict[str, str]) -> No
         hit.title_fragment = highlight(hit.title, terms[language], language, fragment_chars=None)
 
 
-def msearch(searches: list[tuple[list[str], dict]]) -> list[dict]:
-    """Several searches in one round trip, each over the aliases of its collections (aliases of
-    collections that have no index yet are skipped); their answers, an error of any raised."""
+def msearch(searches: list[tuple[list[str], dict]], indexed: set[str]) -> list[dict]:
+    """Several searches in one round trip, each over the aliases of those of its collections
+    (slugs) that have a live index (`indexed`); a search with none of them answers no hits
+    without asking. An alias missing from the engine although its collection has a live index
+    is an error that names it, never an empty answer."""
     store = get_store()
+    sent, answers = [], []
+    for slugs, body in searches:
+        aliases = [alias_name(slug) for slug in slugs if slug in indexed]
+        answers.append(None if aliases else {"hits": {"hits": []}})
+        if aliases:
+            sent.append((aliases, body))
     try:
-        return store.msearch(searches)
+        responses = iter(store.msearch(sent) if sent else [])
+    except IndexMissing as exc:
+        raise SearchBackendError(f"{exc}: a collection's live index is gone from the engine; rebuild it (admin → "
+                                 "Collections → Rebuild index, or manage.py rebuild_index)", INDEX_MISSING) from exc
     except (StoreError, *store.transient_errors) as exc:
         raise SearchBackendError(str(exc)) from exc
+    return [answer if answer is not None else next(responses) for answer in answers]
 
 
 def fuse(semantic: list[Hit], keyword: list[Hit], rrf_k: int, depth: int) -> list[Hit]:
@@ -235,24 +247,24 @@ def first_stage(query: str, mode: str, collections: list[Collection], metadata: 
         for model_id, model_slugs in sorted(by_model.items()):
             vector, hit = embed_query(query, model_id)
             cached.append(hit)
-            searches.append(([alias_name(s) for s in model_slugs],
-                             semantic_body(query, vector, es_filters(model_slugs, metadata), depth)))
+            searches.append((model_slugs, semantic_body(query, vector, es_filters(model_slugs, metadata), depth)))
         stage.embed_ms = (time.perf_counter() - started) * 1000
         stage.vector_cached = all(cached)
         stage.models = sorted(by_model)
     match = keyword_query(query, languages) if mode in ("keyword", "hybrid") else None
     if match is not None:
-        searches.append(([alias_name(s) for s in slugs], keyword_body(query, filters, depth, match)))
+        searches.append((slugs, keyword_body(query, filters, depth, match)))
 
     facet_search = None
     if facets is not None and (mode != "keyword" or match is not None):
         # The BM25 clause again, over every collection in the facets' scope (in their languages).
         scope_languages = {c.slug: languages.get(c.slug) or serving(c)[1] for c in facets.scope}
         facet_match = keyword_query(query, scope_languages) if mode in ("keyword", "hybrid") else None
-        facet_search = ([alias_name(c.slug) for c in facets.scope], facet_body(facets, facet_match))
+        facet_search = ([c.slug for c in facets.scope], facet_body(facets, facet_match))
 
     started = time.perf_counter()
-    responses = msearch(searches + ([facet_search] if facet_search else [])) if searches else []
+    indexed = with_live_index([*collections, *(facets.scope if facet_search else [])])
+    responses = msearch(searches + ([facet_search] if facet_search else []), indexed) if searches else []
     if facet_search:
         stage.facets_response = responses.pop()
     lists = [[to_hit(raw) for raw in response["hits"]["hits"]] for response in responses]
