@@ -154,7 +154,7 @@ def main() -> int:
     qrels = {qid: qrels[qid] for qid in qids}  # the mean is over the queries run, not all judged ones
     fusion = load_fusion(model_dir).for_mode("hybrid")
     runners = scorers(model_dir, args.max_length, threads, args.runtimes.split(","))
-    print(f"model {model_dir} (fusion for hybrid: weight {fusion.weight:g}, k {fusion.k}); {len(qids)} {args.split} "
+    print(f"model {model_dir} (fusion for hybrid: {fusion.label}); {len(qids)} {args.split} "
           f"queries, top {args.top} hybrid chunks, {threads} threads; runtimes: {', '.join(runners)}")
 
     first_run, runs_by, ms_by = {}, {name: {} for name in runners}, {name: [] for name in runners}

@@ -34,6 +34,7 @@ from indexer.models import Collection
 
 from .evaluation import int_list
 from .collection_training import heldout_figures, install_trained, models_dir
+from .fusion import Fusion
 from .models import RerankerRun
 from .run_tasks import RunRefused, command_options, option_choices, start_run
 
@@ -294,7 +295,7 @@ class RerankerRunAdmin(admin.ModelAdmin):
             extra["heldout_rows"] = [
                 {"mode": mode, "first_stage": figures["first_stage"].get("ndcg@10"),
                  "reranked": figures["reranked"].get("ndcg@10"), "fused": (figures.get("final") or {}).get("ndcg@10"),
-                 "fusion": figures.get("fusion")}
+                 "fusion": Fusion(**figures["fusion"]).label if figures.get("fusion") else ""}
                 for mode, figures in heldout.get("modes", {}).items()]
         return TemplateResponse(request, "admin/reranker/rerankerrun/run.html", self.context(
             request, str(run), run=run, result=result, payload=progress_payload(run),

@@ -257,7 +257,7 @@ def evaluate_collection(collection: Collection, options: dict, progress=progress
         fusions = {mode: scorer.model.fusion.for_mode(mode) for mode in results}
         lines.append(f"reranker {model_id} on {report_device}, {scorer.model.runtime} {scorer.model.precision}; "
                      "rerank = its logits fused with the first stage as its fusion.json says (" + ", ".join(
-                         f"{mode}: weight {f.weight:g}, k {f.k}" for mode, f in fusions.items())
+                         f"{mode}: {f.label}" for mode, f in fusions.items())
                      + "); 'logits' = its logits alone")
     if rerank_latency:
         lines.append("rerank latency per query (in-process, this machine): " + ", ".join(

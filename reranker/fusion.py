@@ -2,17 +2,22 @@
 
 A cross-encoder trained on a few hundred judgments is a strong but noisy judge; the first
 stage (BM25, kNN or their fusion) carries evidence it does not see. The final order of the
-top N is therefore a weighted reciprocal-rank fusion of the two orders:
+top N is one of two fusions of the two (`kind`):
 
-    fused(d) = 1 / (k + reranker_rank(d)) + weight / (k + first_stage_rank(d))
+    rrf:    fused(d) = 1 / (k + reranker_rank(d)) + weight / (k + first_stage_rank(d))
+    score:  fused(d) = z(logit(d)) - weight * ln(first_stage_rank(d))
+
+`z` standardises the head's logits (mean 0, standard deviation 1), so `score` keeps how sure
+the reranker is: a clear margin overturns the first stage, a near tie leaves its order, which
+reciprocal-rank fusion, seeing only the reranker's ranks, cannot tell apart.
 
 `weight` 0 is the reranker's order alone (what a model without a `fusion.json` gets, e.g. a
-Hugging Face cross-encoder). `train_reranker` chooses (weight, k) on its held-out queries from
-a small grid, once per first-stage mode (BM25 alone deserves less weight than the hybrid), and
-writes them into the model directory as `fusion.json`, beside the weights; the rerank worker
-sends them with the logits, the web process applies the one of the search's mode, and
-`evaluate` reads them the same way. Fusion beat the reranker alone on SciFact's held-out
-queries (docs/relevance.md, "Measurements behind the code").
+Hugging Face cross-encoder). `train_reranker` chooses the kind and its parameters on its
+held-out queries from a small grid, once per first-stage mode (BM25 alone deserves less weight
+than the hybrid), and writes them into the model directory as `fusion.json`, beside the
+weights; the rerank worker sends them with the logits, the web process applies the one of the
+search's mode, and `evaluate` reads them the same way. Why both kinds: docs/relevance.md
+("Fusion with the first stage").
 
 Django-free on purpose (reranker/training.py runs as a plain script on a GPU machine).
 """
@@ -28,17 +33,19 @@ import numpy as np
 from .metrics import evaluate_run
 
 FILE = "fusion.json"
-WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
-KS = (10, 60)
-# The grid grows past WEIGHTS when the best choice is its largest weight (the first stage
-# nearly alone), up to this.
+KINDS = ("rrf", "score")
+WEIGHTS = {"rrf": (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0), "score": (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0)}
+KS = (10, 60)  # rank offsets tried for rrf
+# A kind's grid grows past its WEIGHTS when the best choice is its largest weight (the first
+# stage nearly alone), up to this.
 MAX_WEIGHT = 16.0
 
 
 @dataclass(frozen=True)
 class Fusion:
     weight: float = 0.0   # weight of the first stage's rank (0: the reranker's order alone)
-    k: int = 10           # rank offset of reciprocal-rank fusion
+    k: int = 10           # rank offset of reciprocal-rank fusion (unused by `score`)
+    kind: str = "rrf"     # rrf or score (the module's docstring)
 
     def order(self, logits: Sequence[float]) -> list[int]:
         """Positions of the head (given in first-stage order) in their final order; ties keep
@@ -47,11 +54,23 @@ class Fusion:
         by_logit = np.argsort(-scores, kind="stable")
         if self.weight == 0:
             return [int(i) for i in by_logit]
-        reranker_rank = np.empty(len(scores))
-        reranker_rank[by_logit] = np.arange(1, len(scores) + 1)
         first_rank = np.arange(1, len(scores) + 1)
-        fused = 1.0 / (self.k + reranker_rank) + self.weight / (self.k + first_rank)
+        if self.kind == "score":
+            spread = scores.std()
+            standard = (scores - scores.mean()) / spread if spread > 0 else np.zeros_like(scores)
+            fused = standard - self.weight * np.log(first_rank)
+        else:
+            reranker_rank = np.empty(len(scores))
+            reranker_rank[by_logit] = first_rank
+            fused = 1.0 / (self.k + reranker_rank) + self.weight / (self.k + first_rank)
         return [int(i) for i in np.argsort(-fused, kind="stable")]
+
+    @property
+    def label(self) -> str:
+        """How the grid and the reports name it."""
+        if self.kind == "score":
+            return f"score w={self.weight:g}"
+        return f"w={self.weight:g},k={self.k}"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -72,9 +91,12 @@ class ModelFusion:
     @classmethod
     def from_dict(cls, raw: dict) -> "ModelFusion":
         def one(item: dict) -> Fusion:
-            fusion = Fusion(weight=float(item["weight"]), k=int(item["k"]))
+            # Files from before `score` existed have no kind: reciprocal-rank fusion.
+            fusion = Fusion(weight=float(item["weight"]), k=int(item["k"]), kind=str(item.get("kind", "rrf")))
             if fusion.weight < 0 or fusion.k < 1:
                 raise ValueError(f"weight must be >= 0 and k >= 1, not {item}")
+            if fusion.kind not in KINDS:
+                raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {fusion.kind!r}")
             return fusion
 
         return cls(default=one(raw), modes=tuple(sorted((m, one(f)) for m, f in (raw.get("modes") or {}).items())))
@@ -100,31 +122,34 @@ def save_fusion(fusion: ModelFusion, model_dir: str | Path) -> Path:
 
 def choose_fusion(heads: Sequence[tuple[list[str], Sequence[float], list[str]]], qrels: dict[str, dict[str, int]],
                   queries: Sequence[str], metric: str = "ndcg@10") -> tuple[Fusion, dict[str, float]]:
-    """The (weight, k) of the grid with the best mean `metric` over held-out queries.
+    """The fusion of the grid (both kinds) with the best mean `metric` over held-out queries.
 
     `heads[i]` is (head documents in first-stage order, their logits, the documents below the
-    head) of `queries[i]`. Returns the choice and the metric of every grid point (by "w=..,k=..").
-    Ties go to the smaller weight (the reranker alone when fusion does not help). A choice on
-    the grid's largest weight means the best may lie beyond it: the grid grows (doubling the
-    largest weight, up to MAX_WEIGHT) until the choice is inside it."""
+    head) of `queries[i]`. Returns the choice and the metric of every grid point (by its label).
+    Ties go to the smaller weight (the reranker alone when fusion does not help), then to rrf.
+    A choice on a kind's largest weight means the best may lie beyond it: that kind's grid
+    grows (doubling its largest weight, up to MAX_WEIGHT) until the choice is inside it."""
     name, cutoff = metric.split("@")
     table: dict[str, float] = {}
     best, best_value = Fusion(), -1.0
-    weights = list(WEIGHTS)
+    weights = {kind: list(WEIGHTS[kind]) for kind in KINDS}
     tried: set[Fusion] = set()
     while True:
-        for k in KS:
-            for weight in weights:
-                fusion = Fusion(weight=weight, k=k if weight else KS[0])  # weight 0 ignores k
-                if fusion in tried:
-                    continue
-                tried.add(fusion)
-                run = {q: [head[i] for i in fusion.order(logits)] + rest
-                       for q, (head, logits, rest) in zip(queries, heads)}
-                value = evaluate_run(run, qrels, {name: int(cutoff)})["mean"][metric]
-                table[f"w={weight:g},k={fusion.k}"] = round(value, 4)
-                if value > best_value + 1e-9 or (abs(value - best_value) <= 1e-9 and weight < best.weight):
-                    best, best_value = fusion, value
-        if best.weight < weights[-1] or weights[-1] >= MAX_WEIGHT:
+        for kind in KINDS:
+            for k in (KS if kind == "rrf" else KS[:1]):
+                for weight in weights[kind]:
+                    # Weight 0 is the reranker alone, whatever the kind and k.
+                    fusion = Fusion(weight=weight, k=k if weight else KS[0], kind=kind if weight else "rrf")
+                    if fusion in tried:
+                        continue
+                    tried.add(fusion)
+                    run = {q: [head[i] for i in fusion.order(logits)] + rest
+                           for q, (head, logits, rest) in zip(queries, heads)}
+                    value = evaluate_run(run, qrels, {name: int(cutoff)})["mean"][metric]
+                    table[fusion.label] = round(value, 4)
+                    if value > best_value + 1e-9 or (abs(value - best_value) <= 1e-9 and weight < best.weight):
+                        best, best_value = fusion, value
+        edge = weights[best.kind][-1]
+        if best.weight < edge or edge >= MAX_WEIGHT:
             return best, table
-        weights.append(min(MAX_WEIGHT, weights[-1] * 2))
+        weights[best.kind].append(min(MAX_WEIGHT, edge * 2))

@@ -572,7 +572,7 @@ def fusion_lines(h: dict) -> list[str]:
     """Model-card lines of the fusions chosen on the held-out queries (fusion.py)."""
     if not h.get("fusion"):
         return []
-    lines = [f"- fused with the first stage (`fusion.json`: weight {h['fusion']['weight']:g}, k {h['fusion']['k']}, "
+    lines = [f"- fused with the first stage (`fusion.json`: {ModelFusion.from_dict(h['fusion']).default.label}, "
              f"chosen on these queries), {FUSION_FOLDS}-fold cross-validated (each fold scored with the fusion "
              f"chosen on the others): {_fmt(h['final'])}"]
     if h.get("final_in_sample"):
@@ -580,7 +580,7 @@ def fusion_lines(h: dict) -> list[str]:
     lines.append(f"- fusion grid (nDCG@10): {', '.join(f'{key} {value:.4f}' for key, value in h['fusion_grid'].items())}")
     for mode, r in h.get("modes", {}).items():
         lines.append(f"- {mode} first stage: {_fmt(r['first_stage'])}; reranked alone: {_fmt(r['reranked'])}; "
-                     f"fused (weight {r['fusion']['weight']:g}, k {r['fusion']['k']}, cross-validated): "
+                     f"fused ({Fusion(**r['fusion']).label}, cross-validated): "
                      f"{_fmt(r['final'])}")
     return lines
 

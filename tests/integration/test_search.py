@@ -255,7 +255,8 @@ def test_rerank_depth_follows_the_workers_measured_speed(api, settings):
 def test_a_models_fusion_with_the_first_stage_orders_the_head(api, corpus, tmp_path):
     """A model directory with a fusion.json (written by train_reranker): the worker sends its
     fusion with the logits and the head is ordered by it (reranker/fusion.py). A weight of 100
-    lets the first stage decide, so the final order is the first-stage order, logits and all."""
+    on the first stage's log-rank lets it decide, so the final order is the first-stage order,
+    logits and all."""
     import shutil
 
     from reranker.fusion import Fusion, ModelFusion, save_fusion
@@ -263,19 +264,19 @@ def test_a_models_fusion_with_the_first_stage_orders_the_head(api, corpus, tmp_p
     model = tmp_path / "fused-reranker"
     shutil.copytree(build_reranker(), model)
     # keyword: the first stage decides; other modes: the logits alone.
-    save_fusion(ModelFusion(default=Fusion(weight=0.0, k=10), modes=(("keyword", Fusion(weight=100.0, k=10)),)),
-                model)
+    save_fusion(ModelFusion(default=Fusion(weight=0.0, k=10),
+                            modes=(("keyword", Fusion(weight=100.0, k=10, kind="score")),)), model)
     Collection.objects.filter(pk=corpus["sci"].pk).update(reranker_model=str(model))
     try:
         body = api(q=QUERY, mode="keyword", collection="s-sci", k=50, group="off")
         assert body["rerank"]["applied"] is True and body["rerank"]["model"] == str(model)
-        assert body["rerank"]["fusion"] == {"weight": 100.0, "k": 10}
+        assert body["rerank"]["fusion"] == {"weight": 100.0, "k": 10, "kind": "score"}
         head = body["results"][: body["rerank"]["candidates"]]
         logits = [r["scores"]["reranker_logit"] for r in head]
         assert all(x is not None for x in logits) and logits != sorted(logits, reverse=True)
         assert [r["scores"]["first_stage_rank"] for r in head] == list(range(1, len(head) + 1))
         body = api(q=QUERY, mode="semantic", collection="s-sci", k=50, group="off")
-        assert body["rerank"]["fusion"] == {"weight": 0.0, "k": 10}
+        assert body["rerank"]["fusion"] == {"weight": 0.0, "k": 10, "kind": "rrf"}
         logits = [r["scores"]["reranker_logit"] for r in body["results"][: body["rerank"]["candidates"]]]
         assert logits == sorted(logits, reverse=True)
         # Without the file the same model orders by its logits alone.
@@ -285,7 +286,7 @@ def test_a_models_fusion_with_the_first_stage_orders_the_head(api, corpus, tmp_p
         Collection.objects.filter(pk=corpus["sci"].pk).update(reranker_model=str(renamed))
         body = api(q=QUERY, mode="keyword", collection="s-sci", k=50, group="off")
         logits = [r["scores"]["reranker_logit"] for r in body["results"][: body["rerank"]["candidates"]]]
-        assert body["rerank"]["fusion"] == {"weight": 0.0, "k": 10} and logits == sorted(logits, reverse=True)
+        assert body["rerank"]["fusion"] == {"weight": 0.0, "k": 10, "kind": "rrf"} and logits == sorted(logits, reverse=True)
     finally:
         Collection.objects.filter(pk=corpus["sci"].pk).update(reranker_model="")
 

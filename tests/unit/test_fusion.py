@@ -21,6 +21,21 @@ def test_weighted_reciprocal_rank_fusion_by_hand():
     assert Fusion(weight=0.01, k=10).order([0.0, 2.0, 1.0]) == [1, 2, 0]
 
 
+def test_score_fusion_by_hand_keeps_the_rerankers_margins():
+    # Logits 0, 3, 1 standardise to -1.0690, 1.3363, -0.2673; minus 1 * ln(rank 1, 2, 3):
+    # a -1.0690, b 0.6432, c -1.3659 → b, a, c.
+    assert Fusion(weight=1.0, kind="score").order([0.0, 3.0, 1.0]) == [1, 0, 2]
+    # The same reranker ranks (b, a, c), once with a clear margin and once with a near tie at
+    # the top: reciprocal-rank fusion sees only the ranks and orders both alike; the score
+    # fusion lets the clear margin overturn the first stage and the near tie keep its order.
+    clear, near_tie = [1.0, 4.0, 0.0], [1.0, 1.01, 0.0]
+    assert Fusion(weight=0.5, k=10).order(clear) == Fusion(weight=0.5, k=10).order(near_tie) == [1, 0, 2]
+    assert Fusion(weight=1.0, kind="score").order(clear) == [1, 0, 2]
+    assert Fusion(weight=1.0, kind="score").order(near_tie) == [0, 1, 2]
+    # Equal logits carry no opinion: the first stage's order.
+    assert Fusion(weight=0.5, kind="score").order([2.0, 2.0, 2.0]) == [0, 1, 2]
+
+
 def test_save_and_load_one_fusion_per_mode(tmp_path):
     assert load_fusion(tmp_path) == ModelFusion()  # no file: the reranker alone, in every mode
     assert load_fusion(None).for_mode("hybrid") == Fusion()
@@ -35,6 +50,12 @@ def test_save_and_load_one_fusion_per_mode(tmp_path):
     assert load_fusion(tmp_path).for_mode("keyword") == Fusion(weight=0.5, k=60)
     (tmp_path / FILE).write_text(json.dumps({"weight": 1, "k": 10, "modes": {"keyword": {"weight": 1, "k": 0}}}))
     with pytest.raises(ValueError, match="k >= 1"):
+        load_fusion(tmp_path)
+    scored = ModelFusion(default=Fusion(weight=0.75, kind="score"), modes=(("keyword", Fusion(weight=1.0, k=60)),))
+    save_fusion(scored, tmp_path)
+    assert load_fusion(tmp_path) == scored and load_fusion(tmp_path).for_mode("hybrid").kind == "score"
+    (tmp_path / FILE).write_text(json.dumps({"weight": 1, "k": 10, "kind": "borda"}))
+    with pytest.raises(ValueError, match="kind must be one of rrf, score"):
         load_fusion(tmp_path)
     (tmp_path / FILE).write_text(json.dumps({"weight": -1, "k": 10}))
     with pytest.raises(ValueError, match="weight must be >= 0"):
@@ -52,9 +73,22 @@ def test_choose_fusion_keeps_first_stage_evidence_only_when_it_helps():
              (["d5", "d6", "d7", "d8"], [0.2, 0.9, 0.8, 0.1], [])]
     fusion, grid = choose_fusion(noisy, qrels, queries)
     assert fusion.weight > 0
-    assert grid[f"w={fusion.weight:g},k={fusion.k}"] > grid["w=0,k=10"]
+    assert grid[fusion.label] > grid["w=0,k=10"]
+    assert {"w=1,k=60", "score w=1"} <= set(grid)  # both kinds were tried
     # The reranker is right and the first stage wrong: the reranker alone (weight 0) wins.
     right = [(["d2", "d3", "d4", "d1"], [0.1, 0.2, 0.3, 0.9], []),
              (["d6", "d7", "d8", "d5"], [0.1, 0.2, 0.3, 0.9], [])]
     fusion, grid = choose_fusion(right, qrels, queries)
     assert fusion == Fusion() and grid["w=0,k=10"] == 1.0
+
+
+def test_choose_fusion_takes_the_score_kind_when_the_rerankers_margins_carry_the_answer():
+    # q1: the reranker is sure the first stage's 3rd is relevant (a wide margin): it must rise.
+    # q2: the reranker barely prefers a wrong 2nd over the relevant 1st (a near tie): the first
+    # stage must keep it. Reciprocal-rank fusion sees the same ranks in both and gets one wrong.
+    qrels = {"q1": {"a3": 1}, "q2": {"b1": 1}}
+    heads = [(["a1", "a2", "a3", "a4"], [0.0, 0.0, 6.0, -1.0], []),
+             (["b1", "b2", "b3", "b4"], [1.0, 1.05, -1.0, -2.0], [])]
+    fusion, grid = choose_fusion(heads, qrels, ["q1", "q2"])
+    assert fusion.kind == "score", grid
+    assert grid[fusion.label] == 1.0 > max(value for label, value in grid.items() if not label.startswith("score"))
