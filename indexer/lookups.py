@@ -20,11 +20,16 @@ def serving_model(collection: Collection) -> str:
     return live.model_id if live else collection.embedding_model
 
 
-def with_live_index(collections) -> set[str]:
-    """Slugs of the collections whose alias serves an index (a collection without one has had
-    nothing indexed yet; one with one must have its alias in the engine)."""
-    return set(IndexBuild.objects.filter(collection__in=collections, status=IndexBuild.Status.LIVE)
+def index_states(slugs) -> tuple[set[str], set[str]]:
+    """(collections with a live index, collections without one but with a build in progress) of
+    `slugs`. The alias of the first must exist in the engine; that of the second may (a rebuild
+    retires the old build a moment before it marks the new one live, the alias already swapped;
+    a first build creates it at its swap)."""
+    live = set(IndexBuild.objects.filter(collection__slug__in=slugs, status=IndexBuild.Status.LIVE)
                .values_list("collection__slug", flat=True))
+    building = set(IndexBuild.objects.filter(collection__slug__in=slugs, status__in=IndexBuild.IN_PROGRESS)
+                   .values_list("collection__slug", flat=True)) - live
+    return live, building
 
 
 def serving(collection: Collection) -> tuple[str, str]:

@@ -14,7 +14,6 @@ import logging
 from dataclasses import dataclass, field
 
 from indexer.models import Document
-from indexer.store import alias_name
 
 from .errors import SearchBackendError
 from .retrieval import msearch, visible_collections
@@ -57,8 +56,9 @@ def indexed_chunks(document: Document) -> list[IndexedChunk]:
                                           {"term": {"collection": document.collection.slug}}]}},
             "size": MAX_CHUNKS, "sort": [{"chunk": "asc"}], "_source": ["chunk", "start", "end", "text"],
             "track_total_hits": False}
-    # Through the engine's msearch: an alias not there yet (no index) answers no hits.
-    response = msearch([([alias_name(document.collection.slug)], body)])[0]
+    # Through the search's msearch: a collection with nothing indexed yet answers no hits, one
+    # whose index is gone an error.
+    response = msearch([([document.collection.slug], body)])[0]
     return [IndexedChunk(s["chunk"], s["start"], s["end"], s.get("text", ""))
             for s in (raw["_source"] for raw in response["hits"]["hits"])]
 

@@ -35,7 +35,7 @@ from django.db.models import Q
 from django.utils.html import escape
 
 from indexer.analysis import ANALYZED, HIGHLIGHT_END, HIGHLIGHT_START, highlight, query_terms
-from indexer.lookups import serving, with_live_index
+from indexer.lookups import index_states, serving
 from indexer.models import Collection
 from indexer.store import IndexMissing, StoreError, alias_name, get_store
 
@@ -178,19 +178,22 @@ def add_highlights(hits: list[Hit], query: str, languages: dict[str, str]) -> No
         hit.title_fragment = highlight(hit.title, terms[language], language, fragment_chars=None)
 
 
-def msearch(searches: list[tuple[list[str], dict]], indexed: set[str]) -> list[dict]:
-    """Several searches in one round trip, each over the aliases of those of its collections
-    (slugs) that have a live index (`indexed`); a search with none of them answers no hits
-    without asking. An alias missing from the engine although its collection has a live index
-    is an error that names it, never an empty answer."""
+def msearch(searches: list[tuple[list[str], dict]]) -> list[dict]:
+    """Several searches in one round trip, each over the aliases of its collections (slugs)
+    that serve an index; a search with none answers no hits without asking. A collection with
+    nothing indexed yet is left out; one whose live index is gone from the engine is an error
+    that says so, never an empty answer."""
     store = get_store()
-    sent, answers = [], []
-    for slugs, body in searches:
-        aliases = [alias_name(slug) for slug in slugs if slug in indexed]
-        answers.append(None if aliases else {"hits": {"hits": []}})
-        if aliases:
-            sent.append((aliases, body))
+    live, building = index_states({slug for slugs, _ in searches for slug in slugs})
     try:
+        # Rare (a build in progress): ask the engine whether its alias is there yet.
+        searchable = live | {slug for slug in building if store.indices_behind(alias_name(slug))}
+        sent, answers = [], []
+        for slugs, body in searches:
+            aliases = [alias_name(slug) for slug in slugs if slug in searchable]
+            answers.append(None if aliases else {"hits": {"hits": []}})
+            if aliases:
+                sent.append((aliases, body))
         responses = iter(store.msearch(sent) if sent else [])
     except IndexMissing as exc:
         raise SearchBackendError(f"{exc}: a collection's live index is gone from the engine; rebuild it (admin → "
@@ -263,8 +266,7 @@ def first_stage(query: str, mode: str, collections: list[Collection], metadata: 
         facet_search = ([c.slug for c in facets.scope], facet_body(facets, facet_match))
 
     started = time.perf_counter()
-    indexed = with_live_index([*collections, *(facets.scope if facet_search else [])])
-    responses = msearch(searches + ([facet_search] if facet_search else []), indexed) if searches else []
+    responses = msearch(searches + ([facet_search] if facet_search else [])) if searches else []
     if facet_search:
         stage.facets_response = responses.pop()
     lists = [[to_hit(raw) for raw in response["hits"]["hits"]] for response in responses]
