@@ -52,7 +52,7 @@ class Fusion:
         first-stage order."""
         scores = np.asarray(logits, dtype=np.float64)
         by_logit = np.argsort(-scores, kind="stable")
-        if self.weight == 0:
+        if self.weight == 0 or len(scores) == 0:
             return [int(i) for i in by_logit]
         first_rank = np.arange(1, len(scores) + 1)
         if self.kind == "score":

@@ -32,6 +32,7 @@ def test_score_fusion_by_hand_keeps_the_rerankers_margins():
     assert Fusion(weight=0.5, k=10).order(clear) == Fusion(weight=0.5, k=10).order(near_tie) == [1, 0, 2]
     assert Fusion(weight=1.0, kind="score").order(clear) == [1, 0, 2]
     assert Fusion(weight=1.0, kind="score").order(near_tie) == [0, 1, 2]
+    assert Fusion(weight=1.0, kind="score").order([]) == []
     # Equal logits carry no opinion: the first stage's order.
     assert Fusion(weight=0.5, kind="score").order([2.0, 2.0, 2.0]) == [0, 1, 2]
 
