@@ -25,11 +25,12 @@ def index_states(slugs) -> tuple[set[str], set[str]]:
     `slugs`. The alias of the first must exist in the engine; that of the second may (a rebuild
     retires the old build a moment before it marks the new one live, the alias already swapped;
     a first build creates it at its swap)."""
-    live = set(IndexBuild.objects.filter(collection__slug__in=slugs, status=IndexBuild.Status.LIVE)
-               .values_list("collection__slug", flat=True))
-    building = set(IndexBuild.objects.filter(collection__slug__in=slugs, status__in=IndexBuild.IN_PROGRESS)
-                   .values_list("collection__slug", flat=True)) - live
-    return live, building
+    rows = IndexBuild.objects.filter(collection__slug__in=slugs,
+                                     status__in=[IndexBuild.Status.LIVE, *IndexBuild.IN_PROGRESS])
+    live, building = set(), set()
+    for slug, status in rows.values_list("collection__slug", "status"):
+        (live if status == IndexBuild.Status.LIVE else building).add(slug)
+    return live, building - live
 
 
 def serving(collection: Collection) -> tuple[str, str]:

@@ -310,14 +310,19 @@ def _translated(method: Callable) -> Callable:
     return wrapper
 
 
-def _store_error(exc) -> StoreError:
-    status = exc.meta.status
-    message = f"Elasticsearch answered {status}: {exc.message}"
-    if status == 404 and _error_type(exc) == "index_not_found_exception":
+def _classified(status, error_type: str | None, message: str) -> StoreError:
+    """The exception of an engine's error answer, by its HTTP status and error type (the same
+    rule for both engines, for a whole request or for one search of an msearch)."""
+    if status == 404 and error_type == "index_not_found_exception":
         return IndexMissing(message)
-    if status in TRANSIENT_STATUSES:
+    if isinstance(status, int) and status in TRANSIENT_STATUSES:
         return StoreUnavailable(message)
     return StoreError(message)
+
+
+def _store_error(exc) -> StoreError:
+    status = exc.meta.status
+    return _classified(status, _error_type(exc), f"Elasticsearch answered {status}: {exc.message}")
 
 
 def _error_type(exc) -> str | None:
@@ -419,14 +424,10 @@ class _ClientStore(Store):
 
     def _search_error(self, response: dict) -> StoreError:
         """One search's error inside an msearch answer, as this module's exception."""
-        error, status = response["error"], response.get("status")
-        kind = error.get("type") if isinstance(error, dict) else None
-        message = f"{self.engine}: {error.get('reason') if isinstance(error, dict) else error}"
-        if kind == "index_not_found_exception":
-            return IndexMissing(message)
-        if status in TRANSIENT_STATUSES:
-            return StoreUnavailable(message)
-        return StoreError(message)
+        error = response["error"]
+        if not isinstance(error, dict):
+            return _classified(response.get("status"), None, f"{self.engine}: {error}")
+        return _classified(response.get("status"), error.get("type"), f"{self.engine}: {error.get('reason')}")
 
     @_translated
     def _chunk_ids(self, index: str, document_ids: list[int]) -> list[str]:
@@ -482,7 +483,6 @@ class ElasticsearchStore(_ClientStore):
         if indices:
             self.client.options(ignore_status=404).indices.delete(index=",".join(indices))
 
-
     @_translated
     def stale_chunk_ids(self, index, first_stale):
         """Ids of chunks numbered from `first_stale[prefix]` on, for each `<collection>/<external>`
@@ -500,7 +500,6 @@ class ElasticsearchStore(_ClientStore):
             pending = {prefix: start + STALE_PROBE for prefix, start in pending.items()
                        if f"{prefix}/{start + STALE_PROBE - 1}" in hits}
         return found
-
 
     @_translated
     def inventory(self, index):
@@ -600,12 +599,7 @@ def opensearch_chunk_mapping(dims: int, index_options: str, language: str = "non
 
 def _os_store_error(exc: OSTransportError) -> StoreError:
     status = exc.status_code
-    message = f"OpenSearch answered {status}: {exc.error}: {_os_reason(exc)}"
-    if status == 404 and exc.error == "index_not_found_exception":
-        return IndexMissing(message)
-    if isinstance(status, int) and status in TRANSIENT_STATUSES:
-        return StoreUnavailable(message)
-    return StoreError(message)
+    return _classified(status, exc.error, f"OpenSearch answered {status}: {exc.error}: {_os_reason(exc)}")
 
 
 def _os_reason(exc: OSTransportError) -> str:
@@ -682,7 +676,6 @@ class OpenSearchStore(_ClientStore):
             pending = {prefix: start + STALE_PROBE for prefix, start in pending.items()
                        if f"{prefix}/{start + STALE_PROBE - 1}" in hits}
         return found
-
 
     @_translated
     def inventory(self, index):
