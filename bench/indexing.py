@@ -78,7 +78,7 @@ def read_jsonl(path: Path, limit: int | None = None) -> list[dict]:
 def machine() -> str:
     import torch
 
-    from reranker.precision import pick_device
+    from common.precision import pick_device
     from django.conf import settings
 
     device = pick_device(settings.EMBEDDING_DEVICE)

@@ -113,7 +113,7 @@ def main() -> None:
     from indexer.store import get_client
     from indexer.models import Collection, Document
     from indexer.pipeline import plan_chunks
-    from reranker.judgments import read_qrels, read_queries
+    from relevance.judgments import read_qrels, read_queries
     from reranker.metrics import evaluate_run
 
     client = get_client()

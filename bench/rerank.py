@@ -87,7 +87,7 @@ def scorers(model_dir: str, max_length: int, threads: int, wanted: list[str]) ->
     from sentence_transformers import CrossEncoder
 
     from reranker.openvino_export import export
-    from reranker.precision import cpu_has_native_bf16
+    from common.precision import cpu_has_native_bf16
     from reranker.scorers import OpenVinoScorer, TorchScorer
 
     torch.set_num_threads(threads)

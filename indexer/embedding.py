@@ -8,7 +8,7 @@ from pathlib import Path
 from django.conf import settings
 
 # Django-free, shared with the reranker and its training script: one definition.
-from reranker.precision import pick_device
+from common.precision import pick_device
 
 log = logging.getLogger(__name__)
 

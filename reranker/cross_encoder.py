@@ -28,7 +28,7 @@ from indexer.embedding import resolve_model_path
 
 from .fusion import ModelFusion, load_fusion
 from .openvino_export import ExportError, export
-from .precision import pick_device, resolve_precision
+from common.precision import pick_device, resolve_precision
 from .scorers import OpenVinoScorer, TorchScorer, pairs_per_second, pick_runtime, thread_count
 
 log = logging.getLogger(__name__)

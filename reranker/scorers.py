@@ -1,7 +1,7 @@
 """Scoring (query, passage) pairs with a cross-encoder, on one of two runtimes:
 
 - `TorchScorer`: the model in torch (CUDA float16, CPU bfloat16 autocast where the CPU has it,
-  else float32; reranker/precision.py).
+  else float32; common/precision.py).
 - `OpenVinoScorer`: its OpenVINO export (reranker/openvino_export.py) on the CPU, float32 or
   int8.
 
@@ -22,7 +22,7 @@ import numpy as np
 
 from .openvino_export import FP32, INT8, ExportError, read_export
 from .pairs import pair_batches
-from .precision import autocast
+from common.precision import autocast
 
 log = logging.getLogger(__name__)
 

@@ -49,7 +49,7 @@ import numpy as np
 from .fusion import Fusion, ModelFusion, choose_fusion, save_fusion
 from .metrics import evaluate_run
 from .openvino_export import quantize, record_int8_judgment
-from .precision import pick_device, resolve_precision
+from common.precision import pick_device, resolve_precision
 from .scorers import OpenVinoScorer, TorchScorer
 
 log = logging.getLogger(__name__)
@@ -530,7 +530,7 @@ def train(data: TrainingData, settings: TrainingSettings, progress: Callable | N
             if bar is not None:
                 bar.update(1)
                 # refresh=False: drawn at the bar's own pace (whole lines off a terminal, see
-                # searchsite/progress.py), not at every step.
+                # common/progress.py), not at every step.
                 bar.set_postfix(loss=f"{np.mean(window[-log_every:]):.3f}", const=f"{constant_loss:.3f}", refresh=False)
             if step % log_every == 0 or step == total_steps:
                 mean = float(np.mean(window[-log_every:]))

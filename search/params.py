@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from django.conf import settings
 
 from indexer.models import METADATA_KEY
-from reranker.models import QUERY_MAX_LENGTH, normalize_query
 
+from .query_text import QUERY_MAX_LENGTH, normalize_query
 from .retrieval import MODES, visible_collections
 
 KNOWN = {"q", "mode", "collection", "k", "page", "rerank", "group"}

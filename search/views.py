@@ -8,6 +8,7 @@ from django.utils.http import urlencode
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from . import page_hooks
 from .documents import document_view, visible_document
 from .errors import SearchBackendError
 from .params import BadParameter, parse
@@ -67,20 +68,9 @@ def _facet_links(query_dict, params, facets: dict, names: dict[str, str]) -> dic
     return {"counts": facets["counts"], "collection": collection, "metadata": metadata}
 
 
-def _with_grades(results: list[dict], query: str, user) -> list[dict]:
-    """Staff see the grade already given to each result for this query (None: not judged)."""
-    from reranker.models import Judgment, normalize_query
-
-    given = dict(Judgment.objects.filter(query=normalize_query(query), document_id__in=[r["document_id"] for r in results])
-                 .values_list("document_id", "grade"))
-    return [dict(r, grade=given.get(r["document_id"])) for r in results]
-
-
 @never_cache
 @require_GET
 def search_page(request):
-    from reranker.models import MAX_GRADE
-
     params, body, status = _search(request, query_required=False)
     collections = list(visible_collections(request.user).order_by("name"))
     k = params.k if params else settings.SEARCH_PAGE_SIZE
@@ -98,7 +88,6 @@ def search_page(request):
         "meta_filters": [(f"meta.{key}", value) for key, values in sorted(params.metadata.items()) for value in values]
                         if params else [],
         "clear_filters_url": _url_without(request.GET, {"page"} | {n for n in request.GET if n.startswith("meta.")}),
-        "grades": range(MAX_GRADE + 1),
         "error": body.get("error") if body and status != 200 else None,
         "search": body if status == 200 else None,
     }
@@ -111,10 +100,8 @@ def search_page(request):
         context["prev_url"] = page_url(params.page - 1) if params.page > 1 else None
         context["next_url"] = page_url(params.page + 1) if params.page < body["pages"] else None
         context["facets"] = _facet_links(request.GET, params, body["facets"], {c.slug: c.name for c in collections})
-        if request.user.is_staff:
-            context["results"] = _with_grades(body["results"], body["query"], request.user)
-        else:
-            context["results"] = body["results"]
+        context["results"] = body["results"]
+        page_hooks.apply(request, context)
     return render(request, "search/search.html", context, status=status)
 
 

@@ -1,5 +1,5 @@
 """The Celery app: named queues, `embed` (indexer), `rerank` (reranker) and `train` (evaluate and
-train runs started from the admin, reranker/run_tasks.py).
+train runs started from the admin, relevance/run_tasks.py).
 
 Each app's tasks live in its own `tasks` module and are routed by module name, so a worker
 started with `-Q embed` only ever loads the bi-encoder and a `-Q rerank` worker only the
@@ -19,13 +19,13 @@ app.conf.task_routes = {
     "indexer.tasks.*": {"queue": settings.EMBED_QUEUE},
     "search.tasks.*": {"queue": settings.EMBED_QUEUE},
     "reranker.tasks.*": {"queue": settings.RERANK_QUEUE},
-    "reranker.run_tasks.*": {"queue": settings.TRAIN_QUEUE},
+    "relevance.run_tasks.*": {"queue": settings.TRAIN_QUEUE},
 }
 app.conf.task_default_queue = settings.EMBED_QUEUE
 # A rerank worker's pool processes load their cross-encoders before they report ready
 # (reranker/warm_up.py); on a CPU that takes longer than Celery's 4 s default.
 app.conf.worker_proc_alive_timeout = 300
 app.autodiscover_tasks()
-app.autodiscover_tasks(["reranker"], related_name="run_tasks")  # the admin's evaluate/train runs
+app.autodiscover_tasks(["relevance"], related_name="run_tasks")  # the admin's evaluate/train runs
 
 import reranker.warm_up  # noqa: E402,F401  (connects the warm-up to the worker's signals)

@@ -12,8 +12,6 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from reranker.precision import PRECISIONS  # Django-free: the one list of precisions
-from reranker.scorers import RUNTIMES  # Django-free: the one list of runtimes
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -109,6 +107,7 @@ INSTALLED_APPS = [
     "indexer",
     "reranker",
     "search",
+    "relevance",
     "searchsite",
 ]
 
@@ -272,7 +271,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Queue names; the routing in searchsite/celery.py sends each app's tasks to its queue.
 EMBED_QUEUE = env("EMBED_QUEUE", "embed")
 RERANK_QUEUE = env("RERANK_QUEUE", "rerank")
-# Evaluate and train runs started from the admin (reranker/run_tasks.py): minutes of CPU or GPU
+# Evaluate and train runs started from the admin (relevance/run_tasks.py): minutes of CPU or GPU
 # each, so on a queue of their own (the Procfile's `train` worker, one at a time), never in the
 # way of indexing or of a search's rerank.
 TRAIN_QUEUE = env("TRAIN_QUEUE", "train")
@@ -298,7 +297,7 @@ INDEX_MAINTENANCE_SOFT_TIME_LIMIT = env_seconds("INDEX_MAINTENANCE_SOFT_TIME_LIM
 # first request for a model may load and export it, minutes on a CPU).
 QUERY_SOFT_TIME_LIMIT = env_seconds("QUERY_SOFT_TIME_LIMIT", 300)
 MODEL_LOAD_SOFT_TIME_LIMIT = env_seconds("MODEL_LOAD_SOFT_TIME_LIMIT", 1800)  # a rerank worker loading new models
-# An evaluate or train run from the admin (reranker/run_tasks.py): the CPU demo recipe trains in
+# An evaluate or train run from the admin (relevance/run_tasks.py): the CPU demo recipe trains in
 # about 20 minutes on 2 cores; larger settings on a CPU take hours.
 RERANKER_RUN_SOFT_TIME_LIMIT = env_seconds("RERANKER_RUN_SOFT_TIME_LIMIT", 6 * 3600)
 TASK_HARD_TIME_LIMIT_GRACE = env_seconds("TASK_HARD_TIME_LIMIT_GRACE", 60)
@@ -313,7 +312,7 @@ TASK_TIME_LIMIT_KINDS = {
     "QUERY_SOFT_TIME_LIMIT": (QUERY_SOFT_TIME_LIMIT, ("reranker.tasks.rerank", "search.tasks.embed_queries")),
     "MODEL_LOAD_SOFT_TIME_LIMIT": (MODEL_LOAD_SOFT_TIME_LIMIT, ("reranker.tasks.warm_up",)),
     "RERANKER_RUN_SOFT_TIME_LIMIT": (RERANKER_RUN_SOFT_TIME_LIMIT, (
-        "reranker.run_tasks.evaluate", "reranker.run_tasks.train")),
+        "relevance.run_tasks.evaluate", "relevance.run_tasks.train")),
 }
 # Celery sets these attributes on the tasks it registers (searchsite/celery.py reads CELERY_*).
 CELERY_TASK_ANNOTATIONS = {
@@ -397,17 +396,14 @@ QUERY_VECTOR_CACHE_SIZE = env_int("QUERY_VECTOR_CACHE_SIZE", 4096)
 RERANKER_MODEL = env("RERANKER_MODEL", "")
 RERANKER_DEVICE = env("RERANKER_DEVICE", "auto")
 # auto: float16 on CUDA, bfloat16 autocast on CPUs with native bfloat16, else float32
-# (reranker/precision.py); or float32 / bfloat16 / float16.
-RERANKER_PRECISION = env_choice("RERANKER_PRECISION", "auto", PRECISIONS)
+# (common/precision.py); or float32 / bfloat16 / float16. Checked by the reranker app (reranker/apps.py).
+RERANKER_PRECISION = env("RERANKER_PRECISION", "auto")
 RERANKER_MAX_LENGTH = env_int("RERANKER_MAX_LENGTH", 512)
 RERANKER_BATCH_SIZE = env_int("RERANKER_BATCH_SIZE", 32)
 # auto: torch on CUDA; on a CPU, OpenVINO (int8 where the model's export says int8 kept its
 # held-out quality, else float32). torch, openvino (float32) or openvino-int8 force one
-# (reranker/scorers.py). ONNX Runtime served the CPU before OpenVINO: its names are refused.
-if env("RERANKER_RUNTIME", "") in ("onnx", "onnx-int8"):
-    raise ImproperlyConfigured("RERANKER_RUNTIME: the CPU runtime is OpenVINO now; use openvino or openvino-int8 "
-                               f"instead of {env('RERANKER_RUNTIME')!r}")
-RERANKER_RUNTIME = env_choice("RERANKER_RUNTIME", "auto", RUNTIMES)
+# (reranker/scorers.py). The onnx names of an older runtime are refused with a message (reranker/apps.py).
+RERANKER_RUNTIME = env("RERANKER_RUNTIME", "auto")
 # Threads per scoring process; 0: the cores the worker may use, shared among its
 # RERANK_CONCURRENCY pool processes.
 RERANKER_THREADS = env_int("RERANKER_THREADS", 0)
@@ -437,19 +433,13 @@ CACHES = {
 
 # --------------------------------------------------------------------------- Rate limits (searchsite/ratelimit.py)
 
-from searchsite.ratelimit import parse_rate  # noqa: E402  (the one definition of the "60/minute" syntax)
-
 # Searches (the search page with a query, /api/search) per client in a window that opens at its
 # first search; over it, 429 with Retry-After. Anonymous clients are counted by address, signed-in
 # users by user id with their own, higher limit. Off: nothing is counted.
 SEARCH_RATE_LIMIT_ENABLED = env_bool("SEARCH_RATE_LIMIT_ENABLED", True)
 SEARCH_RATE_LIMIT = env("SEARCH_RATE_LIMIT", "60/minute")
 SEARCH_RATE_LIMIT_USER = env("SEARCH_RATE_LIMIT_USER", "300/minute")
-for _name, _value in (("SEARCH_RATE_LIMIT", SEARCH_RATE_LIMIT), ("SEARCH_RATE_LIMIT_USER", SEARCH_RATE_LIMIT_USER)):
-    try:
-        parse_rate(_value)  # here, so that a bad value stops the start rather than a search
-    except ValueError as exc:
-        raise ImproperlyConfigured(f"{_name} {exc}") from None
+# Both are read by searchsite/ratelimit.py's parse_rate, checked when Django starts (searchsite/apps.py).
 # Reverse proxies in front of the web server that append to X-Forwarded-For (0: the client is
 # REMOTE_ADDR and the header is ignored, since any client can send it).
 RATE_LIMIT_TRUSTED_PROXIES = env_int("RATE_LIMIT_TRUSTED_PROXIES", 0)

@@ -7,5 +7,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", views.healthz, name="healthz"),
     path("", include("search.urls")),
-    path("", include("reranker.urls")),
+    path("", include("relevance.urls")),
 ]

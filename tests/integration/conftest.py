@@ -146,7 +146,7 @@ def rerank_worker():
 
 @pytest.fixture(scope="module")
 def train_worker(django_db_setup, django_db_blocker):
-    """A worker of the `train` queue (reranker/run_tasks.py: the admin's evaluate and train runs)."""
+    """A worker of the `train` queue (relevance/run_tasks.py: the admin's evaluate and train runs)."""
     worker = Worker(settings.TRAIN_QUEUE).start()
     try:
         yield worker

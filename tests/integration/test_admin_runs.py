@@ -1,5 +1,5 @@
 """Reranker work from the admin, end to end: a staff member starts evaluate and train runs with
-the Django test client, a real worker of the `train` queue runs them (reranker/run_tasks.py),
+the Django test client, a real worker of the `train` queue runs them (relevance/run_tasks.py),
 the progress fragment answers while they run, and the run page shows the results; a trained
 model is installed and rolled back from the rerankers page. Pages without a worker:
 tests/unit/test_admin_runs.py."""
@@ -14,7 +14,7 @@ from django.contrib.auth.models import Permission, User
 from django.urls import reverse
 
 from indexer.models import Collection, Document
-from reranker.models import Judgment, RerankerRun
+from relevance.models import Judgment, RerankerRun
 from tests.integration.test_training import TOY_QUERIES
 from tests.support.searching import SCIENCE, add_documents, build_reranker, drop_collections, index_now
 from tests.support.workers import RUN_ID
@@ -35,7 +35,7 @@ def collection(es):
         for ext in relevant:
             Judgment.objects.create(collection=collection, query=query, document=docs[ext], grade=1)
     yield collection
-    from reranker.collection_training import models_dir
+    from relevance.collection_training import models_dir
 
     for directory in models_dir().glob(f"{SLUG}-reranker-*"):
         shutil.rmtree(directory)
@@ -54,7 +54,7 @@ def staff_client(client):
 
 def wait_for_run(client, run_id: int, timeout: float = 900) -> list[dict]:
     """Poll the run's progress fragment, as its page does, until it ends; every answer."""
-    url = reverse("admin:reranker_rerankerrun_progress", args=[run_id])
+    url = reverse("admin:relevance_rerankerrun_progress", args=[run_id])
     answers = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -68,10 +68,10 @@ def wait_for_run(client, run_id: int, timeout: float = 900) -> list[dict]:
 
 
 def test_evaluate_run_from_the_admin_equals_the_evaluate_function(train_worker, collection, staff_client):
-    from reranker.evaluation import evaluate_collection
-    from reranker.run_tasks import command_options
+    from relevance.evaluation import evaluate_collection
+    from relevance.run_tasks import command_options
 
-    url = reverse("admin:reranker_rerankerrun_evaluate", args=[collection.pk])
+    url = reverse("admin:relevance_rerankerrun_evaluate", args=[collection.pk])
     response = staff_client.post(url, {"modes": ["keyword", "hybrid"], "rerank_top": "5", "k": 3, "recall_k": 5})
     assert response.status_code == 302, response.content.decode()[-2000:]
     run = RerankerRun.objects.get(collection=collection)
@@ -96,14 +96,14 @@ def test_evaluate_run_from_the_admin_equals_the_evaluate_function(train_worker, 
         assert report["results"][mode]["first stage"]["mean"] == by_run["first stage"]["mean"]
     assert run.result["table"] == expected.table and expected.table in run.log
 
-    page = staff_client.get(reverse("admin:reranker_rerankerrun_change", args=[run.pk])).content.decode()
+    page = staff_client.get(reverse("admin:relevance_rerankerrun_change", args=[run.pk])).content.decode()
     hybrid_ndcg = expected.report["results"]["hybrid"]["first stage"]["mean"]["ndcg@3"]
     assert 'id="metrics-table"' in page and f"{hybrid_ndcg:.4f}" in page and "ndcg@3" in page
     assert 'src="data:image/png;base64,' in page and "fetch(" not in page
 
 
 def test_train_run_from_the_admin_and_install_and_roll_back(train_worker, collection, staff_client, tmp_path):
-    url = reverse("admin:reranker_rerankerrun_train", args=[collection.pk])
+    url = reverse("admin:relevance_rerankerrun_train", args=[collection.pk])
     form = staff_client.get(url).context["form"]
     data = {name: form[name].value() for name in form.fields}
     # Tiny, as tests/integration/test_training.py trains it.
@@ -129,13 +129,13 @@ def test_train_run_from_the_admin_and_install_and_roll_back(train_worker, collec
         assert run.status == "failed" and run.error.startswith("NOT INSTALLED") and not result["installed"]
         assert collection.reranker_model == ""
     assert "constant predictor" in run.log
-    page = staff_client.get(reverse("admin:reranker_rerankerrun_change", args=[run.pk])).content.decode()
+    page = staff_client.get(reverse("admin:relevance_rerankerrun_change", args=[run.pk])).content.decode()
     assert 'id="model-card"' in page and f"# {result['name']}: cross-encoder reranker" in page
     assert 'id="heldout-table"' in page and 'src="data:image/png;base64,' in page
 
     # Install and roll back, on two models the install rule accepts (the tests' cross-encoder,
     # with held-out figures that beat the first stage), through the rerankers page.
-    from reranker.collection_training import models_dir
+    from relevance.collection_training import models_dir
 
     older, newer = (models_dir() / f"{SLUG}-reranker-2000010{i}-000000" for i in (1, 2))
     for directory, final in ((older, 0.6), (newer, 0.7)):
@@ -143,9 +143,9 @@ def test_train_run_from_the_admin_and_install_and_roll_back(train_worker, collec
         (directory / "training.json").write_text(json.dumps(
             {"heldout": {"queries": 2, "first_stage": {"ndcg@10": 0.5}, "final": {"ndcg@10": final},
                          "reranked": {"ndcg@10": final}}}))
-    install = reverse("admin:reranker_rerankerrun_install", args=[collection.pk])
-    rollback = reverse("admin:reranker_rerankerrun_rollback", args=[collection.pk])
-    listing = staff_client.get(reverse("admin:reranker_rerankerrun_rerankers", args=[collection.pk])).content.decode()
+    install = reverse("admin:relevance_rerankerrun_install", args=[collection.pk])
+    rollback = reverse("admin:relevance_rerankerrun_rollback", args=[collection.pk])
+    listing = staff_client.get(reverse("admin:relevance_rerankerrun_rerankers", args=[collection.pk])).content.decode()
     assert older.name in listing and newer.name in listing and result["name"] in listing
     for directory in (older, newer):
         response = staff_client.post(install, {"name": directory.name, "confirm": "yes"}, follow=True)

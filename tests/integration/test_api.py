@@ -6,7 +6,7 @@ import pytest
 from django.conf import settings
 
 from indexer.models import Collection
-from reranker.models import QUERY_MAX_LENGTH
+from relevance.models import QUERY_MAX_LENGTH
 from tests.support.searching import add_documents, build_reranker, drop_collections, index_now, search_settings
 
 pytestmark = pytest.mark.django_db

@@ -217,7 +217,7 @@ def login(driver, site, username: str, password: str) -> None:
 
 
 def test_staff_grade_a_result_and_see_the_grade(driver, site):
-    from reranker.models import Judgment
+    from relevance.models import Judgment
 
     login(driver, site, "curator", "pw-curator")
     search(driver, site, QUERY, mode="keyword", collection="b-bio")

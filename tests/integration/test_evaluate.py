@@ -9,7 +9,7 @@ import re
 import pytest
 from django.core.management import call_command
 
-from reranker.models import QUERY_MAX_LENGTH, Judgment
+from relevance.models import QUERY_MAX_LENGTH, Judgment
 from tests.support.searching import SCIENCE, add_documents, drop_collections, index_now
 from tests.unit import test_evaluate as reading
 

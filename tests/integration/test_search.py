@@ -418,7 +418,7 @@ def test_staff_mark_a_result_relevant_from_the_search_page(api, corpus, settings
     from django.contrib.auth.models import User
     from django.test import Client
 
-    from reranker.models import Judgment
+    from relevance.models import Judgment
 
     browser = Client(enforce_csrf_checks=True)
     page = browser.get("/", {"q": QUERY, "mode": "keyword", "collection": "s-sci"}).content.decode()
@@ -442,7 +442,7 @@ def test_staff_mark_a_result_relevant_from_the_search_page(api, corpus, settings
 
 
 def test_staff_cannot_judge_in_a_collection_they_may_not_see(client, corpus, django_user_model):
-    from reranker.models import Judgment
+    from relevance.models import Judgment
     from tests.support.searching import add_documents
 
     hidden = Collection.objects.create(name="Hidden", slug="s-hidden", visibility=Collection.Visibility.GROUPS)

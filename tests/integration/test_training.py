@@ -23,8 +23,8 @@ def test_commands_mine_through_the_search_train_and_evaluate(es, tmp_path, capsy
     from django.core.management import CommandError, call_command
 
     from indexer.models import Collection, Document
-    from reranker.collection_training import BODY, mine
-    from reranker.models import Judgment
+    from relevance.collection_training import BODY, mine
+    from relevance.models import Judgment
     from tests.support.searching import SCIENCE, add_documents, drop_collections, index_now
 
     collection = Collection.objects.create(name="Relevance toy", slug="relevance-toy")
@@ -167,8 +167,8 @@ def test_mining_a_collection_the_search_cannot_find_fails_loudly(es):
     from django.core.management import CommandError
 
     from indexer.models import Collection, Document
-    from reranker.collection_training import mine
-    from reranker.models import Judgment
+    from relevance.collection_training import mine
+    from relevance.models import Judgment
     from tests.support.searching import SCIENCE, add_documents
 
     collection = Collection.objects.create(name="Never indexed", slug="never-indexed")

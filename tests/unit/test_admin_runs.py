@@ -8,10 +8,10 @@ from django.contrib.auth.models import Permission, User
 from django.urls import reverse
 
 from indexer.models import Collection
-from reranker.admin_runs import rollback_target, trained_rerankers
-from reranker.models import RerankerRun
-from reranker.run_progress import LOG_LINES_KEPT, RunProgress
-from reranker.run_tasks import RunRefused, command_options, heldout_chart_results, start_run
+from relevance.admin_runs import rollback_target, trained_rerankers
+from relevance.models import RerankerRun
+from relevance.run_progress import LOG_LINES_KEPT, RunProgress
+from relevance.run_tasks import RunRefused, command_options, heldout_chart_results, start_run
 
 
 class Clock:
@@ -92,12 +92,12 @@ def collection(db):
 @pytest.mark.django_db
 def test_evaluate_form_refuses_bad_input_and_queues_a_run(admin_client, collection, tmp_path,
                                                          django_capture_on_commit_callbacks):
-    url = reverse("admin:reranker_rerankerrun_evaluate", args=[collection.pk])
+    url = reverse("admin:relevance_rerankerrun_evaluate", args=[collection.pk])
     page = admin_client.get(url)
     assert page.status_code == 200 and b'name="modes"' in page.content and b"csrfmiddlewaretoken" in page.content
     change = admin_client.get(reverse("admin:indexer_collection_change", args=[collection.pk]))
     for name in ("evaluate", "train", "rerankers"):
-        assert reverse(f"admin:reranker_rerankerrun_{name}", args=[collection.pk]).encode() in change.content
+        assert reverse(f"admin:relevance_rerankerrun_{name}", args=[collection.pk]).encode() in change.content
 
     base = {"modes": ["keyword", "hybrid"], "rerank_top": "50", "k": 10, "recall_k": 100}
     bad = admin_client.post(url, {**base, "queries": str(tmp_path / "q.jsonl")})
@@ -111,7 +111,7 @@ def test_evaluate_form_refuses_bad_input_and_queues_a_run(admin_client, collecti
     with django_capture_on_commit_callbacks() as callbacks:  # queued once committed: not sent here
         response = admin_client.post(url, {**base, "rerank": "on", "limit": 3})
     run = RerankerRun.objects.get()
-    assert response.status_code == 302 and response.url == reverse("admin:reranker_rerankerrun_change", args=[run.pk])
+    assert response.status_code == 302 and response.url == reverse("admin:relevance_rerankerrun_change", args=[run.pk])
     assert len(callbacks) == 1
     assert (run.kind, run.status, run.started_by.username) == ("evaluate", "queued", "admin")
     assert run.parameters == {"modes": "keyword,hybrid", "rerank": True, "rerank_top": "50", "k": 10,
@@ -119,14 +119,14 @@ def test_evaluate_form_refuses_bad_input_and_queues_a_run(admin_client, collecti
 
     page = admin_client.get(response.url)
     assert page.status_code == 200 and b"run-progress-bar" in page.content and b"fetch(" in page.content
-    progress = admin_client.get(reverse("admin:reranker_rerankerrun_progress", args=[run.pk])).json()
+    progress = admin_client.get(reverse("admin:relevance_rerankerrun_progress", args=[run.pk])).json()
     assert progress["status"] == "queued" and progress["done"] == 0 and progress["total"] == 0
     assert progress["finished"] is False
 
 
 @pytest.mark.django_db
 def test_train_form_starts_from_the_commands_defaults(admin_client, collection, django_capture_on_commit_callbacks):
-    url = reverse("admin:reranker_rerankerrun_train", args=[collection.pk])
+    url = reverse("admin:relevance_rerankerrun_train", args=[collection.pk])
     page = admin_client.get(url)
     defaults = command_options("train", collection.slug, {})
     form = page.context["form"]
@@ -155,12 +155,12 @@ def test_a_run_is_refused_for_an_unknown_option(collection):
 @pytest.mark.django_db
 def test_non_staff_and_staff_without_rights_are_kept_out(client, collection):
     run = RerankerRun.objects.create(collection=collection, kind="evaluate")
-    urls = [reverse("admin:reranker_rerankerrun_evaluate", args=[collection.pk]),
-            reverse("admin:reranker_rerankerrun_train", args=[collection.pk]),
-            reverse("admin:reranker_rerankerrun_progress", args=[run.pk]),
-            reverse("admin:reranker_rerankerrun_change", args=[run.pk]),
-            reverse("admin:reranker_rerankerrun_rerankers", args=[collection.pk]),
-            reverse("admin:reranker_rerankerrun_rollback", args=[collection.pk])]
+    urls = [reverse("admin:relevance_rerankerrun_evaluate", args=[collection.pk]),
+            reverse("admin:relevance_rerankerrun_train", args=[collection.pk]),
+            reverse("admin:relevance_rerankerrun_progress", args=[run.pk]),
+            reverse("admin:relevance_rerankerrun_change", args=[run.pk]),
+            reverse("admin:relevance_rerankerrun_rerankers", args=[collection.pk]),
+            reverse("admin:relevance_rerankerrun_rollback", args=[collection.pk])]
     User.objects.create_user("reader", password="pw")
     client.login(username="reader", password="pw")
     for url in urls:  # not staff: the admin's login page
@@ -188,7 +188,7 @@ def test_a_finished_run_shows_its_results_and_no_polling(admin_client, collectio
                                                                 "mrr@10": 0.5}}}}}
     run = RerankerRun.objects.create(collection=collection, kind="evaluate", status="done",
                                      result={"report": report, "chart_png": "iVBORw0KGgo=", "table": "t"})
-    page = admin_client.get(reverse("admin:reranker_rerankerrun_change", args=[run.pk])).content.decode()
+    page = admin_client.get(reverse("admin:relevance_rerankerrun_change", args=[run.pk])).content.decode()
     assert 'id="metrics-table"' in page and "0.6123" in page and "recall@100" in page
     assert 'src="data:image/png;base64,iVBORw0KGgo="' in page and "fetch(" not in page
 
@@ -198,7 +198,7 @@ def test_a_finished_run_shows_its_results_and_no_polling(admin_client, collectio
         collection=collection, kind="train", status="failed", error="NOT INSTALLED: no better",
         result={"name": "papers-reranker-x", "card": "# papers-reranker-x: cross-encoder <b>", "message": "kept",
                 "installed": False, "training": {"heldout": heldout}})
-    page = admin_client.get(reverse("admin:reranker_rerankerrun_change", args=[failed.pk])).content.decode()
+    page = admin_client.get(reverse("admin:relevance_rerankerrun_change", args=[failed.pk])).content.decode()
     assert "NOT INSTALLED: no better" in page and 'id="heldout-table"' in page and "0.4500" in page
     assert 'id="model-card"' in page and "cross-encoder &lt;b&gt;" in page  # escaped
 
@@ -231,14 +231,14 @@ def test_trained_rerankers_and_the_roll_back_target(admin_client, collection, se
     assert rollback_target(collection, trained) is None
     collection.save()
 
-    page = admin_client.get(reverse("admin:reranker_rerankerrun_rerankers", args=[collection.pk])).content.decode()
+    page = admin_client.get(reverse("admin:relevance_rerankerrun_rerankers", args=[collection.pk])).content.decode()
     assert "papers-reranker-20250103-000000" in page and "other-reranker" not in page
     assert "does not beat the first stage" in page and "Roll back" not in page
     # An unknown name is refused before anything is asked.
-    response = admin_client.get(reverse("admin:reranker_rerankerrun_install", args=[collection.pk]),
+    response = admin_client.get(reverse("admin:relevance_rerankerrun_install", args=[collection.pk]),
                                 {"name": "../../etc"}, follow=True)
     assert "No such trained reranker" in response.content.decode()
-    confirm = admin_client.get(reverse("admin:reranker_rerankerrun_install", args=[collection.pk]),
+    confirm = admin_client.get(reverse("admin:relevance_rerankerrun_install", args=[collection.pk]),
                                {"name": newest.name})
     assert confirm.status_code == 200 and b'name="confirm" value="yes"' in confirm.content
     collection.refresh_from_db()
@@ -252,7 +252,7 @@ def test_posts_need_the_csrf_token(collection, admin_user):
     client = Client(enforce_csrf_checks=True)
     client.force_login(admin_user)
     for name in ("evaluate", "train", "install", "rollback"):
-        url = reverse(f"admin:reranker_rerankerrun_{name}", args=[collection.pk])
+        url = reverse(f"admin:relevance_rerankerrun_{name}", args=[collection.pk])
         assert client.post(url, {"confirm": "yes", "name": "x", "modes": ["keyword"]}).status_code == 403, name
     assert not RerankerRun.objects.exists()
 
@@ -261,7 +261,7 @@ def test_posts_need_the_csrf_token(collection, admin_user):
 def test_a_run_killed_by_its_time_limit_ends_failed_naming_it(collection):
     from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 
-    from reranker.run_tasks import evaluate_run, train_run
+    from relevance.run_tasks import evaluate_run, train_run
     from searchsite.celery import app
 
     app.loader.import_default_modules()
@@ -272,6 +272,6 @@ def test_a_run_killed_by_its_time_limit_ends_failed_naming_it(collection):
     running.refresh_from_db()
     done.refresh_from_db()
     assert running.status == "failed" and running.finished_at is not None
-    assert running.error == ("TimeLimitExceeded: reranker.run_tasks.train ran past its hard time limit of 21660 s "
+    assert running.error == ("TimeLimitExceeded: relevance.run_tasks.train ran past its hard time limit of 21660 s "
                              "(RERANKER_RUN_SOFT_TIME_LIMIT + TASK_HARD_TIME_LIMIT_GRACE)")
     assert done.status == "done" and done.error == ""  # a run that ended keeps its outcome

@@ -9,7 +9,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from indexer.models import Collection
-from reranker.management.commands import demo_reranker
+from relevance.management.commands import demo_reranker
 
 pytestmark = pytest.mark.django_db
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from reranker.judgments import JudgmentFileError, read_queries
-from reranker.models import QUERY_MAX_LENGTH
+from relevance.judgments import JudgmentFileError, read_queries
+from relevance.models import QUERY_MAX_LENGTH
 
 QUERIES = {
     "q1": "telomerase activity in stem cells",

@@ -7,9 +7,9 @@ from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 
 from indexer.models import Collection, Document
-from reranker.judgments import (JudgmentFileError, collection_qrels, export_judgments, import_judgments,
+from relevance.judgments import (JudgmentFileError, collection_qrels, export_judgments, import_judgments,
                                 read_qrels, read_queries)
-from reranker.models import Judgment
+from relevance.models import Judgment
 
 
 def write_beir(tmp_path, queries, qrels_lines, header=True):
@@ -22,7 +22,7 @@ def write_beir(tmp_path, queries, qrels_lines, header=True):
 
 @pytest.fixture
 def collection(db):
-    # Public: staff judge only in collections they may search (reranker/views.py).
+    # Public: staff judge only in collections they may search (relevance/views.py).
     collection = Collection.objects.create(name="Papers", slug="papers", visibility=Collection.Visibility.PUBLIC)
     for ext in ("d1", "d2", "d3"):
         doc = Document(collection=collection, external_id=ext, title=f"Title {ext}", text=f"Text of {ext}")

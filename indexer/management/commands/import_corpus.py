@@ -18,7 +18,7 @@ from indexer.analysis import LANGUAGES, UnknownLanguage, check_language
 from indexer.importing import (FORMATS, ImportBusy, ImportOptions, collection_access, collection_chunker,
                                describe_access, detect_format, import_sources, is_lock_timeout, sources_from_path)
 from indexer.models import Collection, Document
-from searchsite.progress import progress
+from common.progress import progress
 
 # Rejections listed one by one in the summary; the rest are counted.
 MAX_LISTED_REJECTIONS = 50

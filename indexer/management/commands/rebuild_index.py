@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 from django.core.management.base import BaseCommand, CommandError
-from searchsite.progress import progress
+from common.progress import progress
 
 from indexer.analysis import UnknownLanguage, check_language
 from indexer.builds import BuildInProgress

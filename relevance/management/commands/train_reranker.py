@@ -21,8 +21,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from indexer.models import Collection
-from reranker.collection_training import check_options, install_trained, train_collection
-from reranker.precision import PRECISIONS
+from relevance.collection_training import check_options, install_trained, train_collection
+from common.precision import PRECISIONS
 from reranker.training import TrainingSettings
 from search import offline
 

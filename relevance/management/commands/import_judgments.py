@@ -1,8 +1,8 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from indexer.models import Collection
-from reranker.judgments import JudgmentFileError, import_judgments, read_qrels, read_queries
-from reranker.models import QUERY_MAX_LENGTH
+from relevance.judgments import JudgmentFileError, import_judgments, read_qrels, read_queries
+from relevance.models import QUERY_MAX_LENGTH
 
 
 class Command(BaseCommand):

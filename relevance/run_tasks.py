@@ -1,8 +1,8 @@
 """Tasks of the `train` queue: `evaluate` and `train_reranker` runs started from the admin.
 
 Each task runs the very function the command runs (`evaluate_collection`, `train_collection`
-in reranker/management/commands/) on the options the command's own parser gives for the run's
-parameters, with a RunProgress (reranker/run_progress.py) that writes progress bars and output
+in relevance/management/commands/) on the options the command's own parser gives for the run's
+parameters, with a RunProgress (relevance/run_progress.py) that writes progress bars and output
 lines into the run's record. Bad options, refusals and failures end the run `failed` with the
 error text; an unexpected exception is also raised again, so the worker's log has its traceback.
 
@@ -49,7 +49,7 @@ def command_options(kind: str, slug: str, parameters: dict) -> dict:
     own defaults, then the parameters (option names, e.g. "rerank_top"); an unknown name is
     an error."""
     name = COMMANDS[kind]
-    parser = load_command_class("reranker", name).create_parser("manage.py", name)
+    parser = load_command_class("relevance", name).create_parser("manage.py", name)
     options = vars(parser.parse_args([slug]))
     unknown = sorted(set(parameters) - set(options) - {"collection"})
     if unknown:
@@ -60,7 +60,7 @@ def command_options(kind: str, slug: str, parameters: dict) -> dict:
 def option_choices(kind: str, option: str) -> tuple:
     """The choices the command's parser allows for an option (e.g. train_reranker's --mode)."""
     name = COMMANDS[kind]
-    parser = load_command_class("reranker", name).create_parser("manage.py", name)
+    parser = load_command_class("relevance", name).create_parser("manage.py", name)
     return tuple(parser._option_string_actions[option].choices)
 
 
@@ -181,11 +181,11 @@ class RunTask(Task):
             .update(status=RerankerRun.Status.FAILED, error=error_text(exc, self), finished_at=timezone.now())
 
 
-@shared_task(name="reranker.run_tasks.evaluate", bind=True, base=RunTask, acks_late=False)
+@shared_task(name="relevance.run_tasks.evaluate", bind=True, base=RunTask, acks_late=False)
 def evaluate_run(self, run_id: int) -> None:
     _run(self, run_id, _evaluate)
 
 
-@shared_task(name="reranker.run_tasks.train", bind=True, base=RunTask, acks_late=False)
+@shared_task(name="relevance.run_tasks.train", bind=True, base=RunTask, acks_late=False)
 def train_run(self, run_id: int) -> None:
     _run(self, run_id, _train)

@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from indexer.models import Collection
-from reranker.judgments import export_judgments
+from relevance.judgments import export_judgments
 
 
 class Command(BaseCommand):

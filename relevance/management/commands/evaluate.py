@@ -16,7 +16,7 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError
 
 from indexer.models import Collection
-from reranker.evaluation import evaluate_collection
+from relevance.evaluation import evaluate_collection
 from search import offline
 
 

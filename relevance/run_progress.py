@@ -1,6 +1,6 @@
-"""Progress of an admin-started run (reranker.models.RerankerRun), written into its record.
+"""Progress of an admin-started run (relevance.models.RerankerRun), written into its record.
 
-`evaluate` and `train_reranker` take `progress` (the signature of searchsite.progress.progress:
+`evaluate` and `train_reranker` take `progress` (the signature of common.progress.progress:
 an iterable or `total=`, `desc=`, `unit=`; returns a tqdm-like bar) and `echo` (one line of
 output). The commands pass tqdm and their stdout; a run started from the admin passes a
 `RunProgress`, whose bars and lines land in the record that the admin's run page polls.

@@ -1,6 +1,6 @@
 """Evaluate a collection's search on judged queries: first stage per mode, reranked at several
 depths, a metrics table and a chart. `manage.py evaluate` and the admin's evaluate runs
-(reranker/run_tasks.py) call `evaluate_collection`.
+(relevance/run_tasks.py) call `evaluate_collection`.
 """
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import CommandError
 from django.utils import timezone
-from searchsite.progress import progress
+from common.progress import progress
 
 from indexer.models import Collection
 from reranker.cross_encoder import RerankerUnavailable, configured_model
-from reranker.judgments import JudgmentFileError, collection_qrels, read_qrels, read_queries
+from relevance.judgments import JudgmentFileError, collection_qrels, read_qrels, read_queries
 from reranker.metrics import evaluate_run
-from reranker.models import QUERY_MAX_LENGTH
+from relevance.models import QUERY_MAX_LENGTH
 from search import offline
 from search.errors import SearchBackendError
 
@@ -144,7 +144,7 @@ class Evaluation:
 def evaluate_collection(collection: Collection, options: dict, progress=progress,
                         warn=lambda line: None) -> Evaluation:
     """The body of `manage.py evaluate` (options: the command's, by their option names), also
-    run by the admin's evaluate task (reranker/run_tasks.py) with its own `progress` and `warn`."""
+    run by the admin's evaluate task (relevance/run_tasks.py) with its own `progress` and `warn`."""
     modes = [m.strip() for m in options["modes"].split(",") if m.strip()]
     unknown = [m for m in modes if m not in offline.MODES]
     if not modes or unknown:

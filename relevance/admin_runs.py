@@ -2,7 +2,7 @@
 
 - On a collection's page, "Evaluate" and "Train reranker" open a form with the command's main
   options; submitting it records a RerankerRun and queues its task on the `train` queue
-  (reranker/run_tasks.py: the same functions as `manage.py evaluate` / `train_reranker`).
+  (relevance/run_tasks.py: the same functions as `manage.py evaluate` / `train_reranker`).
 - A run's page polls `<run>/progress/` (JSON: status, done, total, the stage's line, the output)
   and updates in place; when the run ends it shows the metrics table, the chart and, for a
   training, the model card.
@@ -34,7 +34,7 @@ from indexer.models import Collection
 
 from .evaluation import int_list
 from .collection_training import heldout_figures, install_trained, models_dir
-from .fusion import Fusion
+from reranker.fusion import Fusion
 from .models import RerankerRun
 from .run_tasks import RunRefused, command_options, option_choices, start_run
 
@@ -230,14 +230,14 @@ class RerankerRunAdmin(admin.ModelAdmin):
     def get_urls(self):
         view = self.admin_site.admin_view
         return [
-            path("evaluate/<int:collection_id>/", view(self.evaluate_view), name="reranker_rerankerrun_evaluate"),
-            path("train/<int:collection_id>/", view(self.train_view), name="reranker_rerankerrun_train"),
-            path("<int:run_id>/progress/", view(self.progress_view), name="reranker_rerankerrun_progress"),
-            path("rerankers/<int:collection_id>/", view(self.rerankers_view), name="reranker_rerankerrun_rerankers"),
+            path("evaluate/<int:collection_id>/", view(self.evaluate_view), name="relevance_rerankerrun_evaluate"),
+            path("train/<int:collection_id>/", view(self.train_view), name="relevance_rerankerrun_train"),
+            path("<int:run_id>/progress/", view(self.progress_view), name="relevance_rerankerrun_progress"),
+            path("rerankers/<int:collection_id>/", view(self.rerankers_view), name="relevance_rerankerrun_rerankers"),
             path("rerankers/<int:collection_id>/install/", view(self.install_view),
-                 name="reranker_rerankerrun_install"),
+                 name="relevance_rerankerrun_install"),
             path("rerankers/<int:collection_id>/rollback/", view(self.rollback_view),
-                 name="reranker_rerankerrun_rollback"),
+                 name="relevance_rerankerrun_rollback"),
             *super().get_urls(),
         ]
 
@@ -274,9 +274,9 @@ class RerankerRunAdmin(admin.ModelAdmin):
                 form.add_error(None, str(exc))
             else:
                 self.message_user(request, f"{run} queued on the `train` queue.", messages.SUCCESS)
-                return redirect(reverse("admin:reranker_rerankerrun_change", args=[run.pk]))
+                return redirect(reverse("admin:relevance_rerankerrun_change", args=[run.pk]))
         label = RerankerRun.Kind(kind).label
-        return TemplateResponse(request, "admin/reranker/rerankerrun/start.html", self.context(
+        return TemplateResponse(request, "admin/relevance/rerankerrun/start.html", self.context(
             request, f"{label}: {collection}", collection=collection, form=form, kind=kind,
             recent=RerankerRun.objects.filter(collection=collection, kind=kind)[:5]))
 
@@ -297,9 +297,9 @@ class RerankerRunAdmin(admin.ModelAdmin):
                  "reranked": figures["reranked"].get("ndcg@10"), "fused": (figures.get("final") or {}).get("ndcg@10"),
                  "fusion": Fusion(**figures["fusion"]).label if figures.get("fusion") else ""}
                 for mode, figures in heldout.get("modes", {}).items()]
-        return TemplateResponse(request, "admin/reranker/rerankerrun/run.html", self.context(
+        return TemplateResponse(request, "admin/relevance/rerankerrun/run.html", self.context(
             request, str(run), run=run, result=result, payload=progress_payload(run),
-            progress_url=reverse("admin:reranker_rerankerrun_progress", args=[run.pk]),
+            progress_url=reverse("admin:relevance_rerankerrun_progress", args=[run.pk]),
             poll_milliseconds=POLL_MILLISECONDS, parameters=json.dumps(run.parameters, indent=1), **extra))
 
     def progress_view(self, request, run_id):
@@ -315,7 +315,7 @@ class RerankerRunAdmin(admin.ModelAdmin):
         if not self.admin_site._registry[Collection].has_view_permission(request, collection):
             raise PermissionDenied
         trained = trained_rerankers(collection)
-        return TemplateResponse(request, "admin/reranker/rerankerrun/rerankers.html", self.context(
+        return TemplateResponse(request, "admin/relevance/rerankerrun/rerankers.html", self.context(
             request, f"Rerankers of {collection}", collection=collection, trained=list(reversed(trained)),
             rollback=rollback_target(collection, trained)))
 
@@ -326,7 +326,7 @@ class RerankerRunAdmin(admin.ModelAdmin):
                       None)
         if chosen is None:
             self.message_user(request, "No such trained reranker of this collection.", messages.ERROR)
-            return redirect(reverse("admin:reranker_rerankerrun_rerankers", args=[collection.pk]))
+            return redirect(reverse("admin:relevance_rerankerrun_rerankers", args=[collection.pk]))
         return self.confirm_install(request, collection, chosen, "install")
 
     def rollback_view(self, request, collection_id):
@@ -336,7 +336,7 @@ class RerankerRunAdmin(admin.ModelAdmin):
             self.message_user(request, "Nothing to roll back to: the installed reranker is not one of this "
                                        "collection's trained models, or none trained before it beats the first stage.",
                               messages.ERROR)
-            return redirect(reverse("admin:reranker_rerankerrun_rerankers", args=[collection.pk]))
+            return redirect(reverse("admin:relevance_rerankerrun_rerankers", args=[collection.pk]))
         return self.confirm_install(request, collection, target, "roll back")
 
     def confirm_install(self, request, collection, chosen: TrainedReranker, action: str):
@@ -349,7 +349,7 @@ class RerankerRunAdmin(admin.ModelAdmin):
                 self.message_user(request, f"{collection}: {exc}", messages.ERROR)
             else:
                 self.message_user(request, " ".join([message, *lines]), messages.SUCCESS)
-            return redirect(reverse("admin:reranker_rerankerrun_rerankers", args=[collection.pk]))
-        return TemplateResponse(request, "admin/reranker/rerankerrun/confirm_install.html", self.context(
+            return redirect(reverse("admin:relevance_rerankerrun_rerankers", args=[collection.pk]))
+        return TemplateResponse(request, "admin/relevance/rerankerrun/confirm_install.html", self.context(
             request, f"{action.capitalize()}: {collection}", collection=collection, chosen=chosen, action=action,
             now=timezone.now()))

@@ -2,7 +2,7 @@
 
 A judgment is the unit both evaluation (reranker/metrics.py, `evaluate`) and training
 (reranker/training.py, `train_reranker`) read. They come from imported qrels (BEIR format,
-reranker/judgments.py) or from staff marking search results relevant or not (reranker/views.py).
+relevance/judgments.py) or from staff marking search results relevant or not (relevance/views.py).
 """
 from __future__ import annotations
 
@@ -11,15 +11,12 @@ from django.core.validators import MaxValueValidator
 from django.db import models
 
 from indexer.models import Collection, Document
+from search.query_text import QUERY_MAX_LENGTH, normalize_query
 
-QUERY_MAX_LENGTH = 1000
+__all__ = ["MAX_GRADE", "QUERY_MAX_LENGTH", "Judgment", "RerankerRun", "normalize_query"]
+
 # Graded relevance as in TREC/BEIR qrels: 0 = not relevant, 1 = relevant, higher = more relevant.
 MAX_GRADE = 3
-
-
-def normalize_query(text: str) -> str:
-    """One spelling per query, so that the same question typed twice is one judged query."""
-    return " ".join(text.split())
 
 
 class Judgment(models.Model):
@@ -51,7 +48,8 @@ class Judgment(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["collection", "query", "document"], name="unique_judgment_per_query_document"),
         ]
-        indexes = [models.Index(fields=["collection", "query"])]
+        # The name the index was created with (in the reranker app, before the move).
+        indexes = [models.Index(fields=["collection", "query"], name="reranker_ju_collect_e2b6ce_idx")]
 
     def __str__(self) -> str:
         return f"{self.query[:60]!r} → {self.document} = {self.grade}"
@@ -68,7 +66,7 @@ class Judgment(models.Model):
 
 class RerankerRun(models.Model):
     """One `evaluate` or `train_reranker` run started from the admin and done by a worker of the
-    `train` queue (reranker/run_tasks.py): its parameters, live progress and outcome."""
+    `train` queue (relevance/run_tasks.py): its parameters, live progress and outcome."""
 
     class Kind(models.TextChoices):
         EVALUATE = "evaluate", "Evaluate"

@@ -24,11 +24,11 @@ from pathlib import Path
 
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
-from searchsite.progress import progress
+from common.progress import progress
 
 from indexer.models import Collection, Document
-from reranker.collection_training import models_dir
-from reranker.precision import pick_device
+from relevance.collection_training import models_dir
+from common.precision import pick_device
 
 # Training settings per device kind (train_reranker options); chosen by measurement, see
 # docs/relevance.md.

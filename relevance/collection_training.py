@@ -1,6 +1,6 @@
 """Train, judge and install a collection's reranker: mine candidates through the search, train
 (reranker/training.py), export for the CPU, install only when it beats the first stage.
-`manage.py train_reranker` and the admin's train runs (reranker/run_tasks.py) call these.
+`manage.py train_reranker` and the admin's train runs (relevance/run_tasks.py) call these.
 """
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ from django.conf import settings
 from django.core.management.base import CommandError
 from kombu.exceptions import OperationalError
 from django.utils import timezone
-from searchsite.progress import progress
+from common.progress import progress
 
 from indexer.models import Collection, Document
 from reranker.cross_encoder import RerankerUnavailable, load_reranker
 from reranker.fusion import ModelFusion
-from reranker.judgments import collection_qrels
+from relevance.judgments import collection_qrels
 from reranker.openvino_export import ExportError, calibration_pairs, export
-from reranker.precision import pick_device
+from common.precision import pick_device
 from reranker.scorers import OpenVinoScorer, thread_count
 from reranker.training import (CHUNK_KEY, JudgedQuery, TrainingData, TrainingError, TrainingSettings, int8_judgment,
                                save, split_queries, train)
@@ -158,7 +158,7 @@ class Trained:
 
 def train_collection(collection: Collection, options: dict, stdout, progress=progress) -> Trained:
     """The body of `manage.py train_reranker` (options: the command's, by their option names),
-    also run by the admin's train task (reranker/run_tasks.py) with its own `stdout` (an object
+    also run by the admin's train task (relevance/run_tasks.py) with its own `stdout` (an object
     with `write(line)`) and `progress`. Bad input and failures raise CommandError."""
     check_options(options)
     if options["threads"]:

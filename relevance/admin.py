@@ -18,5 +18,5 @@ class JudgmentAdmin(admin.ModelAdmin):
         super().save_model(request, obj, form, change)
 
 
-# Evaluate and train runs, and a collection's trained rerankers (reranker/admin_runs.py).
+# Evaluate and train runs, and a collection's trained rerankers (relevance/admin_runs.py).
 from . import admin_runs  # noqa: E402,F401

@@ -14,10 +14,10 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
-from searchsite.progress import progress
+from common.progress import progress
 
 from indexer.models import Collection
-from reranker.collection_training import mine
+from relevance.collection_training import mine
 from reranker.cross_encoder import directory_token_limit
 from reranker.fusion import load_fusion
 from reranker.openvino_export import (CALIBRATION_PAIRS, CALIBRATION_PAIRS_PER_QUERY, ExportError, calibration_pairs,

@@ -1,0 +1,16 @@
+from django.apps import AppConfig
+
+
+class RelevanceConfig(AppConfig):
+    """Judgments, evaluation and training runs: the relevance work built on top of the query path."""
+
+    name = "relevance"
+    verbose_name = "Relevance"
+
+    def ready(self):
+        # The search page shows staff the grade each result already has (search/page_hooks.py).
+        from search import page_hooks
+
+        from .search_page import add_grades
+
+        page_hooks.register(add_grades)
