@@ -43,7 +43,6 @@ RUN = secrets.token_hex(3)
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "searchsite.settings")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-MODES = ("semantic", "keyword", "hybrid")
 SLUG = "bench-engines"
 
 
@@ -117,7 +116,7 @@ def main():
     from indexer.pipeline import chunk_source, encode_chunks, plan_chunks
     from indexer.store import ChunkWrite, get_store
     from reranker.metrics import ndcg_at_k
-    from search.retrieval import (es_filters, fuse, keyword_body, keyword_query, semantic_body, to_hit)
+    from search.retrieval import (MODES, es_filters, fuse, keyword_body, keyword_query, semantic_body, to_hit)
 
     model_id = settings.EMBEDDING_MODEL
     print(f"machine: {machine()}")

@@ -18,7 +18,7 @@ drawing its own sequence, every request `GET /api/search?q=...&collection=...&re
   3. C clients at once for T seconds, one keep-alive connection each.
 For phases 2 and 3: requests/s, p50/p95/p99 latency (client side, request sent to body read),
 status counts, connection errors, the share of 200s reranked and why the others were not.
-Targets (issue 15): no 5xx, no connection error, every 200 reranked or saying why not; the
+Targets: no 5xx, no connection error, every 200 reranked or saying why not; the
 load p95 is printed beside the single-client p95. The CPU and its flags come first: the figures
 hold for that machine. Bounded: at most 200 clients, 600 s, loopback addresses only.
 """

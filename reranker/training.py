@@ -5,8 +5,7 @@ with their first-stage candidates, and the texts of the documents involved) so t
 code runs inside `manage.py train_reranker` (which mines the candidates through the project's
 search code) and on a GPU machine from a data file (`python -m reranker.training`).
 
-Why it is built the way it is (an earlier try with a classification head on the CLS token,
-trained with binary cross-entropy at lr 3e-5, never left the constant predictor):
+Why it is built the way it is (what was tried before it: docs/relevance.md, "The training recipe's history"):
 
 - **Pooling that fits the body.** The default base is the transformer inside all-MiniLM-L6-v2,
   trained to give useful *mean-pooled* token states. The reranker therefore mean-pools the

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Prove, against a running OpenSearch node, each engine feature the project needs (issue 13).
+"""Prove, against a running OpenSearch node, each engine feature the project needs.
 
     python3 scripts/services.py start opensearch
     .venv/bin/python scripts/opensearch_probe.py [--url http://127.0.0.1:9250] [--docs 2000]

@@ -37,7 +37,7 @@ def _search(request, *, query_required: bool):
 @never_cache
 @require_GET
 def api_search(request):
-    """GET /api/search?q=&mode=&collection=&k=&rerank=&page=  (README "Search: web page and JSON API", docs/openapi.yaml)."""
+    """GET /api/search?q=&mode=&collection=&k=&rerank=&page=  (docs/api.md, docs/openapi.yaml)."""
     _, body, status = _search(request, query_required=True)
     return JsonResponse(body, status=status, json_dumps_params={"ensure_ascii": False})
 

@@ -1,4 +1,4 @@
-"""Rate limits of the searches (issue 15): each one costs an embedding, an Elasticsearch query
+"""Rate limits of the searches: each one costs an embedding, an Elasticsearch query
 and a rerank task, so every client gets a bounded number of them per window.
 
 - **What counts**: requests to the search page and the JSON API (URL names in `LIMITED_URL_NAMES`,

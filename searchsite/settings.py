@@ -1,4 +1,4 @@
-"""Settings, all read from the environment (see README "Configuration" and .env.example).
+"""Settings, all read from the environment (every one documented in docs/operating.md, "Configuration", and .env.example).
 
 Every variable has a default that works on a developer machine after `make run`; production
 (docker-compose) sets them explicitly.
@@ -348,7 +348,7 @@ CELERY_BEAT_SCHEDULE = {
 }
 # Shards and replicas of a new collection's indices (each collection has its own, in the admin;
 # a build uses the values it started with). One shard and no replica suit one node; on a
-# cluster, replicas 1 keeps every chunk searchable and writable when a node stops (README,
+# cluster, replicas 1 keeps every chunk searchable and writable when a node stops (docs/operating.md,
 # "Elasticsearch as a cluster"). Checked against the limits in indexer/models.py.
 INDEX_SHARDS = env_int("INDEX_SHARDS", 1)
 INDEX_REPLICAS = env_int("INDEX_REPLICAS", 0)

@@ -5,7 +5,7 @@ The module starts a cluster of its own on other ports (scripts/services.py, ES_N
 ES_PORT 9211, small heaps) and a Redis of its own (REDIS_PORT 6391, its files in the run's temp
 folder), and stops both at the end: the shared Elasticsearch and Redis are never touched. Builds
 are started and repaired with `manage.py rebuild_index` / `reconcile_index` in processes that see
-the same environment as the worker. Timing: README, "Elasticsearch as a cluster".
+the same environment as the worker. Timing: docs/operating.md, "Elasticsearch as a cluster".
 """
 from __future__ import annotations
 
