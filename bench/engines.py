@@ -144,8 +144,8 @@ def main():
     warmup, _ = read_queries(args.corpus, "train", args.warmup)
     model = load_embedding_model(model_id)
     qids = list(queries)
-    qvec = np.asarray(model.encode([queries[q] for q in qids], normalize_embeddings=True), dtype=np.float32)
-    wvec = np.asarray(model.encode(list(warmup.values()), normalize_embeddings=True), dtype=np.float32)
+    qvec = model.encode_queries([queries[q] for q in qids])
+    wvec = model.encode_queries(list(warmup.values()))
     exact = np.argsort(-(qvec @ vectors.T), axis=1)[:, :10]
     chunk_ids = [w.id for w in writes]
     print(f"queries: {len(qids)} dev queries ({sum(len(j) for j in qrels.values())} judgments), "

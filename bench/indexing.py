@@ -116,10 +116,9 @@ def raw_encode(planned, model_id: str, batch_size: int):
 
     model = load_embedding_model(model_id)
     texts = [p.embed_text for p in planned]
-    model.encode(texts[:batch_size], batch_size=batch_size, normalize_embeddings=True)  # warm-up
+    model.encode_documents(texts[:batch_size], batch_size=batch_size)  # warm-up
     started = time.perf_counter()
-    vectors = model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
-                           show_progress_bar=False)
+    vectors = model.encode_documents(texts, batch_size=batch_size)
     seconds = time.perf_counter() - started
     return np.asarray(vectors, dtype=np.float32), seconds
 
@@ -196,7 +195,7 @@ def recall(vectors, planned, queries: list[str], model_id: str, num_candidates: 
 
     store = get_store()
     model = load_embedding_model(model_id)
-    q = np.asarray(model.encode(queries, normalize_embeddings=True), dtype=np.float32)
+    q = model.encode_queries(queries)
     exact = np.argsort(-(q @ vectors.T), axis=1)[:, :10]
     results = {}
     for options in store.index_option_types:

@@ -56,19 +56,32 @@ def check_model_id(model_id: str) -> None:
 
 
 @functools.lru_cache(maxsize=4)
-def load_embedding_model(model_id: str, device: str | None = None):
-    """Load a SentenceTransformer once per process (fp16 on CUDA)."""
-    from sentence_transformers import SentenceTransformer
+def load_embedding_model(model_id: str, device: str | None = None, runtime: str | None = None):
+    """The bi-encoder of `model_id`, loaded once per process (indexer/encoders.py): torch on CUDA
+    (fp16), OpenVINO float32 on a CPU unless EMBEDDING_RUNTIME says otherwise. A model the
+    OpenVINO encoder cannot run falls back to torch, with a warning saying why."""
+    from .encoders import EncoderError, OpenVinoEncoder, TorchEncoder, pick_runtime
+    from .model_catalog import models_dir
 
     device = device or pick_device(settings.EMBEDDING_DEVICE)
-    model = SentenceTransformer(resolve_model_path(model_id), device=device)
-    if device.startswith("cuda"):
-        model.half()
-    log.info("loaded embedding model %s on %s (dim %s)", model_id, device, embedding_dimension(model))
-    return model
+    setting = runtime or settings.EMBEDDING_RUNTIME
+    chosen = pick_runtime(setting, device)
+    path = resolve_model_path(model_id)
+    encoder = None
+    if chosen == "openvino":
+        try:
+            encoder = OpenVinoEncoder(model_id, path, models_dir(), settings.EMBEDDING_THREADS)
+        except EncoderError as exc:
+            if setting == "openvino":
+                raise
+            log.warning("embedding model %s runs on torch: %s", model_id, exc)
+    if encoder is None:
+        encoder = TorchEncoder(model_id, path, device)
+    log.info("loaded embedding model %s: %s %s on %s (dim %s)", model_id, encoder.runtime, encoder.precision,
+             encoder.device, encoder.dimension)
+    return encoder
 
 
-def embedding_dimension(model) -> int:
-    """Vector size of a loaded model (the method was renamed in sentence-transformers 6)."""
-    get = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
-    return get()
+def embedding_dimension(encoder) -> int:
+    """Vector size of a loaded bi-encoder."""
+    return encoder.dimension

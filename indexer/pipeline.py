@@ -104,16 +104,10 @@ def encode_chunks(model_id: str, planned: list[PlannedChunk], batch_size: int | 
         return np.zeros((0, 0), dtype=np.float32)
     model = load_embedding_model(model_id)
     order = sorted(range(len(planned)), key=lambda i: -planned[i].chunk.tokens)
-    vectors = model.encode(
-        [planned[i].embed_text for i in order],
-        batch_size=batch_size or settings.EMBEDDING_BATCH_SIZE,
-        normalize_embeddings=True,
-        convert_to_numpy=True,
-        show_progress_bar=False,
-    ).astype(np.float32)
-    # fp16 (cuda) rounding can leave a norm just outside the tolerance of Elasticsearch's
-    # `dot_product`, which rejects non-unit vectors: normalise again in float32.
-    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    # With the model's document prompt, as unit float32 rows (Elasticsearch's `dot_product`
+    # rejects vectors whose norm fp16 rounding left just outside its tolerance).
+    vectors = model.encode_documents([planned[i].embed_text for i in order],
+                                     batch_size=batch_size or settings.EMBEDDING_BATCH_SIZE)
     result = np.empty_like(vectors)
     result[order] = vectors
     return result

@@ -10,7 +10,6 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 
-import numpy as np
 from celery import current_app
 from celery.exceptions import TimeoutError as CeleryTimeout
 from django.conf import settings
@@ -55,12 +54,9 @@ vector_cache = VectorCache(settings.QUERY_VECTOR_CACHE_SIZE)
 
 
 def encode_queries(texts: list[str], model_id: str) -> list[list[float]]:
-    """Unit-length vectors (the index stores unit vectors and compares by dot product)."""
-    model = load_embedding_model(model_id)
-    vectors = model.encode(texts, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
-    vectors = vectors.astype(np.float32)
-    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)  # fp16 rounding
-    return vectors.tolist()
+    """Unit-length vectors with the model's query prompt (the index stores unit vectors and
+    compares by dot product)."""
+    return load_embedding_model(model_id).encode_queries(texts).tolist()
 
 
 def embed_query(text: str, model_id: str) -> tuple[list[float], bool]:

@@ -328,6 +328,11 @@ EMBEDDING_MODEL = env("EMBEDDING_MODEL", "sentence-transformers/all-MiniLM-L6-v2
 # "auto" picks cuda (fp16) when present, else mps, else cpu.
 EMBEDDING_DEVICE = env("EMBEDDING_DEVICE", "auto")
 EMBEDDING_BATCH_SIZE = env_int("EMBEDDING_BATCH_SIZE", 64)
+# auto: torch on CUDA (fp16), OpenVINO float32 on a CPU (indexer/encoders.py); torch or openvino
+# force one. Checked by the indexer app (indexer/apps.py).
+EMBEDDING_RUNTIME = env("EMBEDDING_RUNTIME", "auto")
+# Threads of the OpenVINO encoder in one process; 0: every core the process may use.
+EMBEDDING_THREADS = env_int("EMBEDDING_THREADS", 0)
 # Documents per indexing task (primary keys in one Celery message). Large enough that a task's
 # chunks, sorted by length, fill several encode batches of similar length (little padding):
 # bench/indexing.py on SciFact (CPU): end-to-end/raw 0.84 with 32 (first 1,000 documents), 0.95

@@ -147,7 +147,7 @@ def test_rebuild_with_second_model_while_searching(es, embed_worker, second_mode
                 # Embed with the model the alias serves right now, as the search side does.
                 mapping = es.indices.get_mapping(index=alias)
                 model_id = next(iter(mapping.values()))["mappings"]["_meta"]["embedding_model"]
-                vector = load_embedding_model(model_id).encode(query, normalize_embeddings=True).tolist()
+                vector = load_embedding_model(model_id).encode_queries([query])[0].tolist()
                 knn = es.search(index=alias, knn={"field": "embedding", "query_vector": vector, "k": 5,
                                                   "num_candidates": 50}, size=5)["hits"]["hits"]
                 bm25 = es.search(index=alias, query={"match": {"text": query}}, size=5)["hits"]["hits"]

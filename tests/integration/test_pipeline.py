@@ -45,7 +45,7 @@ def test_documents_become_searchable_chunks(es, celery_workers):
 
     # The stored vector is the unit-length embedding of title + chunk text.
     model = load_embedding_model(MODEL)
-    query = model.encode(doc.text, normalize_embeddings=True)
+    query = model.encode_documents([doc.text])[0]
     knn = get_store().knn_search_body(query.tolist(), k=3, num_candidates=50,
                                       filters=[{"terms": {"collection": [collection.slug]}}])
     hits = es.search(index=alias, body={**knn, "size": 3})["hits"]["hits"]

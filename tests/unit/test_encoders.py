@@ -1,0 +1,87 @@
+"""The bi-encoder's runtimes (indexer/encoders.py): OpenVINO float32 gives torch's vectors, both
+apply the model's query and document prompts, the export is made once and reused, and a bad
+runtime setting is refused."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from indexer.embedding import resolve_model_path
+from indexer.encoders import EncoderError, OpenVinoEncoder, TorchEncoder, export_dir, pick_runtime, read_layout
+
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+TEXTS = ["Aspirin lowers the risk of heart attacks in adults.", "短い文", "x",
+         "A much longer passage about protein folding, " * 20]
+
+
+@pytest.fixture(scope="module")
+def prompted(tmp_path_factory):
+    """The packaged MiniLM with a query prompt, as a converted catalogue model carries one."""
+    directory = tmp_path_factory.mktemp("models") / "minilm-prompted"
+    shutil.copytree(resolve_model_path(MINILM), directory)
+    config = directory / "config_sentence_transformers.json"
+    data = json.loads(config.read_text()) if config.exists() else {}
+    data["prompts"] = {"query": "query: ", "document": ""}
+    data["default_prompt_name"] = None
+    config.write_text(json.dumps(data))
+    return directory
+
+
+def test_openvino_gives_torchs_vectors_with_the_prompts(prompted, tmp_path):
+    torch_encoder = TorchEncoder("m", str(prompted), "cpu")
+    openvino = OpenVinoEncoder("m", str(prompted), tmp_path)
+    assert (openvino.dimension, openvino.max_seq_length) == (torch_encoder.dimension, torch_encoder.max_seq_length)
+    for method in ("encode_documents", "encode_queries"):
+        a, b = getattr(torch_encoder, method)(TEXTS, batch_size=2), getattr(openvino, method)(TEXTS, batch_size=2)
+        assert a.dtype == b.dtype == np.float32 and a.shape == b.shape == (len(TEXTS), 384)
+        assert np.allclose(np.linalg.norm(b, axis=1), 1, atol=1e-5)
+        assert float((a * b).sum(axis=1).min()) >= 0.9999
+    # The query prompt is applied: the same text is a different vector as a query...
+    query, document = openvino.encode_queries(TEXTS[:1])[0], openvino.encode_documents(TEXTS[:1])[0]
+    assert float(query @ document) < 0.9999
+    # ... and exactly the document vector of the prompted text.
+    assert float(query @ openvino.encode_documents(["query: " + TEXTS[0]])[0]) >= 0.9999
+    assert openvino.encode_queries([]).shape == (0, 384)
+
+
+def test_the_export_is_made_once_and_follows_the_weights(prompted, tmp_path):
+    OpenVinoEncoder("m", str(prompted), tmp_path)
+    first = export_dir(prompted, tmp_path)
+    made = (first / "encoder.xml").stat().st_mtime_ns
+    OpenVinoEncoder("m", str(prompted), tmp_path)
+    assert (first / "encoder.xml").stat().st_mtime_ns == made
+    (prompted / "config.json").write_text((prompted / "config.json").read_text() + "\n")
+    assert export_dir(prompted, tmp_path) != first
+
+
+def test_layout_and_runtime_choice(prompted, tmp_path):
+    layout = read_layout(prompted)
+    assert (layout.pooling, layout.normalize, layout.prompts) == ("mean", True, {"query": "query: "})
+    assert pick_runtime("auto", "cpu") == "openvino" and pick_runtime("auto", "cuda") == "torch"
+    assert pick_runtime("torch", "cpu") == "torch"
+    with pytest.raises(ValueError, match="EMBEDDING_RUNTIME must be one of auto, torch, openvino"):
+        pick_runtime("onnx", "cpu")
+    with pytest.raises(EncoderError, match="runs on the CPU"):
+        pick_runtime("openvino", "cuda:0")
+    with pytest.raises(EncoderError, match="not a local directory"):
+        OpenVinoEncoder("org/hub-model", "org/hub-model", tmp_path)
+
+
+@pytest.mark.parametrize("variable, value, words", [
+    ("EMBEDDING_RUNTIME", "onnx", "EMBEDDING_RUNTIME must be one of auto, torch, openvino"),
+    ("EMBEDDING_THREADS", "-2", "EMBEDDING_THREADS must be 0 or more"),
+    ("RERANKER_RUNTIME", "onnx", "the CPU runtime is OpenVINO now"),
+    ("RERANKER_PRECISION", "int4", "RERANKER_PRECISION must be one of"),
+])
+def test_bad_runtime_settings_stop_the_start(variable, value, words):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, variable: value, "DJANGO_SETTINGS_MODULE": "searchsite.settings"}
+    result = subprocess.run([sys.executable, "-c", "import django; django.setup()"], cwd=Path(__file__).parents[2],
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr and words in result.stderr, result.stderr[-2000:]
