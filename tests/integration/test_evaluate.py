@@ -37,7 +37,7 @@ def test_evaluate_without_rerank_skips_and_counts_long_queries(collection, files
     captured = capsys.readouterr()
     table = captured.out
     # Only judged queries count: long2 is not in the qrels.
-    assert f"3 queries (1 skipped: longer than {QUERY_MAX_LENGTH} characters, long1)" in table
+    assert f"3 queries (1 skipped: empty or longer than {QUERY_MAX_LENGTH} characters, long1)" in table
     assert "long1" in captured.err
     for mode in ("keyword", "semantic", "hybrid"):
         assert re.search(rf"^{mode}\s+first stage\s+\d\.\d{{4}}", table, re.M), table
@@ -55,5 +55,5 @@ def test_import_judgments_skips_long_queries_and_says_so(collection, files, caps
     call_command("import_judgments", "eval-toy", queries=str(queries_path), qrels=str(qrels_path))
     out = capsys.readouterr().out
     assert "3 created" in out
-    assert f"skipped 2 queries longer than {QUERY_MAX_LENGTH} characters (e.g. long1, long2) and their 1 qrels lines" in out
+    assert f"skipped 2 queries that are empty or longer than {QUERY_MAX_LENGTH} characters (e.g. long1, long2) and their 1 qrels lines" in out
     assert set(Judgment.objects.filter(collection=collection).values_list("query_id", flat=True)) == {"q1", "q2", "q3"}

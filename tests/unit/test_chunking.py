@@ -18,15 +18,19 @@ SCIFACT_LIKE = (
 )
 
 
+# A model whose max_seq_length (256) is below its tokenizer's limit (512): the case to get right.
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+
+
 @pytest.fixture(scope="module")
 def tokenizer():
-    return load_tokenizer(settings.EMBEDDING_MODEL)
+    return load_tokenizer(MINILM)
 
 
 @pytest.fixture(scope="module")
 def model_limit(tokenizer):
     """Content tokens the bi-encoder reads: its max_seq_length (256) minus [CLS] and [SEP]."""
-    max_seq_length = model_max_seq_length(settings.EMBEDDING_MODEL)
+    max_seq_length = model_max_seq_length(MINILM)
     assert max_seq_length == 256  # all-MiniLM-L6-v2 reads 256 tokens, not its tokenizer's 512
     return model_max_tokens(tokenizer, max_seq_length)
 

@@ -36,3 +36,13 @@ def test_read_queries_is_strict_unless_asked_to_skip(files):
     queries = read_queries(queries_path, too_long=too_long)
     assert set(queries) == {"q1", "q2", "q3"} and set(too_long) == {"long1", "long2"}
     assert all(length > QUERY_MAX_LENGTH for length in too_long.values())
+
+
+def test_an_empty_query_is_skipped_like_a_long_one(tmp_path):
+    # CMRC 2018 ships a question with empty text: evaluate must skip it, not stop.
+    path = tmp_path / "queries.jsonl"
+    path.write_text(json.dumps({"_id": "q1", "text": "what is it"}) + "\n" + json.dumps({"_id": "blank", "text": "  "}) + "\n")
+    with pytest.raises(JudgmentFileError, match="query 'blank' has empty text"):
+        read_queries(path)
+    skipped = {}
+    assert read_queries(path, too_long=skipped) == {"q1": "what is it"} and skipped == {"blank": 0}

@@ -19,7 +19,7 @@ MODEL = settings.EMBEDDING_MODEL
 def test_chunks_fit_the_model_with_the_title():
     collection = Collection(name="t", slug="t", chunk_size=4096, chunk_overlap=32)
     long_title = "A very long title " * 40
-    doc = Document(pk=1, collection=collection, external_id="x", title=long_title[:500], text="word " * 2000,
+    doc = Document(pk=1, collection=collection, external_id="x", title=long_title[:500], text="word " * 4000,
                    content_hash="h")
     tokenizer = load_tokenizer(MODEL)
     model = load_embedding_model(MODEL)

@@ -17,7 +17,7 @@ from django.db import OperationalError, transaction
 from indexer.analysis import LANGUAGES, UnknownLanguage, check_language
 from indexer.importing import (FORMATS, ImportBusy, ImportOptions, collection_access, collection_chunker,
                                describe_access, detect_format, import_sources, is_lock_timeout, sources_from_path)
-from indexer.models import Collection, Document
+from indexer.models import Collection, Document, default_embedding_model
 from common.progress import progress
 
 # Rejections listed one by one in the summary; the rest are counted.
@@ -82,6 +82,7 @@ class Command(BaseCommand):
             collection = Collection(name=name or slug, slug=slug, visibility=visibility)
             if language is not None:
                 collection.language = language
+            collection.embedding_model = default_embedding_model(collection.language)
             try:
                 collection.full_clean()
             except ValidationError as exc:

@@ -25,14 +25,14 @@ class Command(BaseCommand):
             qrels = read_qrels(options["qrels"])
         except JudgmentFileError as exc:
             raise CommandError(f"{exc} (nothing imported)") from None
-        # Queries the search would refuse (longer than QUERY_MAX_LENGTH) are left out with their
+        # Queries the search would refuse (empty, or longer than QUERY_MAX_LENGTH) are left out with their
         # judgments, and said so; the rest is imported.
         skipped_lines = sum(len(qrels.pop(qid)) for qid in list(qrels) if qid in too_long)
         report = import_judgments(collection, queries, qrels)
         self.stdout.write(f"{collection.slug}: {report.summary()}")
         if too_long:
             self.stdout.write(self.style.WARNING(
-                f"skipped {len(too_long)} queries longer than {QUERY_MAX_LENGTH} characters "
+                f"skipped {len(too_long)} queries that are empty or longer than {QUERY_MAX_LENGTH} characters "
                 f"(e.g. {', '.join(sorted(too_long)[:5])}) and their {skipped_lines} qrels lines"))
         if report.skipped_lines:
             examples = sorted(report.unknown_documents)[:5] or sorted(report.unknown_queries)[:5]
