@@ -91,6 +91,7 @@ class RankedList:
     timings_ms: dict[str, float]
     query_vector_cached: bool | None
     facets: dict  # search/facets.py parse_facets
+    embedding_models: dict[str, str] = field(default_factory=dict)  # collection slug -> bi-encoder
 
 
 def result_item(hit: Hit, rank: int) -> ResultItem:
@@ -188,6 +189,7 @@ def ranked_list(params: SearchParams) -> RankedList:
         },
         query_vector_cached=stage.vector_cached,
         facets=parse_facets(facets, stage.facets_response),
+        embedding_models=stage.collection_models,
     )
 
 
@@ -220,6 +222,7 @@ def run_search(params: SearchParams) -> dict:
         "not_reranked": rerank["not_reranked"],
         "from_snapshot": from_snapshot,
         "query_vector_cached": ranked.query_vector_cached,
+        "embedding_models": getattr(ranked, "embedding_models", {}),  # snapshots made before the field: none
         "timings_ms": timings,
         "facets": ranked.facets,
         "results": [item.to_dict() for item in ranked.results[first: first + params.k]],

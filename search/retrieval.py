@@ -80,6 +80,8 @@ class FirstStage:
     es_ms: float = 0.0
     vector_cached: bool | None = None
     models: list[str] = field(default_factory=list)
+    # The bi-encoder whose vectors each searched collection's live index holds.
+    collection_models: dict[str, str] = field(default_factory=dict)
     facets_response: dict | None = None  # the raw answer of the facet search (search/facets.py)
 
 
@@ -237,6 +239,7 @@ def first_stage(query: str, mode: str, collections: list[Collection], metadata: 
     models, languages = {}, {}
     for collection in collections:
         models[collection.slug], languages[collection.slug] = serving(collection)
+    stage.collection_models = dict(models)
 
     if mode in ("semantic", "hybrid"):
         # Each index holds vectors of one model: the query is embedded once per model, and

@@ -3,7 +3,6 @@ import json
 import random
 
 import pytest
-from django.conf import settings
 
 from indexer.chunking import chunk_id, chunk_text, load_tokenizer, model_max_tokens
 from indexer.importing import model_max_seq_length
