@@ -16,6 +16,7 @@ from . import tasks
 from .admin_builds import CollectionRebuildMixin
 from .forms import UploadDocumentsForm
 from .importing import ImportBusy, ImportOptions, Source, import_sources
+from .lookups import serving_model
 from .models import Collection, Document
 
 STATUSES = Document.Status
@@ -42,7 +43,7 @@ def status_count_column(status: Document.Status):
 
 @admin.register(Collection)
 class CollectionAdmin(CollectionRebuildMixin, admin.ModelAdmin):
-    list_display = ("name", "slug", "visibility", "language", "total_documents",
+    list_display = ("name", "slug", "visibility", "language", "vectors_model", "total_documents",
                     *(f"count_{s.value}" for s in STATUSES))
     search_fields = ("name", "slug")
     prepopulated_fields = {"slug": ("name",)}
@@ -60,6 +61,15 @@ class CollectionAdmin(CollectionRebuildMixin, admin.ModelAdmin):
     def get_queryset(self, request):
         counts = {f"count_{s.value}": Count("documents", filter=Q(documents__status=s.value)) for s in STATUSES}
         return super().get_queryset(request).annotate(count_total=Count("documents"), **counts)
+
+    @admin.display(description="Vectors from")
+    def vectors_model(self, collection):
+        """The bi-encoder of the live index (what searches use), and the configured one when a
+        rebuild to it is still to come."""
+        serving = serving_model(collection)
+        if serving != collection.embedding_model:
+            return f"{serving} (rebuild to {collection.embedding_model})"
+        return serving
 
     @admin.display(description="Documents", ordering="count_total")
     def total_documents(self, collection):

@@ -222,3 +222,14 @@ def test_collection_declares_its_facet_fields_in_the_admin(admin_client, collect
     assert admin_client.post(url, {**data, "facet_fields": "year,journal , year"}).status_code == 302
     collection.refresh_from_db()
     assert collection.facet_fields == "year, journal" and collection.facet_keys == ["year", "journal"]
+
+
+def test_the_collection_list_says_which_model_its_vectors_come_from(admin_client, collection):
+    from indexer.models import IndexBuild
+
+    page = admin_client.get("/admin/indexer/collection/").content.decode()
+    assert "Vectors from" in page and collection.embedding_model in page
+    IndexBuild.objects.create(collection=collection, index_name="x-1", model_id="all-MiniLM-L6-v2", dims=384,
+                              status=IndexBuild.Status.LIVE)
+    page = admin_client.get("/admin/indexer/collection/").content.decode()
+    assert f"all-MiniLM-L6-v2 (rebuild to {collection.embedding_model})" in page
