@@ -1,0 +1,136 @@
+"""Choose the hybrid fusion of semantic and keyword candidates on train queries (not a test).
+
+Reads the candidate lists bench/first_stage.py wrote (one file per data set and model), fuses
+them offline with every candidate rule, and prints nDCG@10 of each rule chosen on the train
+queries, measured on the dev queries:
+
+    .venv/bin/python bench/fusion_choice.py var/bench/first-stage/*.json
+
+Rules (search/retrieval.py `fuse` runs the one chosen):
+    rrf        score = w / (k + semantic rank) + (1 - w) / (k + keyword rank)   (k 60, w 0.5: plain RRF)
+    minmax     score = w * semantic' + (1 - w) * keyword', each list's scores scaled to [0, 1]
+               (a chunk missing from a list gets 0 there)
+    zscore     the same with each list standardised (a missing chunk gets the list's minimum)
+
+A set without train queries (the Chinese one) is chosen by two-fold cross-validation on dev: the
+rule chosen on one half is measured on the other, and the two halves' figures are averaged.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "searchsite.settings")
+
+DATASETS = ROOT.parent / "shared" / "datasets"
+WEIGHTS = [round(w, 2) for w in np.arange(0.0, 1.0001, 0.05)]
+RRF_KS = (5, 10, 20, 40, 60, 100)
+
+
+def candidates():
+    for k in RRF_KS:
+        for w in WEIGHTS:
+            yield ("rrf", k, w)
+    for w in WEIGHTS:
+        yield ("minmax", 0, w)
+        yield ("zscore", 0, w)
+
+
+def normalised(scores: np.ndarray, kind: str) -> np.ndarray:
+    if not len(scores):
+        return scores
+    if kind == "minmax":
+        span = scores.max() - scores.min()
+        return (scores - scores.min()) / span if span > 0 else np.ones_like(scores)
+    std = scores.std()
+    return (scores - scores.mean()) / std if std > 0 else np.zeros_like(scores)
+
+
+def fuse(lists: dict, rule) -> list[str]:
+    """Document ids in the order the fused chunks put them (each document at its best chunk)."""
+    kind, k, w = rule
+    fused: dict[tuple[str, int], float] = {}
+    if kind == "rrf":
+        for weight, ranked in ((w, lists["semantic"]), (1 - w, lists["keyword"])):
+            for rank, (doc, chunk, _) in enumerate(ranked, start=1):
+                fused[(doc, chunk)] = fused.get((doc, chunk), 0.0) + weight / (k + rank)
+    else:
+        parts = []
+        for weight, ranked in ((w, lists["semantic"]), (1 - w, lists["keyword"])):
+            values = normalised(np.array([s for _, _, s in ranked], dtype=np.float64), kind)
+            floor = 0.0 if kind == "minmax" else (float(values.min()) if len(values) else 0.0)
+            parts.append((weight, {(d, c): float(v) for (d, c, _), v in zip(ranked, values)}, floor))
+        keys = set(parts[0][1]) | set(parts[1][1])
+        for key in keys:
+            fused[key] = sum(weight * scores.get(key, floor) for weight, scores, floor in parts)
+    order = sorted(fused, key=lambda key: (-fused[key], key))
+    seen, documents = set(), []
+    for doc, _ in order:
+        if doc not in seen:
+            seen.add(doc)
+            documents.append(doc)
+    return documents
+
+
+def score(split_lists: dict, qrels: dict, rule, qids) -> float:
+    from reranker.metrics import evaluate_run
+
+    run = {qid: fuse(split_lists[qid], rule) for qid in qids}
+    return evaluate_run(run, {q: qrels[q] for q in qids}, {"ndcg": 10})["mean"]["ndcg@10"]
+
+
+def best(split_lists, qrels, qids):
+    scored = [(score(split_lists, qrels, rule, qids), rule) for rule in candidates()]
+    return max(scored, key=lambda item: (round(item[0], 6), item[1] == ("rrf", 60, 0.5)))
+
+
+def halves(qids):
+    a = [q for q in qids if int(hashlib.sha1(q.encode()).hexdigest(), 16) % 2 == 0]
+    return a, [q for q in qids if q not in set(a)]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("dumps", nargs="+", type=Path)
+    args = parser.parse_args()
+    import django
+
+    django.setup()
+    from relevance.judgments import read_qrels
+
+    plain = ("rrf", 60, 0.5)
+    print(f"{'set':12} {'model':22} {'semantic':>8} {'keyword':>8} {'rrf60':>7} {'chosen':>7}  rule (chosen on)")
+    for path in args.dumps:
+        dump = json.loads(path.read_text())
+        folder = DATASETS / dump["set"]
+        dev = dump["splits"]["dev"]
+        dev_qrels = {q: r for q, r in read_qrels(folder / "qrels" / "dev.tsv").items() if q in dev}
+        dev_ids = sorted(dev_qrels)
+        sem = score(dev, dev_qrels, ("rrf", 60, 1.0), dev_ids)
+        kw = score(dev, dev_qrels, ("rrf", 60, 0.0), dev_ids)
+        rrf = score(dev, dev_qrels, plain, dev_ids)
+        if "train" in dump["splits"]:
+            train = dump["splits"]["train"]
+            train_qrels = {q: r for q, r in read_qrels(folder / "qrels" / "train.tsv").items() if q in train}
+            _, rule = best(train, train_qrels, sorted(train_qrels))
+            chosen, how = score(dev, dev_qrels, rule, dev_ids), f"train, {len(train_qrels)} queries"
+            rules = [rule]
+        else:
+            a, b = halves(dev_ids)
+            rule_a, rule_b = best(dev, dev_qrels, a)[1], best(dev, dev_qrels, b)[1]
+            chosen = (score(dev, dev_qrels, rule_a, b) * len(b) + score(dev, dev_qrels, rule_b, a) * len(a)) / len(dev_ids)
+            how, rules = "2-fold on dev", [rule_a, rule_b]
+        print(f"{dump['set']:12} {dump['model'][:22]:22} {sem:8.4f} {kw:8.4f} {rrf:7.4f} {chosen:7.4f}  "
+              f"{' / '.join(f'{r[0]} k={r[1]} w={r[2]}' for r in rules)} ({how})", flush=True)
+
+
+if __name__ == "__main__":
+    main()
