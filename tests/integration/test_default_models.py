@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from indexer.models import Collection, IndexBuild
+from indexer.store import alias_name
 from tests.support.indexing import all_indexed, index_all, statuses, wait_for
 from tests.support.searching import add_documents, drop_collections
 
@@ -35,7 +36,7 @@ def collections(es, celery_workers):
     for collection in (zh, en):
         index_all(collection)
         wait_for(lambda: all_indexed(collection), timeout=600, what=f"indexed, now {statuses(collection)}")
-        es.indices.refresh(index=f"{collection.slug}*")
+        es.indices.refresh(index=alias_name(collection.slug))
     yield {"zh": zh, "en": en}
     drop_collections(es, zh, en)
 

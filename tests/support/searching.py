@@ -30,7 +30,10 @@ def build_reranker() -> str:
 
         torch.manual_seed(1234)  # a different head each run would still pass; this one is fixed
         path = Path(os.environ["SEARCHSITE_TEST_TMP"]) / "test-reranker"
-        CrossEncoder(resolve_model_path(settings.EMBEDDING_MODEL), num_labels=1).save(str(path))
+        # MiniLM's body with a random head: its BERT pooler is trained. A converted catalogue model
+        # (bge-small) has no pooler in its ONNX export (zeros), so a CLS-pooler head on it would
+        # score every pair 0.
+        CrossEncoder(resolve_model_path("sentence-transformers/all-MiniLM-L6-v2"), num_labels=1).save(str(path))
         _started["model"] = str(path)
     return _started["model"]
 
