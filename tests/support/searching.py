@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from django.conf import settings
 
 SEARCH_RERANK_QUEUE = "rerank-search"
 _started: dict = {}
