@@ -93,11 +93,14 @@ def chunk_writes(path: Path, language: str):
     """The pipeline's chunks of a BEIR corpus (sources without `embedding`) and their count."""
     import numpy as np
 
-    from indexer.models import Collection, Document
+    from indexer.models import Collection, Document, default_embedding_model
     from indexer.pipeline import chunk_source, plan_chunks
     from indexer.store import ChunkWrite
 
-    collection = Collection(name=SLUG, slug=SLUG, language=language)
+    # Chunked with the tokenizer of the model a new collection of the language gets (what save()
+    # would fill in), at its default chunk size.
+    collection = Collection(name=SLUG, slug=SLUG, language=language,
+                            embedding_model=default_embedding_model(language))
     docs = [Document(pk=i, collection=collection, external_id=str(row["_id"]), title=row.get("title") or "",
                      text=row["text"], metadata={}, content_hash="")
             for i, row in enumerate(read_corpus(path), start=1)]
@@ -175,6 +178,7 @@ def main() -> None:
 
     django.setup()
     from indexer.analysis import query_terms
+    from indexer.models import default_embedding_model
     from indexer.store import STORES
     from search.retrieval import es_filters, keyword_body, text_query
 
@@ -189,7 +193,8 @@ def main() -> None:
             splits = {split: load_split(path, split) for split in args.splits}
             started = time.perf_counter()
             writes, n_docs = chunk_writes(path, language)
-            print(f"{path.name}: {n_docs} documents, {len(writes)} chunks ({language}, "
+            print(f"{path.name}: {n_docs} documents, {len(writes)} chunks ({language}, chunked for "
+                  f"{default_embedding_model(language)}, "
                   f"{time.perf_counter() - started:.0f} s)", flush=True)
 
             def scored(runs_by_split) -> dict:
