@@ -17,8 +17,6 @@ new fingerprint and so a new export.
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -28,6 +26,8 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from common.file_lock import file_lock
 
 import numpy as np
 
@@ -132,17 +132,6 @@ def export_dir(model_dir: Path, models_dir: Path) -> Path:
     return models_dir / "openvino" / f"{model_dir.name}-{weights_fingerprint(model_dir)}"
 
 
-@contextlib.contextmanager
-def _locked(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def export_openvino(model_dir: Path, models_dir: Path) -> Path:
     """The OpenVINO model (encoder.xml) of the transformer in `model_dir`, made if missing: traced
     by torch's TorchScript exporter to ONNX (inputs as the tokenizer gives them, output the last
@@ -151,7 +140,7 @@ def export_openvino(model_dir: Path, models_dir: Path) -> Path:
     xml = target / "encoder.xml"
     if xml.is_file() and (target / "export.json").is_file():
         return xml
-    with _locked(target.with_name(target.name + ".lock")):
+    with file_lock(target.with_name(target.name + ".lock")):
         if xml.is_file() and (target / "export.json").is_file():
             return xml
         started = time.perf_counter()

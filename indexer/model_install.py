@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import fcntl
 import hashlib
 import json
 import os
@@ -36,6 +35,8 @@ import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+
+from common.file_lock import file_lock
 
 from .model_catalog import (
     CONVERSION_VERSION,
@@ -521,16 +522,6 @@ def compare_with_onnx(model: CatalogModel, directory: Path, onnx_path: Path, tex
 # --------------------------------------------------------------------------- installing
 
 
-@contextlib.contextmanager
-def _lock(path: Path):
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _versions() -> dict:
     import onnx
     import openvino
@@ -559,7 +550,7 @@ def install(model: CatalogModel | str, *, base: Path | None = None, fetch: Fetch
     base = base or models_dir()
     base.mkdir(parents=True, exist_ok=True)
     dest = model_dir(model, base)
-    with _lock(base / f".{model.name}.lock"):
+    with file_lock(base / f".{model.name}.lock"):
         if not force and is_current(model, dest):
             say(f"{model.name}: already installed at {dest}")
             return dest
