@@ -69,6 +69,7 @@ def warm_up_models(model_ids: list[str]) -> dict[str, str]:
     A model that cannot load is logged, not raised: the worker still serves the others, and
     a search that needs the broken one gets the loader's clear error then.
     """
+    from .backlog import note_process
     from .cross_encoder import RerankerUnavailable, load_reranker
     from .speed import measure_speed, write_speed
 
@@ -78,6 +79,7 @@ def warm_up_models(model_ids: list[str]) -> dict[str, str]:
         try:
             reranker = load_reranker(model_id)
             speed = write_speed(reranker, measure_speed(reranker), socket.gethostname(), smooth=False)
+            note_process(model_id)  # this process shares the model's backlog (reranker/backlog.py)
         except RerankerUnavailable as exc:
             log.error("warm-up: %s", exc)
             outcome[model_id] = str(exc)

@@ -9,13 +9,22 @@ fusion of its logits with the first stage; the others keep their places. When a 
 or missing, fails, or no model is set, that share keeps the first-stage order, and the outcome
 says why when nothing was reranked: never an error page.
 
+Admission control (RERANK_ADMISSION, on by default): before sending, each share is cut to the
+prefix that can come back within RERANK_TIMEOUT, given the pairs already waiting for that model
+(queued or being scored, reranker/backlog.py) and the workers' speed; when none fits it is not
+sent and the answer says at once "not reranked: the rerank workers are saturated", instead of
+waiting the whole budget for an answer the queue makes impossible. The request carries its
+deadline, and the worker drops or cuts what it could not answer in time (reranker/tasks.py).
+
 The workers are reached by task name (RERANK_TASK, the name reranker/tasks.py registers) so that
 this library module does not import an entry point.
 """
 from __future__ import annotations
 
 import logging
+import math
 import time
+import uuid
 from dataclasses import dataclass, field
 
 import redis
@@ -23,7 +32,10 @@ from celery import current_app
 from celery.exceptions import TimeoutError as CeleryTimeout
 from django.conf import settings
 
+from common.service_metrics import RERANK_ADMISSION, RERANK_OUTCOMES, RERANK_SECONDS
+from reranker.backlog import add_request, read_backlog, remove_request
 from reranker.cross_encoder import configured_model
+from reranker.deadlines import SATURATED, Admission, admit
 from reranker.fusion import Fusion, ModelFusion
 from reranker.speed import read_speed
 
@@ -43,6 +55,7 @@ class Share:
     positions: list[int]
     reranked: bool = False
     reason: str | None = None
+    outcome: str = "not_sent"  # reranked, or the kind of `reason` (the metrics' label)
     logits: list[float] | None = None
     fusion: ModelFusion = ModelFusion()
     runtime: str | None = None
@@ -62,6 +75,7 @@ class RerankOutcome:
     reason: str | None = None  # why not (nothing reranked), shown as "not reranked: <reason>"
     ms: float = 0.0
     shares: list[Share] = field(default_factory=list)
+    kind: str = "reranked"  # reranked, or the kind of `reason` (Share.outcome; the metrics' label)
 
     @property
     def candidates(self) -> int:
@@ -157,53 +171,161 @@ def plan_shares(hits: list[Hit], collections: dict) -> tuple[list[Share], str | 
     return list(shares.values()), None
 
 
-def rerank_hits(query: str, hits: list[Hit], collections: dict) -> RerankOutcome:
-    """Ask the rerank workers for the logits of each model's share of the head (plan_shares),
-    all at once, waiting at most RERANK_TIMEOUT for all of them."""
-    shares, reason = plan_shares(hits, collections)
-    if reason:
-        return RerankOutcome(False, reason)
-    budget = settings.RERANK_TIMEOUT
+class RerankSaturated(Exception):
+    """The rerank workers cannot answer within the budget (admission control): nothing was sent.
+    `retry_after`: whole seconds until the work waiting now is expected to be done."""
+
+    def __init__(self, retry_after: int):
+        super().__init__(SATURATED)
+        self.retry_after = retry_after
+
+
+def retry_after_seconds(expected_wait: float) -> int:
+    """Whole seconds a refused client should wait: the expected wait, at least 1."""
+    return max(1, math.ceil(expected_wait))
+
+
+def admit_share(share: Share, budget: float) -> Admission | None:
+    """Admission control (RERANK_ADMISSION) for one share: cut its positions to the prefix that
+    the model's workers can score and answer within `budget` seconds given the pairs already
+    waiting for them (reranker/backlog.py, reranker/deadlines.py); the share gets the reason when
+    none fits. None when admission control is off."""
+    if not settings.RERANK_ADMISSION:
+        return None
+    speed = read_speed(share.model)
+    waiting = read_backlog(share.model) if speed else None
+    admission = admit(len(share.positions), budget, speed, waiting.pairs if waiting else 0,
+                      waiting.processes if waiting else 1, settings.RERANK_ROUND_TRIP_SECONDS)
+    decision = ("unknown_speed" if not speed else "saturated" if admission.saturated
+                else "trimmed" if admission.pairs < admission.wanted else "sent")
+    RERANK_ADMISSION.labels(decision).inc()
+    if admission.saturated:
+        share.reason, share.outcome = admission.reason, "saturated"
+        log.info("not sent (%s): %d pairs waiting on %d process(es) at %.0f pairs/s, expected wait %.2f s, budget %g s",
+                 share.model, waiting.pairs if waiting else 0, waiting.processes if waiting else 1, speed,
+                 admission.expected_wait, budget)
+    else:
+        del share.positions[admission.pairs:]
+    return admission
+
+
+def send_and_wait(query: str, jobs: list[tuple[Share, list[str]]], budget: float) -> None:
+    """Send each share's passages to the workers at once and wait at most `budget` seconds for
+    all of them; each share gets its logits (for a prefix of its positions, when the worker cut
+    the request at its deadline) or the reason it has none."""
     started = time.perf_counter()
+    deadline = time.time() + budget - settings.RERANK_ROUND_TRIP_SECONDS if settings.RERANK_ADMISSION else None
     pending = []
-    for share in shares:
-        passages = [passage_text(hits[i]) for i in share.positions]
+    for share, passages in jobs:
+        task_id = str(uuid.uuid4())
+        if deadline is not None:
+            add_request(share.model, task_id, len(passages), deadline)
         try:
             # `expires`: a worker that takes the message after the budget drops it instead of
             # scoring for nobody (at least 1 s, for clocks of different hosts that disagree a
-            # little). `retry=False`: a broker that is down fails now, not after retries.
+            # little); with admission control the worker also reads `deadline` (reranker/tasks.py).
+            # `retry=False`: a broker that is down fails now, not after retries.
             result = current_app.send_task(RERANK_TASK, args=[query, passages, share.sent_model],
-                                           queue=settings.RERANK_QUEUE, expires=max(budget, 1.0), retry=False)
+                                           kwargs={"deadline": deadline} if deadline is not None else {},
+                                           task_id=task_id, queue=settings.RERANK_QUEUE,
+                                           expires=max(budget, 1.0), retry=False)
         except Exception as exc:
-            share.reason = f"the task broker is unreachable ({type(exc).__name__})"
+            share.reason, share.outcome = f"the task broker is unreachable ({type(exc).__name__})", "broker"
+            if deadline is not None:
+                remove_request(share.model, task_id, len(passages))
             continue
-        pending.append((share, result))
-    for share, result in pending:
+        pending.append((share, result, len(passages)))
+    for share, result, sent in pending:
         try:
             payload = wait_for(result, started + budget)
         except CeleryTimeout:
-            share.reason = (f"no rerank worker took the request within {budget:g} s (none is running, or all are busy)"
-                            if withdraw_request(result.id) else f"the rerank worker did not answer within {budget:g} s")
+            if withdraw_request(result.id):
+                share.outcome = "not_taken"
+                share.reason = f"no rerank worker took the request within {budget:g} s (none is running, or all are busy)"
+            else:
+                share.outcome = "timeout"
+                share.reason = f"the rerank worker did not answer within {budget:g} s"
+            if deadline is not None:
+                remove_request(share.model, result.id, sent)
         except Exception as exc:  # the task raised (model missing on the worker, ...)
+            share.outcome = "failed"
             share.reason = f"the rerank worker failed: {type(exc).__name__}: {str(exc)[:300]}"
         else:
             logits = payload.get("logits") or []
-            if len(logits) != len(share.positions):
+            if payload.get("stopped") == "expired" or (not logits and payload.get("stopped") == "deadline"):
+                share.outcome = "expired"
+                share.reason = "the rerank worker took the request too late to score it within the budget"
+            elif not logits or len(logits) > len(share.positions) or (
+                    len(logits) < len(share.positions) and payload.get("stopped") != "deadline"):
+                share.outcome = "failed"
                 share.reason = f"the rerank worker returned {len(logits)} scores for {len(share.positions)} passages"
             else:
-                share.reranked, share.logits = True, logits
+                del share.positions[len(logits):]  # cut at the deadline: the scored prefix
+                share.reranked, share.logits, share.outcome = True, logits, "reranked"
                 share.fusion = ModelFusion.from_dict(payload["fusion"]) if payload.get("fusion") else ModelFusion()
                 share.runtime, share.precision = payload.get("runtime"), payload.get("precision")
         share.ms = (time.perf_counter() - started) * 1000
-    outcome = RerankOutcome(any(share.reranked for share in shares), shares=shares,
-                            ms=(time.perf_counter() - started) * 1000)
+
+
+def rerank_hits(query: str, hits: list[Hit], collections: dict) -> RerankOutcome:
+    """Ask the rerank workers for the logits of each model's share of the head (plan_shares),
+    all at once, waiting at most RERANK_TIMEOUT for all of them; with admission control, each
+    share first cut to what can come back in time, or not sent (admit_share)."""
+    started = time.perf_counter()
+    shares, reason = plan_shares(hits, collections)
+    if reason:
+        return _recorded(RerankOutcome(False, reason, kind="no_results" if not hits else "no_model"), started)
+    budget = settings.RERANK_TIMEOUT
+    jobs = []
+    for share in shares:
+        admit_share(share, budget)
+        if not share.reason:
+            jobs.append((share, [passage_text(hits[i]) for i in share.positions]))
+    send_and_wait(query, jobs, budget)
+    outcome = RerankOutcome(any(share.reranked for share in shares), shares=shares)
     for share in shares:
         if share.reason:
             log.warning("not reranked (%s, %d chunks): %s", share.model, len(share.positions), share.reason)
     if not outcome.reranked:
         reasons = list(dict.fromkeys(share.reason for share in shares))
         outcome.reason = reasons[0] if len(reasons) == 1 else "; ".join(reasons)
+        kinds = {share.outcome for share in shares}
+        outcome.kind = kinds.pop() if len(kinds) == 1 else "mixed"
+    return _recorded(outcome, started)
+
+
+def _recorded(outcome: RerankOutcome, started: float) -> RerankOutcome:
+    outcome.ms = (time.perf_counter() - started) * 1000
+    RERANK_SECONDS.labels(outcome.kind).observe(outcome.ms / 1000)
+    RERANK_OUTCOMES.labels(outcome.kind).inc()
     return outcome
+
+
+def rerank_passages(query: str, passages: list[str], model: str = "") -> Share:
+    """Score `passages` for `query` with `model` (empty: the site's RERANKER_MODEL) under the same
+    budget and admission rules as a search's rerank stage: the entry point for callers other than
+    the search (an API that reranks texts it is given).
+
+    Returns the Share: `logits` for the first len(logits) passages (a prefix, when the workers had
+    time for only part; the rest keep their order), or `reason` (and `outcome`) when there are
+    none. Raises RerankSaturated when admission control refuses the request (nothing sent): a
+    caller answering HTTP maps it to 503 with `Retry-After: exc.retry_after`.
+    """
+    started = time.perf_counter()
+    target = configured_model(model.strip())
+    share = Share(model=target, sent_model=model.strip(), positions=list(range(len(passages))))
+    if not target or not passages:
+        share.reason = "no reranker model configured" if not target else "no passages to rerank"
+        share.outcome = "no_model" if not target else "no_results"
+        return share
+    budget = settings.RERANK_TIMEOUT
+    admission = admit_share(share, budget)
+    if admission is not None and admission.saturated:
+        _recorded(RerankOutcome(False, share.reason, kind="saturated", shares=[share]), started)
+        raise RerankSaturated(retry_after_seconds(admission.expected_wait - budget))
+    send_and_wait(query, [(share, list(passages[: len(share.positions)]))], budget)
+    _recorded(RerankOutcome(share.reranked, share.reason, kind=share.outcome, shares=[share]), started)
+    return share
 
 
 def reorder_share(hits: list[Hit], positions: list[int], logits: list[float], fusion: Fusion = Fusion()) -> None:

@@ -426,6 +426,14 @@ RERANK_TIMEOUT = env_float("RERANK_TIMEOUT", 2.0)
 # requests.
 RERANK_TARGET_SECONDS = env_float("RERANK_TARGET_SECONDS", 0.3)
 RERANK_MIN_CANDIDATES = env_int("RERANK_MIN_CANDIDATES", 10)
+# Admission control (search/rerank_client.py): before sending, a search estimates when the workers
+# would answer, from their speed and the pairs already waiting (reranker/backlog.py); what cannot
+# come back within RERANK_TIMEOUT is not sent ("not reranked: the rerank workers are saturated"),
+# and the worker drops or cuts a request at its deadline. Off: every request is sent and waited
+# for (the behaviour before it; bench/load.py compares both).
+RERANK_ADMISSION = env_bool("RERANK_ADMISSION", True)
+# Of the budget, what the round trip takes besides scoring (queue pick-up, result, polling).
+RERANK_ROUND_TRIP_SECONDS = env_float("RERANK_ROUND_TRIP_SECONDS", 0.1)
 
 # Snapshots of ranked lists (search/results.py) live in Redis, shared by every web process.
 CACHES = {

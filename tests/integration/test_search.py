@@ -134,6 +134,9 @@ def test_rerank_off_keeps_the_first_stage_order(api, mode):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_rerank_timeout_shows_first_stage_order_flagged(api, client, settings, mode):
+    # The wait itself, as with admission control off: on, a 1 ms budget is refused before sending
+    # (tests/integration/test_load_shedding.py).
+    settings.RERANK_ADMISSION = False
     settings.RERANK_TIMEOUT = 0.001
     body = api(q=QUERY, mode=mode, k=50)
     assert body["rerank"]["applied"] is False

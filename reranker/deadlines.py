@@ -1,0 +1,95 @@
+"""How many pairs fit in the time left, for the web process that decides what to send (admission
+control, search/rerank_client.py) and the worker that scores it (reranker/tasks.py).
+
+Both use the workers' measured speed (reranker/speed.py). The web process counts the pairs
+already waiting for the model (reranker/backlog.py) as time that passes before its own request
+is taken; the worker, holding the request, counts only the time left to the request's deadline
+and scores in batches, looking at the clock before each, so that nothing is scored that would be
+answered after the web process stopped waiting.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+
+def pairs_that_fit(seconds_left: float, pairs_per_second: float) -> int:
+    """Whole pairs one process scores in `seconds_left` at `pairs_per_second`."""
+    if seconds_left <= 0 or pairs_per_second <= 0:
+        return 0
+    return math.floor(seconds_left * pairs_per_second + 1e-9)
+
+
+def expected_wait(backlog_pairs: int, pairs_per_second: float, processes: int) -> float:
+    """Seconds before a request sent now is taken: the waiting pairs, shared by the processes."""
+    return backlog_pairs / (pairs_per_second * max(1, processes))
+
+
+@dataclass
+class Admission:
+    """What the web process may send to one model: `pairs` of the head (0: none), and why fewer
+    than it wanted."""
+    pairs: int
+    wanted: int
+    expected_wait: float = 0.0
+    reason: str | None = None  # set when pairs == 0
+
+    @property
+    def saturated(self) -> bool:
+        return self.pairs == 0
+
+
+SATURATED = "the rerank workers are saturated"
+
+
+def admit(wanted: int, budget: float, pairs_per_second: float | None, backlog_pairs: int, processes: int,
+          round_trip: float) -> Admission:
+    """The part of the head (`wanted` pairs) that comes back within `budget` seconds: the wait
+    for the backlog, the scoring, and `round_trip` (queue, result, polling) must all fit. Speed
+    unknown: everything wanted (no worker has measured it; the worker still trims to its deadline)."""
+    if not pairs_per_second:
+        return Admission(wanted, wanted)
+    wait = expected_wait(backlog_pairs, pairs_per_second, processes)
+    fit = min(wanted, pairs_that_fit(budget - wait - round_trip, pairs_per_second))
+    return Admission(fit, wanted, wait, None if fit else SATURATED)
+
+
+@dataclass
+class ScoredPrefix:
+    """What a worker scored of a request: the logits of the first len(logits) passages."""
+    logits: list[float] = field(default_factory=list)
+    offered: int = 0
+    stopped: str | None = None  # "expired" (deadline passed before scoring), "deadline" (trimmed)
+    late: bool = False  # scoring ended after the deadline: the answer is for nobody
+
+
+def score_before(deadline: float | None, passages: Sequence[str], score: Callable[[Sequence[str]], Sequence[float]],
+                 pairs_per_second: float | None, batch_size: int,
+                 clock: Callable[[], float] = time.time) -> ScoredPrefix:
+    """Score the longest prefix of `passages` that ends before `deadline` (Unix time; None: all),
+    one batch at a time. Before each batch the clock is read again: the batch is cut to the pairs
+    that still fit at `pairs_per_second` (unknown: the whole batch while time is left), and
+    nothing more is scored once the deadline has passed."""
+    result = ScoredPrefix(offered=len(passages))
+    if deadline is not None and clock() >= deadline:
+        result.stopped = "expired"
+        return result
+    start = 0
+    while start < len(passages):
+        size = min(batch_size, len(passages) - start)
+        if deadline is not None:
+            left = deadline - clock()
+            fit = size if not pairs_per_second and left > 0 else pairs_that_fit(left, pairs_per_second or 0)
+            if fit < size:
+                size = fit
+                result.stopped = "deadline"
+            if size <= 0:
+                break
+        result.logits.extend(float(x) for x in score(passages[start:start + size]))
+        start += size
+        if result.stopped:
+            break
+    result.late = deadline is not None and clock() > deadline
+    return result

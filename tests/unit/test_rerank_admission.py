@@ -1,0 +1,92 @@
+"""Admission control's estimate (reranker/deadlines.py admit) and the worker's deadline logic
+(score_before): how many pairs fit, when a request is refused, when scoring stops."""
+from __future__ import annotations
+
+import pytest
+
+from reranker.deadlines import SATURATED, admit, expected_wait, pairs_that_fit, score_before
+
+
+def test_pairs_that_fit_rounds_down_and_never_goes_negative():
+    assert pairs_that_fit(0.3, 100.0) == 30
+    assert pairs_that_fit(0.299, 100.0) == 29
+    assert pairs_that_fit(0.0, 100.0) == 0
+    assert pairs_that_fit(-1.0, 100.0) == 0
+    assert pairs_that_fit(1.0, 0.0) == 0
+
+
+def test_expected_wait_shares_the_backlog_among_processes():
+    assert expected_wait(200, 100.0, 1) == pytest.approx(2.0)
+    assert expected_wait(200, 100.0, 4) == pytest.approx(0.5)
+    assert expected_wait(200, 100.0, 0) == pytest.approx(2.0)  # no process seen yet: counted as one
+
+
+def test_an_idle_worker_gets_the_whole_head():
+    admission = admit(wanted=30, budget=2.0, pairs_per_second=100.0, backlog_pairs=0, processes=1, round_trip=0.1)
+    assert admission.pairs == 30 and not admission.saturated and admission.reason is None
+
+
+def test_a_busy_worker_gets_the_part_of_the_head_that_fits():
+    # 150 pairs waiting at 100 pairs/s: 1.5 s of wait, 2.0 - 1.5 - 0.1 = 0.4 s left: 40 of 50.
+    admission = admit(wanted=50, budget=2.0, pairs_per_second=100.0, backlog_pairs=150, processes=1, round_trip=0.1)
+    assert admission.pairs == 40 and admission.expected_wait == pytest.approx(1.5)
+
+
+def test_a_saturated_worker_gets_nothing_and_says_so():
+    admission = admit(wanted=50, budget=2.0, pairs_per_second=100.0, backlog_pairs=195, processes=1, round_trip=0.1)
+    assert admission.pairs == 0 and admission.saturated and admission.reason == SATURATED
+    assert SATURATED == "the rerank workers are saturated"
+    # Two processes halve the wait: the same backlog then leaves room.
+
+    assert admit(50, 2.0, 100.0, 195, 2, 0.1).pairs == min(50, pairs_that_fit(2.0 - 0.975 - 0.1, 100.0))
+
+
+def test_unknown_speed_sends_everything_wanted():
+    admission = admit(wanted=10, budget=2.0, pairs_per_second=None, backlog_pairs=10_000, processes=1, round_trip=0.1)
+    assert admission.pairs == 10 and not admission.saturated
+
+
+class Clock:
+    """A clock that each scored pair moves forward by `per_pair` seconds."""
+
+    def __init__(self, now: float, per_pair: float):
+        self.now, self.per_pair = now, per_pair
+        self.batches: list[int] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def score(self, passages):
+        self.batches.append(len(passages))
+        self.now += self.per_pair * len(passages)
+        return [float(len(p)) for p in passages]
+
+
+def test_a_request_taken_after_its_deadline_is_not_scored():
+    clock = Clock(now=100.0, per_pair=0.01)
+    result = score_before(99.0, ["a"] * 20, clock.score, 100.0, 8, clock=clock)
+    assert result.stopped == "expired" and result.logits == [] and clock.batches == [] and not result.late
+
+
+def test_the_worker_scores_only_what_ends_before_the_deadline_batch_by_batch():
+    # 0.25 s left at 100 pairs/s: 25 of 40 pairs, in batches of 10, 10, then 5.
+    clock = Clock(now=100.0, per_pair=0.01)
+    passages = [f"p{i}" for i in range(40)]
+    result = score_before(100.25, passages, clock.score, 100.0, 10, clock=clock)
+    assert clock.batches == [10, 10, 5]
+    assert result.logits == [float(len(p)) for p in passages[:25]] and result.stopped == "deadline"
+    assert not result.late and result.offered == 40
+
+
+def test_a_slower_worker_than_measured_stops_before_the_next_batch():
+    # Measured 100 pairs/s but runs at 20: after the first batch of 10 (0.5 s) the deadline has passed.
+    clock = Clock(now=100.0, per_pair=0.05)
+    result = score_before(100.3, ["x"] * 30, clock.score, 100.0, 10, clock=clock)
+    assert clock.batches == [10] and len(result.logits) == 10 and result.stopped == "deadline"
+    assert result.late  # counted: the first batch ended after the deadline
+
+
+def test_no_deadline_scores_everything():
+    clock = Clock(now=100.0, per_pair=1.0)
+    result = score_before(None, ["x"] * 7, clock.score, 100.0, 3, clock=clock)
+    assert clock.batches == [3, 3, 1] and len(result.logits) == 7 and result.stopped is None and not result.late
