@@ -35,6 +35,8 @@ from typing import NamedTuple
 import redis
 from django.conf import settings
 
+from common.service_metrics import SEARCHES_RATE_LIMITED
+
 logger = logging.getLogger(__name__)
 
 # URL names (not paths, not view functions) of the limited views: the search page and the API.
@@ -129,6 +131,7 @@ class RateLimitMiddleware:
         refusal = self.check(request)
         if refusal is None:
             return None
+        SEARCHES_RATE_LIMITED.labels(kind, refusal.who).inc()
         return too_many_requests(request, kind, refusal)
 
     def check(self, request) -> Refusal | None:

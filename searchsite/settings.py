@@ -126,6 +126,9 @@ MIDDLEWARE = [
     "indexer.upload_limits.UploadLimitMiddleware",
     # After authentication (signed-in users are counted by user); answers 429 (searchsite/ratelimit.py).
     "searchsite.ratelimit.RateLimitMiddleware",
+    # After the rate limit (a client over its limit gets its 429 first): 503 past
+    # SEARCH_MAX_IN_FLIGHT searches in progress in this process (searchsite/admission.py).
+    "searchsite.admission.SearchAdmissionMiddleware",
 ]
 
 ROOT_URLCONF = "searchsite.urls"
@@ -468,3 +471,11 @@ RATE_LIMIT_REDIS_TIMEOUT = env_float("RATE_LIMIT_REDIS_TIMEOUT", 0.25)
 if RATE_LIMIT_REDIS_TIMEOUT <= 0:
     raise ImproperlyConfigured(f"RATE_LIMIT_REDIS_TIMEOUT must be a positive number of seconds, not {RATE_LIMIT_REDIS_TIMEOUT}")
 RATE_LIMIT_KEY_PREFIX = f"{CELERY_KEY_PREFIX}ratelimit:"
+
+# --------------------------------------------------------------------------- Load shedding (searchsite/admission.py)
+
+# Searches in progress in one web process (0: no bound); past it, 503 at once with Retry-After
+# SEARCH_RETRY_AFTER seconds. Give gunicorn more threads than this (--threads), so that the
+# threads past the bound answer the refusals (docs/operating.md, "Under load").
+SEARCH_MAX_IN_FLIGHT = env_int("SEARCH_MAX_IN_FLIGHT", 4)
+SEARCH_RETRY_AFTER = env_int("SEARCH_RETRY_AFTER", 1)
