@@ -420,7 +420,22 @@ def import_sources(collection: Collection, sources: Iterable[Source], options: I
         records.extend(file_records)
 
     records = reject_duplicates(records, file_reports)
+    outcomes, report.changed_ids = upsert_records(collection, records, progress=progress, wait=wait)
+    for record, outcome in zip(records, outcomes):
+        file_report = file_reports[record.source]
+        setattr(file_report, outcome, getattr(file_report, outcome) + 1)
+    return report
 
+
+def upsert_records(collection: Collection, records: list[Record], *, wait: bool = True,
+                   progress: Callable[[int, int], None] | None = None) -> tuple[list[str], list[int]]:
+    """Create or update `records` (external ids unique among them) in one transaction and queue
+    the changed documents for indexing once it commits: the one write path of a document, from a
+    file import or the API (api/documents.py). Returns each record's outcome (`created`,
+    `updated` or `unchanged`, in order) and the primary keys of the changed documents. Raises
+    ImportBusy (`wait=False`) when another import holds the collection; nothing is written then."""
+    outcomes: list[str] = []
+    changed_ids: list[int] = []
     try:
         with transaction.atomic():
             # One import per collection at a time: two imports of the same new external id would
@@ -430,16 +445,18 @@ def import_sources(collection: Collection, sources: Iterable[Source], options: I
             Collection.objects.select_for_update(nowait=not wait).filter(pk=collection.pk).first()
             for start in range(0, len(records), UPSERT_BATCH_SIZE):
                 batch = records[start:start + UPSERT_BATCH_SIZE]
-                report.changed_ids.extend(upsert_batch(collection, batch, file_reports))
+                batch_outcomes, batch_changed = upsert_batch(collection, batch)
+                outcomes.extend(batch_outcomes)
+                changed_ids.extend(batch_changed)
                 if progress:
                     progress(len(batch), len(records))
-            tasks.queue_for_indexing(report.changed_ids)
+            tasks.queue_for_indexing(changed_ids)
     except OperationalError as exc:
         if is_lock_timeout(exc):
             raise ImportBusy(f"another import into {collection.slug!r} is running; try again when it has "
                              "finished") from exc
         raise
-    return report
+    return outcomes, changed_ids
 
 
 def reject_duplicates(records: list[Record], file_reports: dict[str, FileReport]) -> list[Record]:
@@ -459,36 +476,36 @@ def reject_duplicates(records: list[Record], file_reports: dict[str, FileReport]
     return kept
 
 
-def upsert_batch(collection: Collection, batch: list[Record], file_reports: dict[str, FileReport]) -> list[int]:
-    """Create or update one batch; returns the primary keys of the created and updated documents."""
+def upsert_batch(collection: Collection, batch: list[Record]) -> tuple[list[str], list[int]]:
+    """Create or update one batch; returns each record's outcome (created, updated, unchanged)
+    and the primary keys of the created and updated documents."""
     existing = {
         external_id: (pk, content_hash)
         for external_id, pk, content_hash in Document.objects.filter(
             collection=collection, external_id__in=[r.external_id for r in batch]
         ).values_list("external_id", "pk", "content_hash")
     }
-    to_create, to_update = [], []
+    to_create, to_update, outcomes = [], [], []
     now = timezone.now()
     for record in batch:
         content_hash = Document.compute_hash(record.title, record.text, record.metadata)
         values = dict(title=record.title, text=record.text, metadata=record.metadata, content_hash=content_hash,
                       source_filename=PurePath(record.source).name[:500], content_type=record.content_type)
-        file_report = file_reports[record.source]
         if record.external_id not in existing:
             to_create.append(Document(collection=collection, external_id=record.external_id, **values))
-            file_report.created += 1
+            outcomes.append("created")
         elif existing[record.external_id][1] == content_hash:
-            file_report.unchanged += 1
+            outcomes.append("unchanged")
         else:
             to_update.append(Document(pk=existing[record.external_id][0], updated_at=now, **values))
-            file_report.updated += 1
+            outcomes.append("updated")
     created = Document.objects.bulk_create(to_create)
     if to_update:
         Document.objects.bulk_update(
             to_update, ["title", "text", "metadata", "content_hash", "source_filename", "content_type", "updated_at"],
             batch_size=100,
         )
-    return [d.pk for d in created] + [d.pk for d in to_update]
+    return outcomes, [d.pk for d in created] + [d.pk for d in to_update]
 
 
 # --------------------------------------------------------------------------- chunk counts
