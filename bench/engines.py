@@ -116,7 +116,8 @@ def main():
     from indexer.pipeline import chunk_source, encode_chunks, plan_chunks
     from indexer.store import ChunkWrite, get_store
     from reranker.metrics import ndcg_at_k
-    from search.retrieval import (MODES, es_filters, fuse, keyword_body, keyword_query, semantic_body, to_hit)
+    from search.retrieval import (MODES, default_fusion, es_filters, fuse, keyword_body, keyword_query, semantic_body,
+                                  to_hit)
 
     model_id = settings.EMBEDDING_MODEL
     print(f"machine: {machine()}")
@@ -202,7 +203,7 @@ def main():
                     latency[engine][mode].append((time.perf_counter() - t) * 1000)
                     hits = [[to_hit(raw) for raw in answer["hits"]["hits"]] for answer in lists]
                     if mode == "hybrid":
-                        ranked = fuse(hits[0], hits[1] if len(hits) > 1 else [], settings.SEARCH_RRF_K,
+                        ranked = fuse(hits[0], hits[1] if len(hits) > 1 else [], default_fusion("en")[0],
                                       settings.SEARCH_DEPTH)
                     else:
                         ranked = hits[0] if hits else []

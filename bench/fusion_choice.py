@@ -6,11 +6,7 @@ queries, measured on the dev queries:
 
     .venv/bin/python bench/fusion_choice.py var/bench/first-stage/*.json
 
-Rules (search/retrieval.py `fuse` runs the one chosen):
-    rrf        score = w / (k + semantic rank) + (1 - w) / (k + keyword rank)   (k 60, w 0.5: plain RRF)
-    minmax     score = w * semantic' + (1 - w) * keyword', each list's scores scaled to [0, 1]
-               (a chunk missing from a list gets 0 there)
-    zscore     the same with each list standardised (a missing chunk gets the list's minimum)
+Rules: search/hybrid_fusion.py (the query path fuses with the same functions).
 
 A set without train queries (the Chinese one) is chosen by two-fold cross-validation on dev: the
 rule chosen on one half is measured on the other, and the two halves' figures are averaged.
@@ -24,56 +20,23 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "searchsite.settings")
 
 DATASETS = ROOT.parent / "shared" / "datasets"
-WEIGHTS = [round(w, 2) for w in np.arange(0.0, 1.0001, 0.05)]
-RRF_KS = (5, 10, 20, 40, 60, 100)
-
-
-def candidates():
-    for k in RRF_KS:
-        for w in WEIGHTS:
-            yield ("rrf", k, w)
-    for w in WEIGHTS:
-        yield ("minmax", 0, w)
-        yield ("zscore", 0, w)
-
-
-def normalised(scores: np.ndarray, kind: str) -> np.ndarray:
-    if not len(scores):
-        return scores
-    if kind == "minmax":
-        span = scores.max() - scores.min()
-        return (scores - scores.min()) / span if span > 0 else np.ones_like(scores)
-    std = scores.std()
-    return (scores - scores.mean()) / std if std > 0 else np.zeros_like(scores)
 
 
 def fuse(lists: dict, rule) -> list[str]:
     """Document ids in the order the fused chunks put them (each document at its best chunk)."""
-    kind, k, w = rule
-    fused: dict[tuple[str, int], float] = {}
-    if kind == "rrf":
-        for weight, ranked in ((w, lists["semantic"]), (1 - w, lists["keyword"])):
-            for rank, (doc, chunk, _) in enumerate(ranked, start=1):
-                fused[(doc, chunk)] = fused.get((doc, chunk), 0.0) + weight / (k + rank)
-    else:
-        parts = []
-        for weight, ranked in ((w, lists["semantic"]), (1 - w, lists["keyword"])):
-            values = normalised(np.array([s for _, _, s in ranked], dtype=np.float64), kind)
-            floor = 0.0 if kind == "minmax" else (float(values.min()) if len(values) else 0.0)
-            parts.append((weight, {(d, c): float(v) for (d, c, _), v in zip(ranked, values)}, floor))
-        keys = set(parts[0][1]) | set(parts[1][1])
-        for key in keys:
-            fused[key] = sum(weight * scores.get(key, floor) for weight, scores, floor in parts)
-    order = sorted(fused, key=lambda key: (-fused[key], key))
+    from search.hybrid_fusion import fused_scores
+
+    semantic = [((doc, chunk), score) for doc, chunk, score in lists["semantic"]]
+    keyword = [((doc, chunk), score) for doc, chunk, score in lists["keyword"]]
+    fused = fused_scores(semantic, keyword, rule)
     seen, documents = set(), []
-    for doc, _ in order:
+    for doc, _ in sorted(fused, key=lambda key: (-fused[key], key)):
         if doc not in seen:
             seen.add(doc)
             documents.append(doc)
@@ -88,8 +51,10 @@ def score(split_lists: dict, qrels: dict, rule, qids) -> float:
 
 
 def best(split_lists, qrels, qids):
+    from search.hybrid_fusion import PLAIN_RRF, candidates
+
     scored = [(score(split_lists, qrels, rule, qids), rule) for rule in candidates()]
-    return max(scored, key=lambda item: (round(item[0], 6), item[1] == ("rrf", 60, 0.5)))
+    return max(scored, key=lambda item: (round(item[0], 6), item[1] == PLAIN_RRF))
 
 
 def halves(qids):
@@ -105,8 +70,9 @@ def main():
 
     django.setup()
     from relevance.judgments import read_qrels
+    from search.hybrid_fusion import LANGUAGE_DEFAULTS, PLAIN_RRF, FusionRule
 
-    plain = ("rrf", 60, 0.5)
+    plain = PLAIN_RRF
     print(f"{'set':12} {'model':22} {'semantic':>8} {'keyword':>8} {'rrf60':>7} {'chosen':>7}  rule (chosen on)")
     for path in args.dumps:
         dump = json.loads(path.read_text())
@@ -114,9 +80,10 @@ def main():
         dev = dump["splits"]["dev"]
         dev_qrels = {q: r for q, r in read_qrels(folder / "qrels" / "dev.tsv").items() if q in dev}
         dev_ids = sorted(dev_qrels)
-        sem = score(dev, dev_qrels, ("rrf", 60, 1.0), dev_ids)
-        kw = score(dev, dev_qrels, ("rrf", 60, 0.0), dev_ids)
+        sem = score(dev, dev_qrels, FusionRule("rrf", 1.0), dev_ids)
+        kw = score(dev, dev_qrels, FusionRule("rrf", 0.0), dev_ids)
         rrf = score(dev, dev_qrels, plain, dev_ids)
+        default = score(dev, dev_qrels, LANGUAGE_DEFAULTS[dump["language"]], dev_ids)
         if "train" in dump["splits"]:
             train = dump["splits"]["train"]
             train_qrels = {q: r for q, r in read_qrels(folder / "qrels" / "train.tsv").items() if q in train}
@@ -129,7 +96,7 @@ def main():
             chosen = (score(dev, dev_qrels, rule_a, b) * len(b) + score(dev, dev_qrels, rule_b, a) * len(a)) / len(dev_ids)
             how, rules = "2-fold on dev", [rule_a, rule_b]
         print(f"{dump['set']:12} {dump['model'][:22]:22} {sem:8.4f} {kw:8.4f} {rrf:7.4f} {chosen:7.4f}  "
-              f"{' / '.join(f'{r[0]} k={r[1]} w={r[2]}' for r in rules)} ({how})", flush=True)
+              f"{' / '.join(str(r) for r in rules)} ({how}); default {default:.4f}", flush=True)
 
 
 if __name__ == "__main__":

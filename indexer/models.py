@@ -106,6 +106,14 @@ class Collection(models.Model):
         max_length=500, blank=True,
         help_text="Cross-encoder id or directory for this collection; empty uses the site default.",
     )
+    # Set by `manage.py choose_fusion` (relevance/fusion_choice.py): {"rule": {...}, "model": the
+    # bi-encoder it was chosen with, "queries", "ndcg", "default_ndcg", "chosen_at"}. Read by the
+    # hybrid mode (search/retrieval.py collection_fusion) only while the live index serves that model.
+    hybrid_fusion = models.JSONField(
+        default=dict, blank=True, editable=False,
+        help_text="The hybrid mode's fusion rule chosen on this collection's judged queries (manage.py "
+                  "choose_fusion); empty: the language's default.",
+    )
     # Index layout of the next build (indexer/builds.py). The default is the engine's
     # (indexer/store.py): on Elasticsearch BBQ, which had the best kNN recall and needs the least
     # memory (docs/indexing.md; at least 64 dimensions); OpenSearch's lucene engine has no BBQ.

@@ -37,6 +37,7 @@ class SearchParams:
     group: bool
     metadata: dict[str, list[str]] = field(default_factory=dict)
     scope: list = field(default_factory=list)  # every Collection the user may see, in slug order (facets)
+    staff: bool = False  # the answer then says how it was made (the hybrid fusion rule)
 
     @property
     def max_page(self) -> int:
@@ -136,4 +137,5 @@ def parse(params, user, *, query_required: bool = True) -> SearchParams:
         query=query, mode=mode, collections=collections, requested_collections=requested, k=k, page=page,
         rerank=_boolean(params, "rerank", True), group=_boolean(params, "group", True), metadata=metadata,
         scope=[visible[s] for s in sorted(visible)],
+        staff=bool(user is not None and user.is_authenticated and user.is_active and user.is_staff),
     )

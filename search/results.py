@@ -92,6 +92,7 @@ class RankedList:
     query_vector_cached: bool | None
     facets: dict  # search/facets.py parse_facets
     embedding_models: dict[str, str] = field(default_factory=dict)  # collection slug -> bi-encoder
+    hybrid_fusion: dict | None = None  # the rule that fused the hybrid lists, and its source
 
 
 def result_item(hit: Hit, rank: int) -> ResultItem:
@@ -130,7 +131,8 @@ def build_results(hits: list[Hit], group: bool) -> list[ResultItem]:
 def snapshot_key(params: SearchParams) -> str:
     what = [params.query, params.mode, sorted(c.slug for c in params.collections), params.metadata,
             sorted(c.slug for c in params.scope), params.requested_collections,
-            params.rerank, params.group, settings.SEARCH_DEPTH, settings.RERANK_TOP_N]
+            params.rerank, params.group, settings.SEARCH_DEPTH, settings.RERANK_TOP_N,
+            [c.hybrid_fusion for c in params.collections], settings.SEARCH_HYBRID_FUSION]
     return "snapshot:" + hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
 
 
@@ -190,6 +192,7 @@ def ranked_list(params: SearchParams) -> RankedList:
         query_vector_cached=stage.vector_cached,
         facets=parse_facets(facets, stage.facets_response),
         embedding_models=stage.collection_models,
+        hybrid_fusion=stage.fusion,
     )
 
 
@@ -208,7 +211,7 @@ def run_search(params: SearchParams) -> dict:
     timings = dict(ranked.timings_ms) if not from_snapshot else {"embed": 0.0, "elasticsearch": 0.0, "rerank": 0.0}
     timings["total"] = round((time.perf_counter() - started) * 1000, 2)
     rerank = ranked.rerank.to_dict()
-    return {
+    answer = {
         "query": params.query,
         "mode": params.mode,
         "collections": [c.slug for c in params.collections],
@@ -227,3 +230,6 @@ def run_search(params: SearchParams) -> dict:
         "facets": ranked.facets,
         "results": [item.to_dict() for item in ranked.results[first: first + params.k]],
     }
+    if params.staff:
+        answer["hybrid_fusion"] = getattr(ranked, "hybrid_fusion", None)  # snapshots made before the field: none
+    return answer

@@ -6,8 +6,9 @@
               over the title and text terms the index holds in its language
               (indexer/analysis.py: `title_terms`/`text_terms` for en and zh, the query
               analyzed the same way; `title`/`text` with the standard analyzer for none)
-    hybrid    both, fused here by reciprocal rank fusion (the test distribution of Elasticsearch
-              has no RRF retriever): score = sum over the two lists of 1 / (SEARCH_RRF_K + rank)
+    hybrid    both, fused here (search/hybrid_fusion.py) by the collection's rule: the one chosen
+              on its judged queries for the model it serves (relevance/fusion_choice.py), else
+              SEARCH_HYBRID_FUSION, else its language's default
 
 Access control and filters are part of every Elasticsearch query (`terms` on `collection` for
 the collections the user may see, `terms` on `metadata.<key>`), also inside the kNN clause where
@@ -42,6 +43,7 @@ from indexer.store import IndexMissing, StoreError, alias_name, get_store
 
 from .errors import INDEX_MISSING, SearchBackendError
 from .facets import FacetRequest, facet_body
+from .hybrid_fusion import LANGUAGE_DEFAULTS, MIXED_DEFAULT, FusionRule, fused_scores
 from .query_vectors import embed_query
 
 MODES = ("semantic", "keyword", "hybrid")
@@ -65,7 +67,7 @@ class Hit:
     start: int
     end: int
     metadata: dict
-    score: float  # first-stage score: ES score (semantic, keyword) or RRF score (hybrid)
+    score: float  # first-stage score: ES score (semantic, keyword) or fused score (hybrid)
     fragment: str = ""  # the best passage of `text`, with HIGHLIGHT_START/END marks (add_highlights)
     title_fragment: str = ""  # the title, marked the same way
     semantic_rank: int | None = None
@@ -84,6 +86,7 @@ class FirstStage:
     # The bi-encoder whose vectors each searched collection's live index holds.
     collection_models: dict[str, str] = field(default_factory=dict)
     facets_response: dict | None = None  # the raw answer of the facet search (search/facets.py)
+    fusion: dict | None = None  # hybrid: the rule that fused the lists and where it came from
 
 
 # --------------------------------------------------------------------------- access control
@@ -215,18 +218,44 @@ def msearch(searches: list[tuple[list[str], dict]]) -> list[dict]:
     return [answer if answer is not None else next(responses) for answer in answers]
 
 
-def fuse(semantic: list[Hit], keyword: list[Hit], rrf_k: int, depth: int) -> list[Hit]:
-    """Reciprocal rank fusion of two ranked lists of chunks, keyed by chunk id."""
-    fused: dict[str, Hit] = {}
+def collection_fusion(collection: Collection, model_id: str, language: str) -> tuple[FusionRule, str]:
+    """(hybrid rule, where it comes from) of a collection whose live index serves `model_id`:
+    a rule chosen on its judgments holds only for the model it was chosen with."""
+    chosen = collection.hybrid_fusion or {}
+    if chosen.get("rule") and chosen.get("model") == model_id:
+        return FusionRule.from_dict(chosen["rule"]), "collection"
+    return default_fusion(language)
+
+
+def default_fusion(language: str) -> tuple[FusionRule, str]:
+    """(rule, source) of a collection without a rule of its own."""
+    if settings.SEARCH_HYBRID_FUSION:
+        return FusionRule.parse(settings.SEARCH_HYBRID_FUSION), "setting"
+    return LANGUAGE_DEFAULTS.get(language, MIXED_DEFAULT), "language default"
+
+
+def search_fusion(rules: dict[str, tuple[FusionRule, str]]) -> tuple[FusionRule, str]:
+    """One rule for collections searched together {slug: (rule, source)}: theirs when they agree
+    (fused scores of different rules are not comparable), else the mixed default."""
+    distinct = {rule for rule, _ in rules.values()}
+    if len(distinct) == 1:
+        rule = distinct.pop()
+        return rule, "/".join(sorted({source for _, source in rules.values()}))
+    return MIXED_DEFAULT, "collections differ: mixed default"
+
+
+def fuse(semantic: list[Hit], keyword: list[Hit], rule: FusionRule, depth: int) -> list[Hit]:
+    """The two ranked lists of chunks as one, keyed by chunk id; each hit keeps its rank in each."""
+    by_id: dict[str, Hit] = {}
     for ranked, rank_field in ((semantic, "semantic_rank"), (keyword, "keyword_rank")):
         for rank, hit in enumerate(ranked, start=1):
-            kept = fused.setdefault(hit.id, hit)
-            if kept is hit:
-                kept.score = 0.0
+            kept = by_id.setdefault(hit.id, hit)
             setattr(kept, rank_field, rank)
-            kept.score += 1.0 / (rrf_k + rank)
+    scores = fused_scores([(h.id, h.score) for h in semantic], [(h.id, h.score) for h in keyword], rule)
+    for hit_id, hit in by_id.items():
+        hit.score = scores[hit_id]
     best_rank = lambda h: min(r for r in (h.semantic_rank, h.keyword_rank) if r is not None)  # noqa: E731
-    ordered = sorted(fused.values(), key=lambda h: (-h.score, best_rank(h), h.document_id, h.chunk))
+    ordered = sorted(by_id.values(), key=lambda h: (-h.score, best_rank(h), h.document_id, h.chunk))
     return ordered[:depth]
 
 
@@ -296,7 +325,13 @@ def first_stage(query: str, mode: str, collections: list[Collection], metadata: 
         for rank, hit in enumerate(semantic, start=1):
             hit.semantic_rank = rank
         keyword = lists[-1] if match is not None else []
-        hits = semantic if mode == "semantic" else fuse(semantic, keyword, settings.SEARCH_RRF_K, depth)
+        if mode == "semantic":
+            hits = semantic
+        else:
+            rule, source = search_fusion({c.slug: collection_fusion(c, models[c.slug], languages[c.slug])
+                                          for c in collections})
+            stage.fusion = {**rule.to_dict(), "source": source}
+            hits = fuse(semantic, keyword, rule, depth)
     for rank, hit in enumerate(hits, start=1):
         hit.first_stage_rank = rank
     if highlights:

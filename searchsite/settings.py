@@ -385,8 +385,10 @@ HEALTH_TIMEOUT = env_float("HEALTH_TIMEOUT", 2.0)
 SEARCH_DEPTH = env_int("SEARCH_DEPTH", 100)
 # HNSW candidates examined per shard for kNN (at least SEARCH_DEPTH; more = better recall, slower).
 SEARCH_NUM_CANDIDATES = env_int("SEARCH_NUM_CANDIDATES", 200)
-# Reciprocal rank fusion constant of the hybrid mode: score = sum of 1 / (RRF_K + rank).
-SEARCH_RRF_K = env_int("SEARCH_RRF_K", 60)
+# The hybrid mode's fusion for collections without a rule chosen on their judgments
+# (manage.py choose_fusion): `method:weight[:k]`, e.g. `minmax:0.65`, `rrf:0.5:60` (plain RRF).
+# Empty: each language's default (search/hybrid_fusion.py; checked at start, search/apps.py).
+SEARCH_HYBRID_FUSION = env("SEARCH_HYBRID_FUSION", "")
 SEARCH_DEFAULT_MODE = env("SEARCH_DEFAULT_MODE", "hybrid")
 # Results per page when the request gives no `k`, and the largest `k` accepted.
 SEARCH_PAGE_SIZE = env_int("SEARCH_PAGE_SIZE", 10)
