@@ -16,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_PACKAGES = ("common", "indexer", "searchsite", "reranker", "search", "relevance")
+DEFAULT_PACKAGES = ("common", "indexer", "searchsite", "reranker", "search", "relevance", "analytics")
 
 
 def module_name(path: Path) -> str:

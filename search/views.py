@@ -1,5 +1,6 @@
 """The search page and the JSON API: one search each, bad input a 400, a backend down a 503."""
 import logging
+import time
 
 from django.conf import settings
 from django.http import Http404, JsonResponse
@@ -8,7 +9,7 @@ from django.utils.http import urlencode
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from . import page_hooks
+from . import page_hooks, search_hooks
 from .documents import document_view, visible_document
 from .errors import SearchBackendError
 from .params import BadParameter, parse
@@ -18,9 +19,10 @@ from .retrieval import MODES, visible_collections
 logger = logging.getLogger(__name__)
 
 
-def _search(request, *, query_required: bool):
+def _search(request, *, query_required: bool, channel: str):
     """(params, response body, HTTP status) of a search request; never raises for bad input or
-    a backend that is down."""
+    a backend that is down. A search that ran is told to the listeners (search/search_hooks.py)."""
+    started = time.perf_counter()
     try:
         params = parse(request.GET, request.user, query_required=query_required)
     except BadParameter as exc:
@@ -28,17 +30,19 @@ def _search(request, *, query_required: bool):
     if not params.query:
         return params, None, 200
     try:
-        return params, run_search(params), 200
+        answer = run_search(params)
     except SearchBackendError as exc:
         logger.error("search failed: %s", exc)
         return params, {"error": f"search is unavailable right now: {exc.public}; please try again in a minute"}, 503
+    search_hooks.searched(request, channel, params, answer, (time.perf_counter() - started) * 1000)
+    return params, answer, 200
 
 
 @never_cache
 @require_GET
 def api_search(request):
     """GET /api/search?q=&mode=&collection=&k=&rerank=&page=  (docs/api.md, docs/openapi.yaml)."""
-    _, body, status = _search(request, query_required=True)
+    _, body, status = _search(request, query_required=True, channel="api")
     return JsonResponse(body, status=status, json_dumps_params={"ensure_ascii": False})
 
 
@@ -71,7 +75,7 @@ def _facet_links(query_dict, params, facets: dict, names: dict[str, str]) -> dic
 @never_cache
 @require_GET
 def search_page(request):
-    params, body, status = _search(request, query_required=False)
+    params, body, status = _search(request, query_required=False, channel="page")
     collections = list(visible_collections(request.user).order_by("name"))
     k = params.k if params else settings.SEARCH_PAGE_SIZE
     context = {

@@ -108,6 +108,7 @@ INSTALLED_APPS = [
     "reranker",
     "search",
     "relevance",
+    "analytics",
     "searchsite",
 ]
 
@@ -353,8 +354,15 @@ INDEX_RETRY_BACKOFF_MAX = env_int("INDEX_RETRY_BACKOFF_MAX", 60)
 # RECONCILE_OLDER_THAN seconds are considered lost by Redis and queued again.
 RECONCILE_INTERVAL = env_int("RECONCILE_INTERVAL", 900)
 RECONCILE_OLDER_THAN = env_int("RECONCILE_OLDER_THAN", 3600)
+# Search analytics (analytics/, docs/analytics.md): every search and click is logged unless
+# SEARCH_LOG_ENABLED is off; rows older than SEARCH_LOG_DAYS are deleted every
+# SEARCH_LOG_PRUNE_INTERVAL seconds (celery beat).
+SEARCH_LOG_ENABLED = env_bool("SEARCH_LOG_ENABLED", True)
+SEARCH_LOG_DAYS = env_int("SEARCH_LOG_DAYS", 90)
+SEARCH_LOG_PRUNE_INTERVAL = env_seconds("SEARCH_LOG_PRUNE_INTERVAL", 3600)
 CELERY_BEAT_SCHEDULE = {
     "reconcile-index": {"task": "indexer.tasks.reconcile", "schedule": float(RECONCILE_INTERVAL)},
+    "prune-search-log": {"task": "analytics.tasks.prune_search_log", "schedule": float(SEARCH_LOG_PRUNE_INTERVAL)},
 }
 # Shards and replicas of a new collection's indices (each collection has its own, in the admin;
 # a build uses the values it started with). One shard and no replica suit one node; on a

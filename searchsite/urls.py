@@ -8,4 +8,5 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("", include("search.urls")),
     path("", include("relevance.urls")),
+    path("", include("analytics.urls")),
 ]
