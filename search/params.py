@@ -92,8 +92,10 @@ def parse_query(params, required: bool) -> str:
     return query
 
 
-def parse(params, user, *, query_required: bool = True) -> SearchParams:
-    """Check a QueryDict (request.GET). `query_required=False` lets the page show its empty form."""
+def parse(params, user, *, query_required: bool = True, scope=None) -> SearchParams:
+    """Check a QueryDict (request.GET). `query_required=False` lets the page show its empty form.
+    `scope`: the collections the request may search when they are not the user's (an API key's,
+    api/middleware.py)."""
     unknown = sorted(name for name in params if name not in KNOWN and not name.startswith(META_PREFIX))
     if unknown:
         raise BadParameter(f"unknown parameter {unknown[0][:40]!r}; known: {', '.join(sorted(KNOWN))}, meta.<key>")
@@ -106,7 +108,7 @@ def parse(params, user, *, query_required: bool = True) -> SearchParams:
     # collection=a&collection=b or collection=a,b; empty = everything the user may see.
     requested = sorted({slug.strip() for value in params.getlist("collection") for slug in value.split(",")
                         if slug.strip()})
-    visible = {c.slug: c for c in visible_collections(user)}
+    visible = {c.slug: c for c in (visible_collections(user) if scope is None else scope)}
     for slug in requested:
         if slug not in visible:
             # The same answer for a collection that does not exist and one the user may not

@@ -24,7 +24,9 @@ def _search(request, *, query_required: bool, channel: str):
     a backend that is down. A search that ran is told to the listeners (search/search_hooks.py)."""
     started = time.perf_counter()
     try:
-        params = parse(request.GET, request.user, query_required=query_required)
+        # An API key's collections (request.collection_scope, set by api/middleware.py) replace the user's.
+        params = parse(request.GET, request.user, query_required=query_required,
+                       scope=getattr(request, "collection_scope", None))
     except BadParameter as exc:
         return None, {"error": str(exc)}, 400
     if not params.query:

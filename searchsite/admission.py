@@ -21,7 +21,7 @@ from django.conf import settings
 
 from common.service_metrics import SEARCHES_IN_FLIGHT, SEARCHES_REJECTED
 
-BOUNDED_URL_NAMES = {"search": "page", "api_search": "api"}
+BOUNDED_URL_NAMES = {"search": "page", "api_search": "api", "api_rerank": "api"}
 # The search page counts only with a query; every other bounded view always.
 QUERY_ONLY = {"search"}
 

@@ -3,9 +3,11 @@ and a rerank task, so every client gets a bounded number of them per window.
 
 - **What counts**: requests to the search page and the JSON API (URL names in `LIMITED_URL_NAMES`,
   matched after URL resolution, so the limit follows the views wherever they live) that carry
-  a `q` parameter, i.e. ask for a search. The empty search form and `/healthz` never count.
-- **Who**: a signed-in user by user id with `SEARCH_RATE_LIMIT_USER` (people behind one
-  address, a NAT or an office, do not share it); anyone else by client address with
+  a `q` parameter, i.e. ask for a search, and each POST /api/rerank. The empty search form and
+  `/healthz` never count.
+- **Who**: an API key by key (api/middleware.py) and a signed-in user by user id, with
+  `SEARCH_RATE_LIMIT_USER` (people behind one address, a NAT or an office, do not share it);
+  anyone else by client address with
   `SEARCH_RATE_LIMIT` (`REMOTE_ADDR`, or the `X-Forwarded-For` entry written by the nearest of
   `RATE_LIMIT_TRUSTED_PROXIES` proxies; an IPv6 client by its /64, which one client owns
   whole). Staff are counted like any user: `evaluate` and `train_reranker` search in-process,
@@ -40,7 +42,7 @@ from common.service_metrics import SEARCHES_RATE_LIMITED
 logger = logging.getLogger(__name__)
 
 # URL names (not paths, not view functions) of the limited views: the search page and the API.
-LIMITED_URL_NAMES = {"search": "page", "api_search": "api"}
+LIMITED_URL_NAMES = {"search": "page", "api_search": "api", "api_rerank": "api"}
 
 # After a Redis error, requests go through without asking Redis for this long (seconds).
 REDIS_RETRY_SECONDS = 5.0
@@ -126,7 +128,8 @@ class RateLimitMiddleware:
 
     def process_view(self, request, view_func, view_args, view_kwargs):
         kind = LIMITED_URL_NAMES.get(getattr(request.resolver_match, "url_name", None))
-        if kind is None or not settings.SEARCH_RATE_LIMIT_ENABLED or "q" not in request.GET:
+        # A search asks with `q`; a rerank (POST /api/rerank) with its body.
+        if kind is None or not settings.SEARCH_RATE_LIMIT_ENABLED or ("q" not in request.GET and request.method != "POST"):
             return None
         refusal = self.check(request)
         if refusal is None:
@@ -138,7 +141,11 @@ class RateLimitMiddleware:
         """Counts this request; a Refusal when it is over its client's limit, None otherwise
         (also when Redis cannot be asked)."""
         user = getattr(request, "user", None)
-        if user is not None and user.is_authenticated:
+        # An API key (set by api/middleware.py) is counted as one client, at the users' rate.
+        api_key_id = getattr(request, "api_key_id", None)
+        if api_key_id is not None:
+            rate, who, key = parse_rate(settings.SEARCH_RATE_LIMIT_USER), "key", f"apikey:{api_key_id}"
+        elif user is not None and user.is_authenticated:
             rate, who, key = parse_rate(settings.SEARCH_RATE_LIMIT_USER), "user", f"user:{user.pk}"
         else:
             rate, who, key = parse_rate(settings.SEARCH_RATE_LIMIT), "address", f"addr:{client_address(request)}"
@@ -188,7 +195,7 @@ def too_many_requests(request, kind: str, refusal: Refusal):
     from django.shortcuts import render
     from django.utils.cache import add_never_cache_headers
 
-    whose = "signed-in user" if refusal.who == "user" else "address"
+    whose = {"user": "signed-in user", "key": "API key"}.get(refusal.who, "address")
     message = (f"too many searches: at most {refusal.rate} from one {whose}; "
                f"try again in {refusal.retry_after} s")
     if kind == "api":

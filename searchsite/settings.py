@@ -109,6 +109,7 @@ INSTALLED_APPS = [
     "search",
     "relevance",
     "analytics",
+    "api",
     "searchsite",
 ]
 
@@ -125,6 +126,9 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # After the messages middleware, before any view reads the upload (indexer/upload_limits.py).
     "indexer.upload_limits.UploadLimitMiddleware",
+    # API keys on /api/ requests (a refused key is a 401 at once), before the rate limit, which
+    # then counts per key (api/middleware.py).
+    "api.middleware.ApiKeyMiddleware",
     # After authentication (signed-in users are counted by user); answers 429 (searchsite/ratelimit.py).
     "searchsite.ratelimit.RateLimitMiddleware",
     # After the rate limit (a client over its limit gets its 429 first): 503 past
@@ -379,6 +383,13 @@ DATA_UPLOAD_MAX_NUMBER_FILES = UPLOAD_MAX_FILES
 # Who may search a new collection (admin, `import_corpus --create`) unless told otherwise:
 # public, authenticated or groups (checked in indexer/models.py). `groups` with no group
 # selected means superusers only, until an admin opens it up: a confidential folder imported
+# The API's limits (docs/api.md; checked in api/apps.py): a POST of documents (bytes, documents
+# per body), a POST /api/rerank (bytes, documents, characters per document).
+API_DOCUMENTS_MAX_BYTES = env_int("API_DOCUMENTS_MAX_BYTES", 8 * 1024 * 1024)
+API_DOCUMENTS_MAX_LINES = env_int("API_DOCUMENTS_MAX_LINES", 1000)
+API_RERANK_MAX_BYTES = env_int("API_RERANK_MAX_BYTES", 1024 * 1024)
+API_RERANK_MAX_DOCUMENTS = env_int("API_RERANK_MAX_DOCUMENTS", 100)
+API_RERANK_MAX_CHARS = env_int("API_RERANK_MAX_CHARS", 4000)
 # from the shell must not be searchable by anyone the moment it is indexed. The demo
 # (`load_demo`) asks for public explicitly.
 DEFAULT_COLLECTION_VISIBILITY = env("DEFAULT_COLLECTION_VISIBILITY", "groups")

@@ -77,7 +77,8 @@ def test_defaults():
 def test_the_search_page_and_the_api_are_the_limited_urls():
     """The limiter matches URL names: if the views move and are renamed, this fails instead of
     the limits silently applying to nothing."""
-    assert {resolve("/").url_name: "page", resolve("/api/search").url_name: "api"} == LIMITED_URL_NAMES
+    assert {resolve("/").url_name: "page", resolve("/api/search").url_name: "api",
+            resolve("/api/rerank").url_name: "api"} == LIMITED_URL_NAMES
     assert resolve("/healthz").url_name not in LIMITED_URL_NAMES
 
 
