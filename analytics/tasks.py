@@ -5,6 +5,7 @@ import logging
 
 from celery import shared_task
 
+from .click_judgments import derive_implicit_judgments
 from .search_log import prune
 
 logger = logging.getLogger(__name__)
@@ -16,3 +17,11 @@ def prune_search_log() -> int:
     deleted = prune()
     logger.info("search log: %d searches older than the retention deleted", deleted)
     return deleted
+
+
+@shared_task(name="analytics.tasks.derive_click_judgments")
+def derive_click_judgments() -> str:
+    """The log's clicks as implicit judgments (analytics/click_judgments.py)."""
+    summary = derive_implicit_judgments().summary()
+    logger.info("click judgments: %s", summary)
+    return summary

@@ -33,6 +33,7 @@ from django.utils import timezone
 from indexer.models import Collection
 
 from .evaluation import int_list
+from .judgments import JUDGMENT_KINDS
 from .collection_training import heldout_figures, install_trained, models_dir
 from reranker.fusion import Fusion
 from .models import RerankerRun
@@ -63,6 +64,9 @@ class EvaluateForm(forms.Form):
                               help_text="A BEIR queries.jsonl on the server; empty: the collection's judgments.")
     qrels = forms.CharField(required=False, max_length=1000, label="Qrels file",
                             help_text="A qrels TSV on the server (give both files, or neither).")
+    judgments = forms.ChoiceField(choices=[(kind, kind) for kind in JUDGMENT_KINDS], initial="staff", required=False,
+                                  help_text="The collection's judgments to read: staff, implicit (from clicks) or "
+                                            "both (staff win a pair judged both ways).")
     rerank = forms.BooleanField(required=False, initial=True, help_text="Also rerank each mode's top candidates.")
     rerank_top = forms.CharField(initial="50,100", max_length=100, label="Rerank top",
                                  help_text="Candidates reranked: one or more N, comma-separated.")
@@ -106,6 +110,8 @@ class EvaluateForm(forms.Form):
                 parameters[name] = data[name].strip()
         if data.get("limit"):
             parameters["limit"] = data["limit"]
+        if data.get("judgments") not in ("", None, "staff"):
+            parameters["judgments"] = data["judgments"]
         return parameters
 
 
@@ -113,6 +119,9 @@ class TrainForm(forms.Form):
     """train_reranker's main options; initial values are the command's defaults."""
     base = forms.CharField(max_length=1000, help_text="Base model: a transformer or a CrossEncoder directory.")
     mode = forms.ChoiceField(help_text="First stage to mine from.")
+    judgments = forms.ChoiceField(choices=[(kind, kind) for kind in JUDGMENT_KINDS], initial="staff", required=False,
+                                  help_text="The collection's judgments to read: staff, implicit (from clicks) or "
+                                            "both (staff win a pair judged both ways).")
     pseudo_queries = forms.IntegerField(min_value=0, label="Pseudo-queries",
                                         help_text="Documents whose title becomes a query for their text.")
     epochs = forms.IntegerField(min_value=1)
@@ -142,7 +151,10 @@ class TrainForm(forms.Form):
         return value
 
     def parameters(self) -> dict:
-        return {name: self.cleaned_data[name] for name in self.OPTIONS}
+        parameters = {name: self.cleaned_data[name] for name in self.OPTIONS}
+        if self.cleaned_data.get("judgments") not in ("", None, "staff"):
+            parameters["judgments"] = self.cleaned_data["judgments"]
+        return parameters
 
 
 # --------------------------------------------------------------------------- trained rerankers

@@ -33,10 +33,13 @@ CHUNK = CHUNK_KEY  # passage keys of one chunk ("chunk:<external id>/<n>"), as t
 
 
 def mine(collection: Collection, mode: str, depth: int, pseudo_queries: int, seed: int, stdout,
-         progress=progress) -> TrainingData:
+         progress=progress, judgments: str = "staff") -> TrainingData:
 
-    queries, qrels = collection_qrels(collection)
+    queries, qrels = collection_qrels(collection, judgments)
     if not qrels:
+        if judgments == "implicit":
+            raise CommandError(f"collection {collection.slug!r} has no implicit judgments: they come from users' "
+                               "clicks (`manage.py click_judgments`)")
         raise CommandError(f"collection {collection.slug!r} has no judgments: import some "
                            "(`manage.py import_judgments`) or mark results on the search page")
     documents: dict[str, str] = {}
@@ -181,7 +184,7 @@ def train_collection(collection: Collection, options: dict, stdout, progress=pro
             raise CommandError(f"cannot read training data {options['data']}: {exc}") from None
     else:
         data = mine(collection, options["mode"], depth, options["pseudo_queries"], options["seed"], stdout,
-                    progress=progress)
+                    progress=progress, judgments=options.get("judgments", "staff"))
     if options["save_data"]:
         data.to_json(options["save_data"])
         stdout.write(f"training data written to {options['save_data']}")

@@ -59,14 +59,18 @@ def read_pair_scores(path: str) -> dict[tuple[str, str], float]:
         raise CommandError(f"cannot read pair scores {path}: {exc}") from None
 
 
-def load_judgments(collection, queries_path, qrels_path):
-    """(queries, qrels, {id: length} of the queries too long to search)."""
+def load_judgments(collection, queries_path, qrels_path, kinds: str = "staff"):
+    """(queries, qrels, {id: length} of the queries too long to search); the collection's own
+    judgments are those of `kinds` (relevance/judgments.py, JUDGMENT_KINDS)."""
     if bool(queries_path) != bool(qrels_path):
         raise CommandError("give both --queries and --qrels, or neither (the collection's judgments)")
     if not queries_path:
-        queries, qrels = collection_qrels(collection)
+        queries, qrels = collection_qrels(collection, kinds)
         if not qrels:
-            raise CommandError(f"collection {collection.slug!r} has no judgments; import some or give files")
+            which = {"staff": "staff", "implicit": "implicit (click)", "both": ""}[kinds]
+            raise CommandError(f"collection {collection.slug!r} has no {which + ' ' if which else ''}judgments; "
+                               + ("run `manage.py click_judgments` once users have clicked" if kinds == "implicit"
+                                  else "import some or give files"))
         return queries, qrels, {}
     too_long: dict[str, int] = {}
     try:
@@ -153,7 +157,8 @@ def evaluate_collection(collection: Collection, options: dict, progress=progress
     if k < 1 or recall_k < 1:
         raise CommandError("--k and --recall-k must be positive")
     tops = int_list(options["rerank_top"]) if options["rerank"] else []
-    queries, qrels, too_long = load_judgments(collection, options["queries"], options["qrels"])
+    queries, qrels, too_long = load_judgments(collection, options["queries"], options["qrels"],
+                                             options.get("judgments", "staff"))
     qids = [q for q in qrels if any(g > 0 for g in qrels[q].values())]
     skipped = [q for q in qids if q in too_long]
     qids = [q for q in qids if q not in too_long]

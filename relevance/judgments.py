@@ -20,7 +20,7 @@ from django.db import transaction
 
 from indexer.models import Collection, Document
 
-from .models import MAX_GRADE, QUERY_MAX_LENGTH, Judgment, normalize_query
+from .models import MAX_GRADE, QUERY_MAX_LENGTH, ImplicitJudgment, Judgment, normalize_query
 
 
 class JudgmentFileError(ValueError):
@@ -176,20 +176,34 @@ def query_id_for(text: str) -> str:
     return "q-" + hashlib.sha1(text.encode("utf-8")).hexdigest()[:12]
 
 
-def collection_qrels(collection: Collection) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
-    """(queries, qrels) of a collection's judgments, keyed by query id (imported or derived)."""
+# Which judgments evaluation and training read: staff grades (imported, marked on the search
+# page, entered in the admin), the grades clicks imply, or both with staff winning per pair.
+JUDGMENT_KINDS = ("staff", "implicit", "both")
+
+
+def collection_qrels(collection: Collection, kinds: str = "staff") -> tuple[dict[str, str], dict[str, dict[str, int]]]:
+    """(queries, qrels) of a collection's judgments of `kinds` (JUDGMENT_KINDS), keyed by query id
+    (imported or derived). With "both", an implicit grade counts only where staff have not
+    judged that (query, document)."""
+    if kinds not in JUDGMENT_KINDS:
+        raise ValueError(f"judgments must be one of {', '.join(JUDGMENT_KINDS)}, not {kinds!r}")
+    rows = []
+    if kinds in ("staff", "both"):
+        rows += ((0, *row) for row in Judgment.objects.filter(collection=collection)
+                 .values_list("query", "query_id", "document__external_id", "grade"))
+    if kinds in ("implicit", "both"):
+        rows += ((1, text, "", doc_id, grade) for text, doc_id, grade in ImplicitJudgment.objects
+                 .filter(collection=collection).values_list("query", "document__external_id", "grade"))
     queries: dict[str, str] = {}
     qrels: dict[str, dict[str, int]] = {}
     ids_by_text: dict[str, str] = {}
-    rows = (Judgment.objects.filter(collection=collection)
-            .order_by("query", "document__external_id")
-            .values_list("query", "query_id", "document__external_id", "grade"))
-    for text, qid, doc_id, grade in rows:
+    # Staff rows first: they name the query's id and win a (query, document) both judged.
+    for _, text, qid, doc_id, grade in sorted(rows):
         # The same text may carry an imported id on some rows and none on others (added later
-        # on the search page): it stays one query, under its first id.
+        # on the search page, or implied by clicks): it stays one query, under its first id.
         qid = ids_by_text.setdefault(text, qid or query_id_for(text))
         queries[qid] = text
-        qrels.setdefault(qid, {})[doc_id] = grade
+        qrels.setdefault(qid, {}).setdefault(doc_id, grade)
     return queries, qrels
 
 

@@ -13,10 +13,13 @@ from django.db import models
 from indexer.models import Collection, Document
 from search.query_text import QUERY_MAX_LENGTH, normalize_query
 
-__all__ = ["MAX_GRADE", "QUERY_MAX_LENGTH", "Judgment", "RerankerRun", "normalize_query"]
+__all__ = ["MAX_GRADE", "QUERY_MAX_LENGTH", "IMPLICIT_MAX_GRADE", "ImplicitJudgment", "Judgment", "RerankerRun",
+           "normalize_query"]
 
 # Graded relevance as in TREC/BEIR qrels: 0 = not relevant, 1 = relevant, higher = more relevant.
 MAX_GRADE = 3
+# Clicks imply 0, 1 or 2 at most; the top grade stays a staff judgment.
+IMPLICIT_MAX_GRADE = 2
 
 
 class Judgment(models.Model):
@@ -62,6 +65,35 @@ class Judgment(models.Model):
             raise ValidationError({"query": "The query is empty."})
         if self.document_id and self.collection_id and self.document.collection_id != self.collection_id:
             raise ValidationError({"document": "The document belongs to another collection."})
+
+
+class ImplicitJudgment(models.Model):
+    """A grade users' clicks imply (analytics/click_model.py, written by analytics/click_judgments.py
+    from the search log), kept apart from staff judgments (`Judgment`): each derivation replaces a
+    collection's rows, and where staff judged the same (query, document) their grade wins
+    (relevance/judgments.py, collection_qrels)."""
+
+    collection = models.ForeignKey(Collection, on_delete=models.CASCADE, related_name="implicit_judgments")
+    query = models.CharField(max_length=QUERY_MAX_LENGTH)
+    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="implicit_judgments")
+    grade = models.PositiveSmallIntegerField(validators=[MaxValueValidator(IMPLICIT_MAX_GRADE)])
+    clicks = models.PositiveIntegerField()
+    examinations = models.FloatField(help_text="Times examined, position bias accounted for (analytics/click_model.py).")
+    derived_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["collection", "query", "-grade"]
+        constraints = [
+            models.UniqueConstraint(fields=["collection", "query", "document"], name="unique_implicit_judgment"),
+        ]
+        verbose_name = "implicit judgment (from clicks)"
+
+    def __str__(self) -> str:
+        return f"{self.query[:60]!r} → {self.document} ≈ {self.grade} (clicks)"
+
+    @property
+    def relevance(self) -> float:
+        return min(1.0, self.clicks / self.examinations) if self.examinations else 0.0
 
 
 class RerankerRun(models.Model):

@@ -364,9 +364,12 @@ RECONCILE_OLDER_THAN = env_int("RECONCILE_OLDER_THAN", 3600)
 SEARCH_LOG_ENABLED = env_bool("SEARCH_LOG_ENABLED", True)
 SEARCH_LOG_DAYS = env_int("SEARCH_LOG_DAYS", 90)
 SEARCH_LOG_PRUNE_INTERVAL = env_seconds("SEARCH_LOG_PRUNE_INTERVAL", 3600)
+# How often the log's clicks are turned into implicit judgments (analytics/click_judgments.py).
+CLICK_JUDGMENTS_INTERVAL = env_seconds("CLICK_JUDGMENTS_INTERVAL", 24 * 3600)
 CELERY_BEAT_SCHEDULE = {
     "reconcile-index": {"task": "indexer.tasks.reconcile", "schedule": float(RECONCILE_INTERVAL)},
     "prune-search-log": {"task": "analytics.tasks.prune_search_log", "schedule": float(SEARCH_LOG_PRUNE_INTERVAL)},
+    "click-judgments": {"task": "analytics.tasks.derive_click_judgments", "schedule": float(CLICK_JUDGMENTS_INTERVAL)},
 }
 # Shards and replicas of a new collection's indices (each collection has its own, in the admin;
 # a build uses the values it started with). One shard and no replica suit one node; on a

@@ -17,6 +17,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from indexer.models import Collection
 from relevance.evaluation import evaluate_collection
+from relevance.judgments import JUDGMENT_KINDS
 from search import offline
 
 
@@ -27,6 +28,9 @@ class Command(BaseCommand):
         parser.add_argument("collection", help="collection slug")
         parser.add_argument("--queries", help="BEIR queries.jsonl (default: the collection's judgments)")
         parser.add_argument("--qrels", help="qrels TSV (default: the collection's judgments)")
+        parser.add_argument("--judgments", choices=JUDGMENT_KINDS, default="staff",
+                            help="the collection's judgments to read: staff (imported, search page, admin), implicit "
+                                 "(from clicks) or both, staff winning a pair judged both ways (default staff)")
         parser.add_argument("--modes", default=",".join(offline.REPORT_ORDER), help="comma-separated first-stage modes")
         parser.add_argument("--rerank", action="store_true", help="also rerank each mode's top candidates")
         parser.add_argument("--rerank-top", default="50,100", help="candidates reranked, one or more N (default 50,100)")

@@ -22,6 +22,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from indexer.models import Collection
 from relevance.collection_training import check_options, install_trained, train_collection
+from relevance.judgments import JUDGMENT_KINDS
 from common.precision import PRECISIONS
 from reranker.training import TrainingSettings
 from search import offline
@@ -43,6 +44,9 @@ class Command(BaseCommand):
         parser.add_argument("--pseudo-queries", type=int, default=0,
                             help="documents whose title becomes a pseudo-query for their text (e.g. 5000; "
                                  "costs one search each, and training time)")
+        parser.add_argument("--judgments", choices=JUDGMENT_KINDS, default="staff",
+                            help="judgments to train and decide on: staff (imported, search page, admin), implicit "
+                                 "(from clicks) or both, staff winning a pair judged both ways (default staff)")
         parser.add_argument("--mode", choices=offline.REPORT_ORDER, default="hybrid", help="first stage to mine from")
         parser.add_argument("--batch-groups", type=int, default=d.groups_per_batch,
                             help="groups (1 positive + K negatives) per optimiser step")
