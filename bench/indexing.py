@@ -1,12 +1,17 @@
 """Indexing benchmark (not a test): raw encoding vs the whole pipeline, and kNN recall.
 
     .venv/bin/python bench/indexing.py [--engine elasticsearch|opensearch] [--limit N] [--encode-only] [--corpus DIR]
+        [--baseline all-MiniLM-L6-v2 --baseline-runtime torch]
 
 1. Raw: `model.encode` over exactly the chunk texts the pipeline produces for the corpus
    (indexer.pipeline.plan_chunks: same model, device, batch size, normalised output).
 2. End to end: a real `embed` Celery worker; from enqueueing every document to every chunk being
    searchable after a refresh (statuses `indexed`, count checked). Prints both throughputs and
    their ratio (target: end-to-end >= 0.90 x raw).
+With --baseline, step 1 also encodes the same documents with a second model on its runtime, the
+two taking turns block by block (a shared machine's load falls on both alike), and prints
+documents per second of each and their ratio, and the query embedding latency (one query at a
+time, as a search embeds it) of the default model.
 3. Recall@10 of the engine's kNN against exact cosine top-10 for 300 queries, for each
    `index_options` type the engine offers, over the same vectors.
 
@@ -58,6 +63,8 @@ def parse_args():
     parser.add_argument("--num-candidates", type=int, default=100, help="kNN num_candidates (k is 10)")
     parser.add_argument("--skip-recall", action="store_true")
     parser.add_argument("--skip-e2e", action="store_true")
+    parser.add_argument("--baseline", help="a second model encoded side by side in step 1 (e.g. all-MiniLM-L6-v2)")
+    parser.add_argument("--baseline-runtime", default="torch", help="its EMBEDDING_RUNTIME (default torch)")
     parser.add_argument("--dump-texts", type=Path,
                         help="write the chunk texts (.jsonl.gz) for bench/encode_texts.py on another machine "
                              "(with --encode-only: only that)")
@@ -78,18 +85,14 @@ def read_jsonl(path: Path, limit: int | None = None) -> list[dict]:
 def machine() -> str:
     import torch
 
+    from common.cpu import cpu_line
     from common.precision import pick_device
     from django.conf import settings
 
     device = pick_device(settings.EMBEDDING_DEVICE)
     gpu = f", {torch.cuda.get_device_name(0)}" if device.startswith("cuda") else ""
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return (f"{cpu}, {os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-            f"device {device}{gpu}")
+    return (f"{cpu_line()}, torch {torch.__version__} ({torch.get_num_threads()} threads), device {device}{gpu}; "
+            f"EMBEDDING_RUNTIME={settings.EMBEDDING_RUNTIME} (OpenVINO float32 is pinned to f32 inference, bf16 unused)")
 
 
 def make_documents(collection, corpus: list[dict], save: bool):
@@ -121,6 +124,46 @@ def raw_encode(planned, model_id: str, batch_size: int):
     vectors = model.encode_documents(texts, batch_size=batch_size)
     seconds = time.perf_counter() - started
     return np.asarray(vectors, dtype=np.float32), seconds
+
+
+def side_by_side(docs, collection, model_id: str, baseline: str, baseline_runtime: str, batch_size: int,
+                 blocks: int = 4) -> None:
+    """Documents per second of the default model (its runtime as EMBEDDING_RUNTIME says) and of
+    `baseline` on `baseline_runtime`, block by block in turns; then query latency."""
+    import numpy as np
+
+    from indexer.embedding import load_embedding_model
+    from indexer.pipeline import plan_chunks
+
+    names = {"default": model_id, "baseline": baseline}
+    models = {"default": load_embedding_model(model_id), "baseline": load_embedding_model(baseline, runtime=baseline_runtime)}
+    # Each model cuts its own chunks (its tokenizer and token limit); blocks of documents are the same.
+    planned = {name: plan_chunks(docs, collection, names[name]) for name in models}
+    for name, model in models.items():
+        model.encode_documents([p.embed_text for p in planned[name][:batch_size]], batch_size=batch_size)  # warm-up
+    seconds = {name: 0.0 for name in models}
+    per_block = -(-len(docs) // blocks)
+    for block in range(blocks):
+        wanted = {id(d) for d in docs[block * per_block:(block + 1) * per_block]}
+        for name, model in models.items():
+            chunk_texts = [p.embed_text for p in planned[name] if id(p.document) in wanted]
+            started = time.perf_counter()
+            model.encode_documents(chunk_texts, batch_size=batch_size)
+            seconds[name] += time.perf_counter() - started
+    rate = {name: len(docs) / seconds[name] for name in models}
+    for name, model in models.items():
+        print(f"{name:8s} {names[name]:22s} {model.runtime} {model.precision}: {len(planned[name])} chunks, "
+              f"{seconds[name]:7.1f} s, {rate[name]:6.1f} documents/s")
+    print(f"ratio documents/s {model_id} / {baseline}: {rate['default'] / rate['baseline']:.2f}  (target >= 1.0)")
+    latencies = []
+    queries = [d.title or d.text[:120] for d in docs[:200]]
+    for query in queries:
+        started = time.perf_counter()
+        models["default"].encode_queries([query])
+        latencies.append((time.perf_counter() - started) * 1000)
+    p50, p95 = np.percentile(latencies, 50), np.percentile(latencies, 95)
+    print(f"query embedding, {model_id}, one at a time, {len(queries)} queries: p50 {p50:.1f} ms, p95 {p95:.1f} ms "
+          "(target p95 <= 30 ms)", flush=True)
 
 
 def start_worker() -> tuple[subprocess.Popen, str]:
@@ -263,6 +306,8 @@ def main():
             print(f"wrote {chunks} chunk texts to {args.dump_texts}")
             if args.encode_only:
                 return
+        if args.baseline:
+            side_by_side(docs, collection, model_id, args.baseline, args.baseline_runtime, batch_size)
         vectors, raw_seconds = raw_encode(planned, model_id, batch_size)
         raw_rate = chunks / raw_seconds
         print(f"chunks: {chunks} ({chunks / len(docs):.2f} per document)")

@@ -58,21 +58,22 @@ def check_model_id(model_id: str) -> None:
 @functools.lru_cache(maxsize=4)
 def load_embedding_model(model_id: str, device: str | None = None, runtime: str | None = None):
     """The bi-encoder of `model_id`, loaded once per process (indexer/encoders.py): torch on CUDA
-    (fp16), OpenVINO float32 on a CPU unless EMBEDDING_RUNTIME says otherwise. A model the
+    (fp16), OpenVINO on a CPU (int8 where the model's int8 record allows, else float32) unless
+    EMBEDDING_RUNTIME says otherwise. A model the
     OpenVINO encoder cannot run falls back to torch, with a warning saying why."""
     from .encoders import EncoderError, OpenVinoEncoder, TorchEncoder, pick_runtime
     from .model_catalog import models_dir
 
     device = device or pick_device(settings.EMBEDDING_DEVICE)
     setting = runtime or settings.EMBEDDING_RUNTIME
-    chosen = pick_runtime(setting, device)
+    chosen, int8 = pick_runtime(setting, device)
     path = resolve_model_path(model_id)
     encoder = None
     if chosen == "openvino":
         try:
-            encoder = OpenVinoEncoder(model_id, path, models_dir(), settings.EMBEDDING_THREADS)
+            encoder = OpenVinoEncoder(model_id, path, models_dir(), settings.EMBEDDING_THREADS, int8=int8)
         except EncoderError as exc:
-            if setting == "openvino":
+            if setting.startswith("openvino"):
                 raise
             log.warning("embedding model %s runs on torch: %s", model_id, exc)
     if encoder is None:

@@ -4,7 +4,10 @@ queries, each with the model's own prompt, through torch or OpenVINO.
     TorchEncoder     sentence-transformers on torch: CUDA (fp16) or CPU (float32)
     OpenVinoEncoder  the same model traced once to ONNX and run by OpenVINO on the CPU, float32
                      (inference precision pinned, so a CPU with bf16/AMX computes what an
-                     AVX2-only one does)
+                     AVX2-only one does), or its int8 model: NNCF post-training quantisation
+                     calibrated on documents, served only where `manage.py quantize_embedding`
+                     measured held-out nDCG@10 within INT8_TOLERANCE of float32 (int8.json
+                     beside the export records it)
 
 Both read the model directory as sentence-transformers writes it (modules.json, the pooling
 config, config_sentence_transformers.json's prompts), so any Hugging Face id or directory works
@@ -33,9 +36,12 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-RUNTIMES = ("auto", "torch", "openvino")
+RUNTIMES = ("auto", "torch", "openvino", "openvino-int8")
 EXPORT_VERSION = 1
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+INT8_XML = "encoder-int8.xml"
+INT8_RECORD = "int8.json"
+INT8_TOLERANCE = 0.005  # nDCG@10 int8 may lose against float32 on held-out queries
 
 
 class EncoderError(RuntimeError):
@@ -193,12 +199,28 @@ def cpu_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def read_int8(xml: Path) -> dict:
+    """The int8 record beside an export ({} when none was made)."""
+    path = xml.parent / INT8_RECORD
+    return json.loads(path.read_text()) if path.is_file() and (xml.parent / INT8_XML).is_file() else {}
+
+
+def int8_reason(record: dict) -> str:
+    if not record:
+        return "no int8 model (manage.py quantize_embedding MODEL --judge-on BEIR-FOLDER makes and judges one)"
+    judgment = record.get("judgment")
+    if not judgment:
+        return "the int8 model was not judged on held-out queries"
+    return judgment["reason"]
+
+
 class OpenVinoEncoder:
     runtime = "openvino"
     device = "cpu"
-    precision = "float32"
 
-    def __init__(self, model_id: str, path: str, models_dir: Path, threads: int = 0):
+    def __init__(self, model_id: str, path: str, models_dir: Path, threads: int = 0, int8: bool | None = None):
+        """`int8`: None serves the int8 model when its record allows it, True requires it, False
+        never uses it."""
         import openvino as ov
         from transformers import AutoTokenizer
 
@@ -212,9 +234,16 @@ class OpenVinoEncoder:
         self.max_seq_length = self.layout.max_seq_length
         xml = export_openvino(model_dir, models_dir)
         self.inputs = json.loads((xml.parent / "export.json").read_text())["inputs"]
+        record = read_int8(xml)
+        allowed = bool((record.get("judgment") or {}).get("allowed"))
+        if int8 and not record:
+            raise EncoderError(f"{model_id}: {int8_reason(record)}")
+        use_int8 = bool(record) if int8 else (allowed if int8 is None else False)
+        self.precision = "int8" if use_int8 else "float32"
+        self.int8_reason = "" if use_int8 or int8 is False else int8_reason(record)
         config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
                   "INFERENCE_NUM_THREADS": threads or cpu_threads()}
-        self.compiled = ov.Core().compile_model(str(xml), "CPU", config)
+        self.compiled = ov.Core().compile_model(str(xml.parent / INT8_XML if use_int8 else xml), "CPU", config)
         self.dimension = int(self.compiled.output(0).get_partial_shape()[2].get_length())
 
     def _encode(self, texts: list[str], prompt: str, batch_size: int) -> np.ndarray:
@@ -247,11 +276,69 @@ class OpenVinoEncoder:
         return self._encode(texts, self.layout.prompts.get("query", ""), batch_size)
 
 
-def pick_runtime(setting: str, device: str) -> str:
+def pick_runtime(setting: str, device: str) -> tuple[str, bool | None]:
+    """(runtime, int8: None = as the model's int8 record allows, True = required, False = never).
+    auto: torch off the CPU; on it OpenVINO, int8 where the record allows."""
     if setting not in RUNTIMES:
         raise ValueError(f"EMBEDDING_RUNTIME must be one of {', '.join(RUNTIMES)}, not {setting!r}")
-    if setting == "openvino" and not device.startswith("cpu"):
-        raise EncoderError(f"EMBEDDING_RUNTIME=openvino runs on the CPU, not on {device}")
+    if setting.startswith("openvino") and not device.startswith("cpu"):
+        raise EncoderError(f"EMBEDDING_RUNTIME={setting} runs on the CPU, not on {device}")
     if setting == "auto":
-        return "torch" if not device.startswith("cpu") else "openvino"
-    return setting
+        return ("torch", False) if not device.startswith("cpu") else ("openvino", None)
+    if setting == "torch":
+        return "torch", False
+    return "openvino", setting == "openvino-int8" or False
+
+
+def calibration_batches(tokenizer, texts: list[str], max_length: int, batch_size: int = 8) -> list[dict]:
+    features = []
+    for start in range(0, len(texts), batch_size):
+        batch = tokenizer(texts[start:start + batch_size], padding=True, truncation=True, max_length=max_length,
+                          return_tensors="np")
+        features.append({name: np.asarray(value, dtype=np.int64) for name, value in batch.items()})
+    return features
+
+
+def quantize_openvino(model_dir: Path, models_dir: Path, documents: list[str]) -> Path:
+    """The int8 model of the export (encoder-int8.xml), calibrated on `documents` (with the
+    model's document prompt); any earlier int8 model and its judgment are replaced."""
+    import nncf
+    import openvino as ov
+    from transformers import AutoTokenizer
+
+    xml = export_openvino(model_dir, models_dir)
+    layout = read_layout(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    names = json.loads((xml.parent / "export.json").read_text())["inputs"]
+    prompt = layout.prompts.get("document", "")
+    batches = calibration_batches(tokenizer, [prompt + t for t in documents], layout.max_seq_length)
+    with file_lock(xml.parent.with_name(xml.parent.name + ".lock")):
+        started = time.perf_counter()
+        nncf.set_log_level(logging.ERROR)
+        dataset = nncf.Dataset(batches, lambda features: {name: features[name] for name in names})
+        quantized = nncf.quantize(ov.Core().read_model(str(xml)), dataset, subset_size=len(batches),
+                                  model_type=nncf.ModelType.TRANSFORMER)
+        ov.save_model(quantized, str(xml.parent / INT8_XML), compress_to_fp16=False)
+        (xml.parent / INT8_RECORD).write_text(json.dumps({
+            "calibration_documents": len(documents), "nncf": nncf.__version__, "openvino": ov.__version__,
+            "seconds": round(time.perf_counter() - started, 1), "judgment": None}, indent=2) + "\n")
+    return xml.parent / INT8_XML
+
+
+def record_int8_judgment(model_dir: Path, models_dir: Path, float32_ndcg: float, int8_ndcg: float, queries: int,
+                         judged_on: str, speed: dict | None = None, tolerance: float = INT8_TOLERANCE) -> dict:
+    """Record beside the export whether int8 may serve this model: held-out nDCG@10 within
+    `tolerance` of float32's."""
+    xml = export_dir(model_dir, models_dir) / "encoder.xml"
+    record = read_int8(xml)
+    if not record:
+        raise EncoderError(f"{xml.parent} has no int8 model to judge")
+    allowed = int8_ndcg >= float32_ndcg - tolerance
+    record["judgment"] = {
+        "allowed": allowed, "float32_ndcg@10": round(float32_ndcg, 4), "int8_ndcg@10": round(int8_ndcg, 4),
+        "queries": queries, "judged_on": judged_on, "tolerance": tolerance, "speed": speed or {},
+        "reason": (f"held-out nDCG@10 int8 {int8_ndcg:.4f} vs float32 {float32_ndcg:.4f} on {queries} queries of "
+                   f"{judged_on} ({'within' if allowed else 'more than'} {tolerance} below)"),
+    }
+    (xml.parent / INT8_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    return record["judgment"]

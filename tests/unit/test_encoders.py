@@ -58,8 +58,11 @@ def test_the_export_is_made_once_and_follows_the_weights(prompted, tmp_path):
 def test_layout_and_runtime_choice(prompted, tmp_path):
     layout = read_layout(prompted)
     assert (layout.pooling, layout.normalize, layout.prompts) == ("mean", True, {"query": "query: "})
-    assert pick_runtime("auto", "cpu") == "openvino" and pick_runtime("auto", "cuda") == "torch"
-    assert pick_runtime("torch", "cpu") == "torch"
+    # (runtime, int8): None = as the model's int8 record allows, True = required, False = never.
+    assert pick_runtime("auto", "cpu") == ("openvino", None) and pick_runtime("auto", "cuda") == ("torch", False)
+    assert pick_runtime("torch", "cpu") == ("torch", False)
+    assert pick_runtime("openvino", "cpu") == ("openvino", False)
+    assert pick_runtime("openvino-int8", "cpu") == ("openvino", True)
     with pytest.raises(ValueError, match="EMBEDDING_RUNTIME must be one of auto, torch, openvino"):
         pick_runtime("onnx", "cpu")
     with pytest.raises(EncoderError, match="runs on the CPU"):
@@ -85,3 +88,30 @@ def test_bad_runtime_settings_stop_the_start(variable, value, words):
                             env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     assert "ImproperlyConfigured" in result.stderr and words in result.stderr, result.stderr[-2000:]
+
+
+def test_int8_serves_only_where_its_judgment_allows(prompted, tmp_path):
+    """NNCF's int8 model of the export: made on documents, used by default only once judged
+    within the tolerance of float32 on held-out queries, forced by EMBEDDING_RUNTIME=openvino-int8."""
+    from indexer.encoders import INT8_TOLERANCE, quantize_openvino, record_int8_judgment
+
+    with pytest.raises(EncoderError, match="no int8 model"):
+        OpenVinoEncoder("m", str(prompted), tmp_path, int8=True)
+    calibration = [f"{text} Measured in sample {i}." for i in range(8) for text in TEXTS]
+    quantize_openvino(prompted, tmp_path, calibration)
+    unjudged = OpenVinoEncoder("m", str(prompted), tmp_path)
+    assert unjudged.precision == "float32" and "not judged" in unjudged.int8_reason
+    forced = OpenVinoEncoder("m", str(prompted), tmp_path, int8=True)
+    assert forced.precision == "int8"
+    a, b = unjudged.encode_documents(TEXTS), forced.encode_documents(TEXTS)
+    assert np.allclose(np.linalg.norm(b, axis=1), 1, atol=1e-5)
+    cosines = (a * b).sum(axis=1)
+    # Close, yet really int8 (32 calibration texts here; the judgment is what guards quality).
+    assert float(cosines.mean()) >= 0.9 and float(cosines.max()) < 0.99999
+    judged = record_int8_judgment(prompted, tmp_path, 0.70, 0.70 - INT8_TOLERANCE / 2, 40, "test queries")
+    assert judged["allowed"] and OpenVinoEncoder("m", str(prompted), tmp_path).precision == "int8"
+    assert OpenVinoEncoder("m", str(prompted), tmp_path, int8=False).precision == "float32"
+    refused = record_int8_judgment(prompted, tmp_path, 0.70, 0.70 - 2 * INT8_TOLERANCE, 40, "test queries")
+    assert not refused["allowed"] and "more than 0.005 below" in refused["reason"]
+    fallback = OpenVinoEncoder("m", str(prompted), tmp_path)
+    assert fallback.precision == "float32" and "more than 0.005 below" in fallback.int8_reason

@@ -1,0 +1,44 @@
+"""Make the int8 model of a bi-encoder for the CPU and judge it on held-out judged queries.
+
+    python manage.py quantize_embedding bge-small-en-v1.5 --judge-on ../shared/datasets/scifact --split train
+
+Calibrates on documents of the BEIR folder that no judged query of the sample points to, then
+measures nDCG@10 of exact search over a sample of its documents with float32 and int8 vectors.
+The int8 model serves (EMBEDDING_RUNTIME=auto on a CPU) only if it is within 0.005 of float32;
+the verdict and the speed on this CPU are written beside the export (int8.json). An index keeps
+the vectors it was built with: rebuild a collection to index it with int8 vectors.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+
+from relevance.embedding_int8 import quantize_and_judge
+
+
+class Command(BaseCommand):
+    help = "Quantise a bi-encoder to int8 for the CPU and judge it against float32 on held-out queries."
+
+    def add_arguments(self, parser):
+        parser.add_argument("model", help="installed model name or directory")
+        parser.add_argument("--judge-on", required=True, type=Path, help="a BEIR folder (corpus, queries, qrels/)")
+        parser.add_argument("--split", default="train", help="qrels split judged on (default train; keep dev for reports)")
+        parser.add_argument("--queries", type=int, default=300, help="judged queries sampled (default 300)")
+        parser.add_argument("--documents", type=int, default=2000, help="documents searched (default 2000)")
+
+    def handle(self, *args, **options):
+        folder = options["judge_on"]
+        for needed in ("corpus.jsonl", "queries.jsonl", f"qrels/{options['split']}.tsv"):
+            if not (folder / needed).is_file():
+                raise CommandError(f"{folder} has no {needed}")
+        try:
+            result = quantize_and_judge(options["model"], folder, options["split"], options["queries"],
+                                        options["documents"])
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        speed = result.speed["documents_per_second"]
+        self.stdout.write(f"{options['model']}: {result.record['reason']}")
+        self.stdout.write(f"documents/s on this CPU ({', '.join(result.speed['cpu']['flags'])}): float32 "
+                          f"{speed['float32']}, int8 {speed['int8']} ({speed['int8'] / speed['float32']:.2f}x)")
+        self.stdout.write("int8 serves this model" if result.record["allowed"] else "int8 does NOT serve this model")
