@@ -9,7 +9,7 @@ HF_HUB_OFFLINE ?= 1
 export HF_HUB_OFFLINE
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: run test unit lint stop models services opensearch postgres chromium screenshots venv migrate requeue demo clean-services
+.PHONY: run test unit lint stop models services opensearch postgres chromium prometheus screenshots venv migrate requeue demo clean-services
 
 venv: $(STAMP)
 $(STAMP): requirements.txt
@@ -42,6 +42,11 @@ postgres:
 chromium:
 	$(PYTHON) scripts/services.py install chromium
 
+## Debian's prometheus for tests/integration/test_metrics.py (it starts one of its own on a
+## loopback port to scrape /metrics): installed when missing, as root. Nothing is started.
+prometheus:
+	$(PYTHON) scripts/services.py install prometheus
+
 migrate: venv
 	$(PY) manage.py migrate --noinput
 
@@ -68,7 +73,7 @@ run: venv models services migrate requeue demo
 ## (tests/integration/conftest.py). A skipped integration test fails the run unless
 ## ALLOW_SKIPS=1; no test collected fails it too (exit 5). BACKEND_ARGS narrows the second run.
 BACKEND_ARGS ?= tests/integration
-test: venv models services opensearch postgres chromium
+test: venv models services opensearch postgres chromium prometheus
 	SEARCH_ENGINE=elasticsearch $(PY) -m pytest $(PYTEST_ARGS)
 	SEARCH_ENGINE=opensearch $(PY) -m pytest -m backend $(BACKEND_ARGS)
 

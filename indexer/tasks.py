@@ -25,6 +25,8 @@ from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from django.conf import settings
 from django.db import OperationalError, close_old_connections, transaction
 
+from common.service_metrics import count_shared
+
 from . import builds, pipeline, reconcile
 from .models import Collection, Document, IndexBuild
 from .statuses import batches, mark_failed, mark_queued
@@ -85,6 +87,7 @@ class DocumentBatchTask(IndexingTask):
         ids = args[0] if args else kwargs.get("document_ids", [])
         message = error_text(exc, self)
         failed = mark_failed(list(ids), message)
+        count_shared("indexing_documents", failed, outcome="failed")
         log.error("%s gave up on %d documents: %s", self.name, failed, message)
         for collection_id in set(Document.objects.filter(pk__in=ids).values_list("collection_id", flat=True)):
             advance_build(collection_id)
@@ -131,6 +134,8 @@ def send_for_indexing(document_ids: list[int], batch_size: int | None = None, bu
 @shared_task(name="indexer.tasks.index_documents", base=DocumentBatchTask)
 def index_documents(document_ids: list[int], build_id: int | None = None) -> dict:
     report = pipeline.index_documents(document_ids, build_id=build_id)
+    count_shared("indexing_documents", report.indexed, outcome="indexed")
+    count_shared("indexing_chunks", report.chunks)
     for collection_id in report.collection_ids:
         advance_build(collection_id)
     return task_report(report)

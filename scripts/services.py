@@ -7,6 +7,7 @@
     python scripts/services.py password                        the `elastic` user's password
     python scripts/services.py install postgres
     python scripts/services.py install chromium
+    python scripts/services.py install prometheus
     ES_NODES=3 python scripts/services.py start|stop es        an N-node cluster instead
     ES_NODES=3 python scripts/services.py start|stop es-node 2 one node of it (drills)
 
@@ -35,6 +36,10 @@ Redis is Debian's `redis-server` (installed with apt-get when missing).
 `install postgres` only makes sure PostgreSQL's server binaries (`initdb`, `pg_ctl`) are there,
 installing Debian's `postgresql` with apt-get when missing (as root): the integration tests start
 a throwaway server of their own from them (tests/integration/test_postgres.py). Nothing is started.
+
+`install prometheus` makes sure Debian's `prometheus` is there (apt-get, as root, when missing):
+tests/integration/test_metrics.py starts one of its own on a loopback port to scrape /metrics.
+Nothing is started here.
 
 `install chromium` makes sure Debian's `chromium` and `chromium-driver` are there (apt-get, as
 root, when missing): the browser tests (tests/integration/test_browser.py) drive headless Chromium through Selenium

@@ -23,3 +23,9 @@ class SearchsiteConfig(AppConfig):
         from common.settings_checks import install
 
         install(settings_problems, self.label)
+
+        from search import search_hooks
+
+        from .metrics import record_search
+
+        search_hooks.register(record_search)  # the stage-time histograms of /metrics

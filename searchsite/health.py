@@ -75,18 +75,22 @@ def check_workers() -> dict:
     return result
 
 
-def reranker_reports() -> dict:
-    """What the rerank workers reported about each reranker in use (reranker/speed.py): runtime,
-    precision, device, pairs per second. Information only: it does not decide health."""
+def reranker_models() -> list[str]:
+    """The rerankers in use: the site's RERANKER_MODEL and the collections' own, once each."""
     from indexer.models import Collection
-    from reranker.speed import read_report
 
     models = [(settings.RERANKER_MODEL or "").strip(),
               *Collection.objects.exclude(reranker_model="").values_list("reranker_model", flat=True)]
-    reports = {}
-    for model in dict.fromkeys(m.strip() for m in models if m and m.strip()):
-        reports[model] = read_report(model) or {"runtime": None, "note": "no rerank worker has loaded it yet"}
-    return reports
+    return list(dict.fromkeys(m.strip() for m in models if m and m.strip()))
+
+
+def reranker_reports() -> dict:
+    """What the rerank workers reported about each reranker in use (reranker/speed.py): runtime,
+    precision, device, pairs per second. Information only: it does not decide health."""
+    from reranker.speed import read_report
+
+    return {model: read_report(model) or {"runtime": None, "note": "no rerank worker has loaded it yet"}
+            for model in reranker_models()}
 
 
 def run_checks() -> tuple[bool, dict]:

@@ -400,6 +400,18 @@ DEFAULT_COLLECTION_VISIBILITY = env("DEFAULT_COLLECTION_VISIBILITY", "groups")
 # --------------------------------------------------------------------------- Health
 
 HEALTH_TIMEOUT = env_float("HEALTH_TIMEOUT", 2.0)
+# /healthz tells anyone whether the site is up; the details (engine URL, versions, worker host
+# names) only to staff or to a request with `Authorization: Bearer <HEALTH_TOKEN>` (empty: staff only).
+HEALTH_TOKEN = env("HEALTH_TOKEN", "")
+
+# --------------------------------------------------------------------------- Metrics (searchsite/metrics.py)
+
+# /metrics (Prometheus text format) answers the addresses listed (REMOTE_ADDR, or the one the
+# trusted proxies name: RATE_LIMIT_TRUSTED_PROXIES; CIDR blocks allowed) and any request with
+# `Authorization: Bearer <METRICS_TOKEN>`; anyone else gets 403.
+METRICS_ALLOWED_ADDRESSES = [a.strip() for a in env("METRICS_ALLOWED_ADDRESSES", "127.0.0.1,::1").split(",")
+                             if a.strip()]
+METRICS_TOKEN = env("METRICS_TOKEN", "")
 
 # --------------------------------------------------------------------------- Search (search/)
 

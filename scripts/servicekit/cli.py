@@ -10,7 +10,7 @@ from servicekit.opensearch import OS_PORT, os_healthy, os_identity, search_engin
 from servicekit.redis_server import REDIS_PORT, redis_ping, start_redis, stop_redis
 
 USAGE = ("usage: services.py start|stop|status|password [es|opensearch|redis|all] | start|stop es-node N "
-         "| install postgres|chromium")
+         "| install postgres|chromium|prometheus")
 
 
 def main(argv: list[str]) -> None:
@@ -26,7 +26,7 @@ def main(argv: list[str]) -> None:
         return
     if action == "install":
         if which not in packages.INSTALLS:
-            fail("usage: services.py install postgres|chromium")
+            fail("usage: services.py install " + "|".join(packages.INSTALLS))
         packages.install(packages.INSTALLS[which])
         return
     if which not in {"es", "opensearch", "redis", "all"}:

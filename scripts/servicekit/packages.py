@@ -1,5 +1,5 @@
-"""What the tests need installed but nothing starts: PostgreSQL's server binaries and headless
-Chromium with its driver, Debian's packages installed with apt-get when missing (as root).
+"""What the tests need installed but nothing starts: PostgreSQL's server binaries, headless
+Chromium with its driver and Prometheus, Debian's packages installed with apt-get when missing (as root).
 
 Each is a `Package`: how to tell it is there, what to say when it is not, and what to install.
 Not root and missing: the run fails, unless ALLOW_SKIPS=1 lets the tests that need it skip."""
@@ -106,4 +106,24 @@ CHROMIUM = Package(
     still_missing="chromium and chromium-driver were installed but chromium or chromedriver is still not on PATH",
 )
 
-INSTALLS = {"postgres": POSTGRES, "chromium": CHROMIUM}
+
+# ---------------------------------------------------------------- Prometheus (tests/integration/test_metrics.py)
+
+
+def prometheus_present() -> str | None:
+    found = shutil.which("prometheus")
+    return f"Prometheus present ({found})" if found else None
+
+
+PROMETHEUS = Package(
+    present=prometheus_present,
+    missing=("Prometheus is missing (tests/integration/test_metrics.py starts one on a loopback port to scrape "
+             "/metrics): install Debian's prometheus package"),
+    skipped="the Prometheus scrape test",
+    installing="installing Debian's prometheus (the scrape test; nothing is started)",
+    # Its exporters and web console are not needed: the server binary alone.
+    apt=("--no-install-recommends", "prometheus"),
+    still_missing="prometheus was installed but is still not on PATH",
+)
+
+INSTALLS = {"postgres": POSTGRES, "chromium": CHROMIUM, "prometheus": PROMETHEUS}

@@ -49,8 +49,10 @@ def test_celery_round_trip_on_each_queue(celery_workers):
 
 
 @pytest.mark.django_db
-def test_healthz_all_ok(client, celery_workers):
-    response = client.get("/healthz")
+def test_healthz_all_ok(admin_client, client, celery_workers):
+    # Strangers read the status alone; staff (and the health token: tests/integration/test_metrics.py) the details.
+    assert client.get("/healthz").json() == {"status": "ok"}
+    response = admin_client.get("/healthz")
     body = response.json()
     assert response.status_code == 200, body
     assert body["status"] == "ok" and body["down"] == []
@@ -63,7 +65,8 @@ def test_healthz_all_ok(client, celery_workers):
 
 
 @pytest.mark.django_db
-def test_healthz_reports_missing_workers_and_redis(client, celery_workers):
+def test_healthz_reports_missing_workers_and_redis(admin_client, celery_workers):
+    client = admin_client
     # A queue no worker consumes: it must be reported down by name, the other one stays ok.
     with override_settings(RERANK_QUEUE="rerank-nobody", HEALTH_TIMEOUT=0.5):
         response = client.get("/healthz")
@@ -83,9 +86,11 @@ def test_healthz_reports_missing_workers_and_redis(client, celery_workers):
 
 @pytest.mark.disruptive
 @pytest.mark.django_db
-def test_healthz_names_elasticsearch_when_it_is_stopped(client, restore_elasticsearch):
+def test_healthz_names_elasticsearch_when_it_is_stopped(admin_client, client, restore_elasticsearch):
     services("stop", "es")
-    response = client.get("/healthz")
+    stranger = client.get("/healthz")
+    assert stranger.status_code == 503 and stranger.json() == {"status": "down"}
+    response = admin_client.get("/healthz")
     body = response.json()
     assert response.status_code == 503
     assert "elasticsearch" in body["down"]
