@@ -124,6 +124,10 @@ class TrainForm(forms.Form):
                                             "both (staff win a pair judged both ways).")
     pseudo_queries = forms.IntegerField(min_value=0, label="Pseudo-queries",
                                         help_text="Documents whose title becomes a query for their text.")
+    pseudo_only = forms.BooleanField(required=False, label="Pseudo-queries only",
+                                     help_text="Train on title pseudo-queries alone (no judgments needed): judged "
+                                               "queries, if any, decide the install, else held-out silver ones; "
+                                               "pseudo-queries 0 means 2000.")
     epochs = forms.IntegerField(min_value=1)
     max_steps = forms.IntegerField(min_value=0, label="Max steps", help_text="0: the epochs decide.")
     max_length = forms.IntegerField(min_value=1, label="Max length", help_text="Tokens per (query, passage) pair.")
@@ -154,6 +158,8 @@ class TrainForm(forms.Form):
         parameters = {name: self.cleaned_data[name] for name in self.OPTIONS}
         if self.cleaned_data.get("judgments") not in ("", None, "staff"):
             parameters["judgments"] = self.cleaned_data["judgments"]
+        if self.cleaned_data.get("pseudo_only"):
+            parameters["pseudo_only"] = True
         return parameters
 
 

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,11 +33,41 @@ WARM_UP_TASK = "reranker.tasks.warm_up"  # reranker/tasks.py
 CHUNK = CHUNK_KEY  # passage keys of one chunk ("chunk:<external id>/<n>"), as the search sends it
 
 
-def mine(collection: Collection, mode: str, depth: int, pseudo_queries: int, seed: int, stdout,
-         progress=progress, judgments: str = "staff") -> TrainingData:
+# Pseudo-only training: title pseudo-queries asked for when --pseudo-queries is not given, and
+# the fewest that make a training (fewer: the run says why nothing was trained).
+PSEUDO_ONLY_QUERIES = 2000
+PSEUDO_ONLY_MIN_QUERIES = 50
+_FILE_NAME = re.compile(r"\.(pdf|docx?|odt|rtf|txt|md|html?|xml|jsonl?|csv|tsv|pptx?|xlsx?)$", re.IGNORECASE)
+_IDENTIFIER = re.compile(r"^[\w.\-]+$")
 
+
+def looks_like_title(title: str, text: str) -> bool:
+    """Whether a document's title can stand for a query about its text: a few words of prose, not
+    a file name or an identifier, and not the text's own first line (the passage would then
+    hold the query word for word)."""
+    words = title.split()
+    if not 2 <= len(words) <= 30 or _FILE_NAME.search(title.strip()):
+        return False
+    if _IDENTIFIER.match(title.strip()) and ("_" in title or not any(c.isspace() for c in title)):
+        return False
+    letters = sum(c.isalpha() for c in title)
+    if letters < 0.5 * len(title.replace(" ", "")):
+        return False
+    head = " ".join(text.split()[:len(words) + 5]).lower()
+    return not head.startswith(" ".join(words).lower())
+
+
+def mine(collection: Collection, mode: str, depth: int, pseudo_queries: int, seed: int, stdout,
+         progress=progress, judgments: str = "staff", pseudo_only: bool = False,
+         heldout: float = 0.2) -> TrainingData:
+    """Training data from the collection's judged queries (`judgments`: relevance/judgments.py)
+    and `pseudo_queries` title pseudo-queries. `pseudo_only`: train on title pseudo-queries
+    alone; the judged queries, where there are any, all decide the install, else a `heldout`
+    share of the pseudo-queries (silver queries, never trained on) does."""
     queries, qrels = collection_qrels(collection, judgments)
-    if not qrels:
+    if pseudo_only and not pseudo_queries:
+        pseudo_queries = PSEUDO_ONLY_QUERIES
+    if not qrels and not pseudo_only:
         if judgments == "implicit":
             raise CommandError(f"collection {collection.slug!r} has no implicit judgments: they come from users' "
                                "clicks (`manage.py click_judgments`)")
@@ -66,8 +97,15 @@ def mine(collection: Collection, mode: str, depth: int, pseudo_queries: int, see
 
         pseudo = []
         if pseudo_queries:
-            titled = list(Document.objects.filter(collection=collection).exclude(title="")
-                          .values_list("external_id", "title", "text"))
+            titled = [row for row in Document.objects.filter(collection=collection).exclude(title="")
+                      .values_list("external_id", "title", "text") if looks_like_title(row[1], row[2])]
+            if pseudo_only and len(titled) < PSEUDO_ONLY_MIN_QUERIES:
+                total = Document.objects.filter(collection=collection).count()
+                raise CommandError(
+                    f"nothing trained, no reranker installed: {len(titled)} of the {total} documents of "
+                    f"{collection.slug!r} have a title that reads like a query (a few words, not a file name, "
+                    f"not the text's first line); pseudo-only training needs {PSEUDO_ONLY_MIN_QUERIES}. "
+                    "Give the documents titles, or judge some queries (import_judgments, the search page).")
             # A seeded, stable choice of documents.
             titled.sort(key=lambda row: hashlib.sha256(f"{seed}:{row[0]}".encode()).hexdigest())
             chosen = titled[:pseudo_queries]
@@ -99,8 +137,20 @@ def mine(collection: Collection, mode: str, depth: int, pseudo_queries: int, see
         documents[external_id] = f"{title}\n{text}" if title else text
     stdout.write(f"mined {len(judged_queries)} judged queries and {len(pseudo)} title pseudo-queries "
                  f"({mode} first stage, {depth} chunks each); {len(documents)} passages")
-    return TrainingData(queries=judged_queries, documents=documents, pseudo_queries=pseudo,
-                        first_stage=f"{mode}, depth {depth} chunks, collection {collection.slug}", mode=mode)
+    first_stage = f"{mode}, depth {depth} chunks, collection {collection.slug}"
+    if not pseudo_only:
+        return TrainingData(queries=judged_queries, documents=documents, pseudo_queries=pseudo,
+                            first_stage=first_stage, mode=mode)
+    if judged_queries:
+        stdout.write(f"pseudo-only: training on the {len(pseudo)} title pseudo-queries; the {len(judged_queries)} "
+                     "judged queries decide the install (none trained on)")
+        return TrainingData(queries=judged_queries, documents=documents, pseudo_queries=pseudo, first_stage=first_stage,
+                            mode=mode, heldout_only=True, heldout_kind="judged")
+    trained, silver = split_queries(pseudo, heldout, seed)
+    stdout.write(f"pseudo-only: no judged queries; {len(silver)} title pseudo-queries held out as silver queries "
+                 f"(never trained on) decide the install, {len(trained)} are trained on")
+    return TrainingData(queries=silver, documents=documents, pseudo_queries=trained, first_stage=first_stage,
+                        mode=mode, heldout_only=True, heldout_kind="silver")
 
 
 def cpu_runtime(device: str) -> bool:
@@ -124,7 +174,7 @@ def judge_int8(result, directory: Path, data: TrainingData, stdout, progress=pro
     not held out, then pseudo-queries), and judge it on the held-out queries
     (reranker.training.int8_judgment)."""
     settings_ = result.settings
-    training, heldout = split_queries(data.queries, settings_.heldout_fraction, settings_.seed)
+    training, heldout = data.split(settings_.heldout_fraction, settings_.seed)
     judgment, lines = int8_judgment(
         directory, heldout, data.documents, settings_.rerank_top, data.mode,
         ModelFusion.from_dict(result.heldout["fusion"]), result.model.max_seq_length, settings.RERANKER_BATCH_SIZE,
@@ -184,7 +234,8 @@ def train_collection(collection: Collection, options: dict, stdout, progress=pro
             raise CommandError(f"cannot read training data {options['data']}: {exc}") from None
     else:
         data = mine(collection, options["mode"], depth, options["pseudo_queries"], options["seed"], stdout,
-                    progress=progress, judgments=options.get("judgments", "staff"))
+                    progress=progress, judgments=options.get("judgments", "staff"),
+                    pseudo_only=options.get("pseudo_only", False), heldout=options["heldout"])
     if options["save_data"]:
         data.to_json(options["save_data"])
         stdout.write(f"training data written to {options['save_data']}")

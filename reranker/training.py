@@ -92,6 +92,17 @@ class TrainingData:
     pseudo_queries: list[JudgedQuery] = field(default_factory=list)
     first_stage: str = ""         # how the candidates were produced (for the model card)
     mode: str = ""                # the first-stage mode `candidates` come from
+    # Pseudo-only training (train_reranker --pseudo-only): `queries` only decide the install,
+    # every one held out, and the pairs trained on are the pseudo-queries alone. `heldout_kind`
+    # says what decided: "judged" queries, or "silver" ones (pseudo-queries never trained on).
+    heldout_only: bool = False
+    heldout_kind: str = "judged"
+
+    def split(self, fraction: float, seed: int) -> tuple[list, list]:
+        """(judged queries trained on, held-out queries) of this data."""
+        if self.heldout_only:
+            return [], [q for q in self.queries if q.positives]
+        return split_queries(self.queries, fraction, seed)
 
     def to_json(self, path: str | Path) -> None:
         """Write as JSON (gzip-compressed when the name ends in .gz)."""
@@ -99,6 +110,8 @@ class TrainingData:
             json.dump({
                 "first_stage": self.first_stage,
                 "mode": self.mode,
+                "heldout_only": self.heldout_only,
+                "heldout_kind": self.heldout_kind,
                 "queries": [asdict(q) for q in self.queries],
                 "pseudo_queries": [asdict(q) for q in self.pseudo_queries],
                 "documents": self.documents,
@@ -110,7 +123,8 @@ class TrainingData:
             raw = json.load(handle)
         return cls(queries=[JudgedQuery(**q) for q in raw["queries"]], documents=raw["documents"],
                    pseudo_queries=[JudgedQuery(**q) for q in raw.get("pseudo_queries", [])],
-                   first_stage=raw.get("first_stage", ""), mode=raw.get("mode", ""))
+                   first_stage=raw.get("first_stage", ""), mode=raw.get("mode", ""),
+                   heldout_only=raw.get("heldout_only", False), heldout_kind=raw.get("heldout_kind", "judged"))
 
 
 @dataclass
@@ -452,8 +466,8 @@ def train(data: TrainingData, settings: TrainingSettings, progress: Callable | N
     device = pick_device(settings.device)
     seed_everything(settings.seed)
     rng = random.Random(settings.seed)
-    train_queries, heldout_queries = split_queries(data.queries, settings.heldout_fraction, settings.seed)
-    if not train_queries:
+    train_queries, heldout_queries = data.split(settings.heldout_fraction, settings.seed)
+    if not train_queries and not (data.heldout_only and data.pseudo_queries):
         raise TrainingError("no judged query with a relevant document to train on")
     missing = {doc for q in [*data.queries, *data.pseudo_queries] for doc in q.positives if doc not in data.documents}
     if missing:
@@ -549,9 +563,11 @@ def train(data: TrainingData, settings: TrainingSettings, progress: Callable | N
                                   settings.seed, progress, heldout_logits)
     else:
         heldout = {"queries": 0, "rerank_top": settings.rerank_top, "first_stage": {}, "reranked": {}}
+    heldout["kind"] = data.heldout_kind
     summary = {
         "judged_queries": len(data.queries), "train_queries": len(train_queries),
-        "heldout_queries": len(heldout_queries), "pseudo_queries": len(data.pseudo_queries),
+        "heldout_queries": len(heldout_queries), "heldout_kind": data.heldout_kind,
+        "pseudo_queries": len(data.pseudo_queries),
         "groups_per_epoch": groups_per_epoch, "documents_with_text": len(data.documents),
         "first_stage": data.first_stage,
     }
@@ -613,6 +629,12 @@ def model_card(result: TrainingResult, name: str, installed: str) -> str:
         f"## Held-out queries ({h['queries']}, reranking the first stage's top {h['rerank_top']}, "
         f"scored by {h.get('runtime', 'torch')})",
         "",
+        "These decided the install: " + (
+            "silver queries, title pseudo-queries held out and never trained on (the collection has no "
+            "judged queries of the kind asked for)." if h.get("kind") == "silver" else
+            "judged queries, never trained on." if result.data_summary.get("train_queries") == 0 else
+            "judged queries held out of training."),
+        "",
         f"- first stage: {_fmt(h['first_stage'])}",
         f"- reranked:    {_fmt(h['reranked'])}",
         *fusion_lines(h),
@@ -661,7 +683,7 @@ def calibrate(data: TrainingData, directory: str | Path, device: str = "auto") -
     except (OSError, ValueError) as exc:
         raise TrainingError(f"{directory} has no readable training.json (is it a trained model?): {exc}") from None
     trained = TrainingSettings(**{k: v for k, v in report["settings"].items() if k in TrainingSettings.__dataclass_fields__})
-    _, heldout_queries = split_queries(data.queries, trained.heldout_fraction, trained.seed)
+    _, heldout_queries = data.split(trained.heldout_fraction, trained.seed)
     model = CrossEncoder(str(directory), device=pick_device(device))
     model.eval()
     heldout = heldout_metrics(torch_scorer(model, trained.precision), heldout_queries, data.documents,

@@ -47,6 +47,10 @@ class Command(BaseCommand):
         parser.add_argument("--judgments", choices=JUDGMENT_KINDS, default="staff",
                             help="judgments to train and decide on: staff (imported, search page, admin), implicit "
                                  "(from clicks) or both, staff winning a pair judged both ways (default staff)")
+        parser.add_argument("--pseudo-only", action="store_true",
+                            help="train on title pseudo-queries alone (no judgment trained on; --pseudo-queries "
+                                 "defaults to 2000): the judged queries, if any, all decide the install, else a "
+                                 "--heldout share of the pseudo-queries held out as silver queries does")
         parser.add_argument("--mode", choices=offline.REPORT_ORDER, default="hybrid", help="first stage to mine from")
         parser.add_argument("--batch-groups", type=int, default=d.groups_per_batch,
                             help="groups (1 positive + K negatives) per optimiser step")
