@@ -25,6 +25,9 @@ os.environ["SEARCHSITE_TEST_TMP"] = str(TMP)
 # minute is the default limit), so a faster machine would see 429s. The tests of the limits
 # (tests/*/test_ratelimit.py) switch them on with limits of their own.
 os.environ["SEARCH_RATE_LIMIT_ENABLED"] = "0"
+# No automatic reranker training after a test's first build (relevance/auto_reranker.py): it would
+# queue runs that no test waits for; tests/unit/test_auto_reranker.py switches it on.
+os.environ["AUTO_RERANKER_MIN_DOCUMENTS"] = "0"
 
 import django  # noqa: E402
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from django.db import IntegrityError, transaction
+from django.dispatch import Signal
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
@@ -255,6 +256,12 @@ class FinalizedBuild:
     redo_ids: list[int] = field(default_factory=list, metadata=NOT_REPORTED)
 
 
+# Sent once a build is live: collection_id, documents, and first (the collection had no live
+# build before). Apps above the indexer act on it (relevance: the automatic reranker training);
+# a receiver that fails is logged, never fails the build.
+build_live = Signal()
+
+
 def finalize_build(build_id: int) -> FinalizedBuild:
     """Check the new index against the database, swap the alias, clean up. A failed build is
     marked failed here; setting document statuses back to the live index is the next step."""
@@ -290,6 +297,8 @@ def finalize_build(build_id: int) -> FinalizedBuild:
                  f"({len(check.missing)} documents missing or stale, e.g. {check.missing[:5]})")
         fail_build(build, error)
         return result(Finalized.FAILED, error=error)
+    first = not IndexBuild.objects.filter(collection_id=build.collection_id).exclude(pk=build.pk).filter(
+        status__in=(IndexBuild.Status.LIVE, IndexBuild.Status.RETIRED)).exists()
     store.point_alias(alias_name(build.collection.slug), build.index_name)
     with transaction.atomic():
         IndexBuild.objects.filter(collection_id=build.collection_id, status=IndexBuild.Status.LIVE).update(
@@ -307,6 +316,10 @@ def finalize_build(build_id: int) -> FinalizedBuild:
     IndexBuild.objects.filter(pk=build.pk).update(status=IndexBuild.Status.LIVE, finished_at=timezone.now())
     log.info("build %s is live: %d documents, %d chunks; deleted %s", build, check.expected_documents,
              check.index_chunks, deleted)
+    for receiver, outcome in build_live.send_robust(IndexBuild, collection_id=build.collection_id,
+                                                     documents=check.expected_documents, first=first):
+        if isinstance(outcome, Exception):
+            log.error("build %s: %s failed after the build went live: %r", build, receiver, outcome)
     return result(Finalized.LIVE, documents=check.expected_documents, chunks=check.index_chunks,
                   deleted_indices=deleted)
 

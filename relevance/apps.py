@@ -14,3 +14,10 @@ class RelevanceConfig(AppConfig):
         from .search_page import add_grades
 
         page_hooks.register(add_grades)
+
+        # A collection's first build going live may start its reranker's training (indexer/builds.py).
+        from indexer.builds import build_live
+
+        from .auto_reranker import after_build
+
+        build_live.connect(after_build, dispatch_uid="relevance.auto_reranker")

@@ -33,6 +33,17 @@ WARM_UP_TASK = "reranker.tasks.warm_up"  # reranker/tasks.py
 CHUNK = CHUNK_KEY  # passage keys of one chunk ("chunk:<external id>/<n>"), as the search sends it
 
 
+# Training settings per device kind (train_reranker options: the demo's and the automatic runs'); chosen by measurement, see
+# docs/relevance.md.
+RECIPES = {
+    "cuda": {"pseudo_queries": 3000, "epochs": 2, "batch_groups": 16, "max_length": 256},
+    # Three layers of the base, 128-token pairs, groups of 1 + 3, a high learning rate, 1,000 title
+    # pseudo-queries seen twice (chosen on held-out training queries: docs/relevance.md).
+    "cpu": {"layers": 3, "pseudo_queries": 1000, "epochs": 2, "batch_groups": 16, "max_length": 128, "negatives": 3,
+            "lr_body": 4e-4, "lr_head": 1e-2},
+}
+
+
 # Pseudo-only training: title pseudo-queries asked for when --pseudo-queries is not given, and
 # the fewest that make a training (fewer: the run says why nothing was trained).
 PSEUDO_ONLY_QUERIES = 2000

@@ -358,6 +358,10 @@ INDEX_RETRY_BACKOFF_MAX = env_int("INDEX_RETRY_BACKOFF_MAX", 60)
 # RECONCILE_OLDER_THAN seconds are considered lost by Redis and queued again.
 RECONCILE_INTERVAL = env_int("RECONCILE_INTERVAL", 900)
 RECONCILE_OLDER_THAN = env_int("RECONCILE_OLDER_THAN", 3600)
+# A collection's first build going live with at least this many documents starts a train run
+# of its reranker from its own documents (relevance/auto_reranker.py, train_reranker
+# --pseudo-only); 0: never.
+AUTO_RERANKER_MIN_DOCUMENTS = env_int("AUTO_RERANKER_MIN_DOCUMENTS", 500)
 # Search analytics (analytics/, docs/analytics.md): every search and click is logged unless
 # SEARCH_LOG_ENABLED is off; rows older than SEARCH_LOG_DAYS are deleted every
 # SEARCH_LOG_PRUNE_INTERVAL seconds (celery beat).

@@ -27,19 +27,8 @@ from django.core.management.base import BaseCommand, CommandError
 from common.progress import progress
 
 from indexer.models import Collection, Document
-from relevance.collection_training import models_dir
+from relevance.collection_training import RECIPES, models_dir
 from common.precision import pick_device
-
-# Training settings per device kind (train_reranker options); chosen by measurement, see
-# docs/relevance.md.
-RECIPES = {
-    "cuda": {"pseudo_queries": 3000, "epochs": 2, "batch_groups": 16, "max_length": 256},
-    # Three layers of the base, 128-token pairs, groups of 1 + 3, a high learning rate, 1,000 title
-    # pseudo-queries seen twice (chosen on held-out training queries: docs/relevance.md).
-    "cpu": {"layers": 3, "pseudo_queries": 1000, "epochs": 2, "batch_groups": 16, "max_length": 128, "negatives": 3,
-            "lr_body": 4e-4, "lr_head": 1e-2},
-}
-
 
 def trained_before(slug: str) -> Path | None:
     """The newest model directory an earlier `train_reranker` run installed for this collection."""
