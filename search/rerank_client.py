@@ -201,6 +201,7 @@ def admit_share(share: Share, budget: float) -> Admission | None:
     RERANK_ADMISSION.labels(decision).inc()
     if admission.saturated:
         share.reason, share.outcome = admission.reason, "saturated"
+        del share.positions[:]  # nothing sent: no candidates
         log.info("not sent (%s): %d pairs waiting on %d process(es) at %.0f pairs/s, expected wait %.2f s, budget %g s",
                  share.model, waiting.pairs if waiting else 0, waiting.processes if waiting else 1, speed,
                  admission.expected_wait, budget)
