@@ -42,6 +42,7 @@ class SearchLog(models.Model):
     class Meta:
         ordering = ["-created_at"]
         verbose_name = "search"
+        verbose_name_plural = "searches"
 
     def __str__(self) -> str:
         return f"{self.query[:60]!r} ({self.mode}, {self.created_at:%Y-%m-%d %H:%M})"

@@ -98,15 +98,20 @@ def plots(report: Report) -> dict[str, str]:
 
     out = {}
     days: list[date] = [d["day"] for d in report.per_day]
+    import matplotlib.dates as mdates
+
     fig, ax = plt.subplots(figsize=(7, 3))
-    ax.bar(days, [d["searches"] for d in report.per_day], color="#4c78a8", label="searches")
+    bars = ax.bar(days, [d["searches"] for d in report.per_day], color="#4c78a8", label="searches", width=0.8)
     ax.set_ylabel("searches per day")
+    ax.set_ylim(0, max(d["searches"] for d in report.per_day) * 1.25)
     share = ax.twinx()
-    share.plot(days, [d["reranked_share"] for d in report.per_day], color="#e45756", marker="o", label="reranked share")
+    line, = share.plot(days, [d["reranked_share"] for d in report.per_day], color="#e45756", marker="o",
+                       label="reranked share")
     share.set_ylim(0, 1.05)
     share.set_ylabel("reranked share")
-    fig.autofmt_xdate()
-    fig.legend(loc="upper left", fontsize=8)
+    ax.xaxis.set_major_locator(mdates.AutoDateLocator(minticks=1, maxticks=10))
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d"))
+    ax.legend([bars, line], ["searches", "reranked share"], loc="upper left", fontsize=8, ncols=2)
     fig.tight_layout()
     out["per_day"] = _png(fig)
     plt.close(fig)

@@ -87,6 +87,7 @@ class ImplicitJudgment(models.Model):
             models.UniqueConstraint(fields=["collection", "query", "document"], name="unique_implicit_judgment"),
         ]
         verbose_name = "implicit judgment (from clicks)"
+        verbose_name_plural = "implicit judgments (from clicks)"
 
     def __str__(self) -> str:
         return f"{self.query[:60]!r} → {self.document} ≈ {self.grade} (clicks)"
