@@ -40,3 +40,48 @@ def test_no_run_and_the_reason(collection, settings):
     assert why_not(collection, 800, True) == "AUTO_RERANKER_MIN_DOCUMENTS is 0 (off)"
     build_live.send(IndexBuild, collection_id=collection.pk, documents=800, first=True)
     assert not RerankerRun.objects.exists()
+
+
+class _Store:
+    """The engine side of a finalize, answered from memory."""
+
+    def resume_refresh(self, index):
+        pass
+
+    def point_alias(self, alias, index):
+        self.alias = index
+
+    def indices_behind(self, alias):
+        return [getattr(self, "alias", "")]
+
+    def delete_index(self, index):
+        pass
+
+
+def test_a_build_going_live_says_whether_it_is_the_first(collection, monkeypatch):
+    from types import SimpleNamespace
+
+    from django.utils import timezone
+
+    from indexer import builds
+    from indexer.models import Document
+
+    store = _Store()
+    monkeypatch.setattr(builds, "get_store", lambda: store)
+    monkeypatch.setattr(builds, "check_index", lambda index, collection_id: SimpleNamespace(
+        extra=[], missing=[], ok=True, expected_documents=1, index_chunks=2))
+    Document.objects.create(collection=collection, external_id="a", title="t", text="x", content_hash="h",
+                            status=Document.Status.INDEXED)
+    sent = []
+    receiver = lambda sender, signal, **kwargs: sent.append(kwargs)  # noqa: E731
+    builds.build_live.connect(receiver)
+    try:
+        for number in (1, 2):
+            build = IndexBuild.objects.create(collection=collection, index_name=f"idx-{number}", model_id="m",
+                                              language="none", index_options="hnsw", dims=384,
+                                              status=IndexBuild.Status.FINALIZING, progress_at=timezone.now())
+            assert builds.finalize_build(build.pk).outcome == builds.Finalized.LIVE
+    finally:
+        builds.build_live.disconnect(receiver)
+    assert sent == [{"collection_id": collection.pk, "documents": 1, "first": True},
+                    {"collection_id": collection.pk, "documents": 1, "first": False}]
