@@ -65,29 +65,40 @@ class ScoredPrefix:
     late: bool = False  # scoring ended after the deadline: the answer is for nobody
 
 
+# Of the time left, the share a worker plans to fill: scoring runs at the speed the machine has
+# at that moment, which on shared cores wavers around the measured figure.
+DEADLINE_SAFETY = 0.9
+
+
 def score_before(deadline: float | None, passages: Sequence[str], score: Callable[[Sequence[str]], Sequence[float]],
                  pairs_per_second: float | None, batch_size: int,
                  clock: Callable[[], float] = time.time) -> ScoredPrefix:
     """Score the longest prefix of `passages` that ends before `deadline` (Unix time; None: all),
-    one batch at a time. Before each batch the clock is read again: the batch is cut to the pairs
-    that still fit at `pairs_per_second` (unknown: the whole batch while time is left), and
-    nothing more is scored once the deadline has passed."""
+    one batch at a time. Before each batch the clock is read again and the batch is cut to the
+    pairs that still fit in DEADLINE_SAFETY of the time left, at the slower of the measured
+    `pairs_per_second` and the speed this request's batches have shown so far (unknown: the whole
+    batch while time is left); nothing more is scored once the deadline has passed."""
     result = ScoredPrefix(offered=len(passages))
     if deadline is not None and clock() >= deadline:
         result.stopped = "expired"
         return result
+    speed = pairs_per_second or 0.0
     start = 0
     while start < len(passages):
         size = min(batch_size, len(passages) - start)
         if deadline is not None:
             left = deadline - clock()
-            fit = size if not pairs_per_second and left > 0 else pairs_that_fit(left, pairs_per_second or 0)
+            fit = size if not speed and left > 0 else pairs_that_fit(left * DEADLINE_SAFETY, speed)
             if fit < size:
                 size = fit
                 result.stopped = "deadline"
             if size <= 0:
                 break
+        began = clock()
         result.logits.extend(float(x) for x in score(passages[start:start + size]))
+        took = clock() - began
+        if took > 0:
+            speed = min(speed, size / took) if speed else size / took
         start += size
         if result.stopped:
             break

@@ -69,19 +69,27 @@ def test_a_request_taken_after_its_deadline_is_not_scored():
 
 
 def test_the_worker_scores_only_what_ends_before_the_deadline_batch_by_batch():
-    # 0.25 s left at 100 pairs/s: 25 of 40 pairs, in batches of 10, 10, then 5.
+    # 0.35 s left at 100 pairs/s, planning 90% of what is left: 10, 10, 10, then 0.05 s × 0.9 → 4 pairs.
     clock = Clock(now=100.0, per_pair=0.01)
     passages = [f"p{i}" for i in range(40)]
-    result = score_before(100.25, passages, clock.score, 100.0, 10, clock=clock)
-    assert clock.batches == [10, 10, 5]
-    assert result.logits == [float(len(p)) for p in passages[:25]] and result.stopped == "deadline"
+    result = score_before(100.35, passages, clock.score, 100.0, 10, clock=clock)
+    assert clock.batches == [10, 10, 10, 4]
+    assert result.logits == [float(len(p)) for p in passages[:34]] and result.stopped == "deadline"
     assert not result.late and result.offered == 40
+
+
+def test_a_worker_slower_than_measured_plans_the_next_batches_at_the_speed_it_sees():
+    # Measured 100 pairs/s, runs at 50: after the first batch it plans at 50 and ends in time.
+    clock = Clock(now=100.0, per_pair=0.02)
+    result = score_before(100.5, ["x"] * 40, clock.score, 100.0, 10, clock=clock)
+    assert clock.batches[:2] == [10, 10] and sum(clock.batches) < 25
+    assert result.stopped == "deadline" and not result.late and clock.now <= 100.5
 
 
 def test_a_slower_worker_than_measured_stops_before_the_next_batch():
     # Measured 100 pairs/s but runs at 20: after the first batch of 10 (0.5 s) the deadline has passed.
     clock = Clock(now=100.0, per_pair=0.05)
-    result = score_before(100.3, ["x"] * 30, clock.score, 100.0, 10, clock=clock)
+    result = score_before(100.4, ["x"] * 30, clock.score, 100.0, 10, clock=clock)
     assert clock.batches == [10] and len(result.logits) == 10 and result.stopped == "deadline"
     assert result.late  # counted: the first batch ended after the deadline
 
