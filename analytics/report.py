@@ -55,15 +55,18 @@ def build_report(collection: Collection | None, since: datetime, until: datetime
     # One id list, so the per-query counts below never multiply through the collections join.
     ids = searches_in(collection, since, until).values("pk")
     rows = SearchLog.objects.filter(pk__in=ids)
-    report.searches = rows.count()
-    report.reranked = rows.filter(reranked=True).count()
+    # A later page of the same results is no new search: searches are page-1 rows, while clicks
+    # and click-through by rank count every page.
+    first_pages = rows.filter(page=1)
+    report.searches = first_pages.count()
+    report.reranked = first_pages.filter(reranked=True).count()
     clicks = SearchClick.objects.filter(search__in=ids)
     report.clicks = clicks.count()
-    report.searches_clicked = rows.filter(clicks__isnull=False).distinct().count()
-    by_query = rows.values("query").annotate(searches=Count("pk", distinct=True), clicks=Count("clicks"),
-                                            results=Avg("result_count"))
+    report.searches_clicked = first_pages.filter(clicks__isnull=False).distinct().count()
+    by_query = rows.values("query").annotate(searches=Count("pk", filter=Q(page=1), distinct=True),
+                                            clicks=Count("clicks"), results=Avg("result_count", filter=Q(page=1))).filter(searches__gt=0)
     report.top_queries = list(by_query.order_by("-searches", "query")[:TOP])
-    report.zero_result_queries = list(rows.filter(result_count=0).values("query")
+    report.zero_result_queries = list(first_pages.filter(result_count=0).values("query")
                                       .annotate(searches=Count("pk")).order_by("-searches", "query")[:TOP])
     report.no_click_queries = list(by_query.filter(results__gt=0, clicks=0).order_by("-searches", "query")[:TOP])
     shown = Counter()
@@ -74,7 +77,7 @@ def build_report(collection: Collection | None, since: datetime, until: datetime
     report.ctr_by_rank = [{"rank": rank, "shown": shown[rank], "clicks": clicked.get(rank, 0),
                            "ctr": clicked.get(rank, 0) / shown[rank] if shown[rank] else None}
                           for rank in range(1, RANKS + 1)]
-    days = (rows.annotate(day=TruncDate("created_at")).values("day")
+    days = (first_pages.annotate(day=TruncDate("created_at")).values("day")
             .annotate(searches=Count("pk"), reranked=Count("pk", filter=Q(reranked=True))).order_by("day"))
     report.per_day = [dict(d, reranked_share=d["reranked"] / d["searches"]) for d in days]
     return report

@@ -141,12 +141,14 @@ def test_report_counts_queries_clicks_and_ctr_by_rank(collection):
     first, _ = logged(collection, query="telomere")
     logged(collection, query="telomere")
     logged(collection, query="nothing here", results=[])
+    later_page, _ = logged(collection, query="telomere", page=2)  # the same results further on: no new search
     record_click(first["search_id"], channel="api", rank=2)
+    record_click(later_page["search_id"], channel="api", rank=11)
     now = timezone.now()
     report = build_report(collection, now - timedelta(days=1), now + timedelta(seconds=1))
-    assert (report.searches, report.clicks, report.searches_clicked, report.reranked) == (3, 1, 1, 3)
+    assert (report.searches, report.clicks, report.searches_clicked, report.reranked) == (3, 2, 1, 3)
     assert [(q["query"], q["searches"], q["clicks"]) for q in report.top_queries] == \
-        [("telomere", 2, 1), ("nothing here", 1, 0)]
+        [("telomere", 2, 2), ("nothing here", 1, 0)]
     assert [q["query"] for q in report.zero_result_queries] == ["nothing here"]
     assert report.no_click_queries == []
     assert [(r["rank"], r["shown"], r["clicks"]) for r in report.ctr_by_rank[:4]] == \
