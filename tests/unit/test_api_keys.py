@@ -306,3 +306,24 @@ def test_the_openapi_schema_covers_every_api_endpoint():
                 routes.add(path)
     assert routes == {path for path, _ in documented}, routes ^ {path for path, _ in documented}
     assert ("/api/collections/{slug}/documents/{document_id}", "DELETE") in documented
+
+
+# --------------------------------------------------------------------------- admin
+
+
+def test_the_admin_shows_a_new_key_once_and_revokes(client, cols):
+    admin = User.objects.create_superuser("boss", password="pw")
+    client.force_login(admin)
+    response = client.post("/admin/api/apikey/add/", {"name": "portal", "collections": [cols["alpha"].pk],
+                                                      "can_write": "on", "expires_at_0": "", "expires_at_1": ""},
+                           follow=True)
+    assert response.status_code == 200
+    shown = [str(m) for m in response.context["messages"]]
+    row = ApiKey.objects.get(name="portal")
+    key = next(word for m in shown for word in m.split() if word.startswith(row.prefix + "."))
+    assert authenticate(f"Bearer {key}").pk == row.pk and row.created_by == "boss" and row.can_write
+    listing = client.get("/admin/api/apikey/").content.decode()
+    assert row.prefix in listing and key not in listing
+    client.post("/admin/api/apikey/", {"action": "revoke_keys", "_selected_action": [row.pk]})
+    with pytest.raises(KeyRefused, match="revoked"):
+        authenticate(f"Bearer {key}")
