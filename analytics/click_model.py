@@ -9,7 +9,9 @@ the chance of being examined falls with the rank, the same for every query (the 
 - A result above the lowest click of its search was passed over by a user who read further
   down: it counts as examined for sure (skip-above). Every other showing counts as examined with
   the propensity of its rank.
-- Per (query, document): relevance = clicks / examinations, graded 2 from RELEVANT_AT, 1 from
+- Per (query, document): relevance = clicks / (examinations + PRIOR_EXAMINATIONS), the prior
+  being examinations without a click that every pair starts with, so that one stray click far
+  down (a small propensity) is not taken for a sure answer; graded 2 from RELEVANT_AT, 1 from
   SOMEWHAT_AT, else 0. A clicked pair needs MIN_SHOWINGS showings; a pair never clicked is graded
   0 only once its examinations reach MIN_EXAMINATIONS (shown often, but deep down where few read,
   says nothing). Clicks never give the top grade (MAX_GRADE 3 stays with staff).
@@ -22,7 +24,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-PROPENSITY_FLOOR = 0.05
+PROPENSITY_FLOOR = 0.1
+PRIOR_EXAMINATIONS = 2.0
 MIN_SHOWN = 20
 MIN_EXAMINATIONS = 3.0
 MIN_SHOWINGS = 3
@@ -54,7 +57,11 @@ class ImpliedGrade:
 
     @property
     def relevance(self) -> float:
-        return min(1.0, self.clicks / self.examinations) if self.examinations else 0.0
+        return relevance(self.clicks, self.examinations)
+
+
+def relevance(clicks: int, examinations: float) -> float:
+    return min(1.0, clicks / (examinations + PRIOR_EXAMINATIONS))
 
 
 def propensities(impressions: Iterable[Impression], max_rank: int | None = None) -> dict[int, float]:
@@ -111,6 +118,6 @@ def implied_grades(impressions: Sequence[Impression], propensity: dict[int, floa
     def enough(key) -> bool:
         return shown[key] >= min_showings if clicks[key] else examinations[key] >= min_examinations
 
-    return [ImpliedGrade(key[0], key[1], grade_for(min(1.0, clicks[key] / examined)), clicks[key],
+    return [ImpliedGrade(key[0], key[1], grade_for(relevance(clicks[key], examined)), clicks[key],
                          round(examined, 4), shown[key])
             for key, examined in sorted(examinations.items()) if enough(key)]

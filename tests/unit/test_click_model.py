@@ -29,20 +29,21 @@ def by_document(grades):
 
 def test_a_click_far_down_outweighs_more_clicks_at_the_top():
     # 20 searches show documents 1..5; document 1 (rank 1) is clicked 6 times, document 5
-    # (rank 5) 3 times. Raw click-through says 1 is the better answer (0.30 against 0.15);
-    # with rank 5 examined a fifth as often as rank 1, 5 is (3 / (20 × 0.2) = 0.75).
-    log = searches(20, [1, 2, 3, 4, 5], {**{i: {1} for i in range(6)}, **{i: {5} for i in range(6, 9)}})
+    # (rank 5) 4 times. Raw click-through says 1 is the better answer (0.30 against 0.20);
+    # with rank 5 examined a fifth as often as rank 1, 5 is: 4 / (20 × 0.2 + 2 prior) = 0.67,
+    # against 6 / (20 + 2) = 0.27.
+    log = searches(20, [1, 2, 3, 4, 5], {**{i: {1} for i in range(6)}, **{i: {5} for i in range(6, 10)}})
     propensity = {1: 1.0, 2: 0.6, 3: 0.4, 4: 0.3, 5: 0.2}
     grades = by_document(implied_grades(log, propensity))
-    assert grades[5].grade == 2 and grades[5].relevance == pytest.approx(0.75)
-    assert grades[1].grade == 1 and grades[1].relevance == pytest.approx(0.30)
-    # Skip-above: in the 3 searches that clicked rank 5, ranks 2-4 were read and passed over.
-    assert grades[2].examinations == pytest.approx(3 * 1.0 + 17 * 0.6)
-    assert grades[4].examinations == pytest.approx(3 * 1.0 + 17 * 0.3) and grades[4].grade == 0
+    assert grades[5].grade == 2 and grades[5].relevance == pytest.approx(4 / 6)
+    assert grades[1].grade == 1 and grades[1].relevance == pytest.approx(6 / 22)
+    # Skip-above: in the 4 searches that clicked rank 5, ranks 2-4 were read and passed over.
+    assert grades[2].examinations == pytest.approx(4 * 1.0 + 16 * 0.6)
+    assert grades[4].examinations == pytest.approx(4 * 1.0 + 16 * 0.3) and grades[4].grade == 0
 
 
 def test_without_position_bias_the_top_click_would_win():
-    log = searches(20, [1, 2, 3, 4, 5], {**{i: {1} for i in range(6)}, **{i: {5} for i in range(6, 9)}})
+    log = searches(20, [1, 2, 3, 4, 5], {**{i: {1} for i in range(6)}, **{i: {5} for i in range(6, 10)}})
     flat = {rank: 1.0 for rank in range(1, 6)}
     grades = by_document(implied_grades(log, flat))
     assert grades[1].relevance > grades[5].relevance
@@ -52,9 +53,10 @@ def test_too_little_evidence_gives_no_judgment():
     log = searches(4, [1, 2, 3], {0: {1}, 1: {3}})
     grades = by_document(implied_grades(log, {1: 1.0, 2: 0.5, 3: 0.1}))
     # Document 2: examined 1 + 3 × 0.5 = 2.5 times, never clicked: under MIN_EXAMINATIONS (3), no
-    # grade. Document 3: clicked once in 4 showings deep down: 1 / 0.4, clipped to 1, grade 2.
+    # grade. Document 3: clicked once in 4 showings deep down: 1 / (0.4 + 2), grade 1, not 2:
+    # one click far down is not a sure answer.
     assert set(grades) == {1, 3}
-    assert grades[1].grade == 1 and grades[3].grade == 2  # 1 of 4 at rank 1
+    assert grades[1].grade == 0 and grades[3].grade == 1  # 1 / (4 + 2) at rank 1: under 0.2
     assert by_document(implied_grades(searches(2, [1], {0: {1}}), {1: 1.0})) == {}  # 2 showings: too few
 
 
