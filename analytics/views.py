@@ -43,9 +43,9 @@ def click(request):
         document = _whole_number(request.GET.get("document"), "document")
         rank = _whole_number(request.GET.get("rank"), "rank")
         raw_chunk = request.GET.get("chunk", "")
-        chunk = None if raw_chunk == "" else int(raw_chunk) if raw_chunk.isdigit() else None
-        if raw_chunk != "" and chunk is None:
+        if raw_chunk and not raw_chunk.isdigit():
             raise BadClick(f"chunk must be a whole number, not {raw_chunk[:40]!r}")
+        chunk = int(raw_chunk) if raw_chunk else None
     except BadClick as exc:
         return render(request, "search/error.html", {"error": str(exc)}, status=400)
     target = reverse("document", args=[document]) + (f"?{urlencode({'chunk': chunk})}" if chunk is not None else "")
