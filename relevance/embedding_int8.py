@@ -23,7 +23,6 @@ from reranker.metrics import evaluate_run
 from relevance.judgments import read_qrels, read_queries
 
 CALIBRATION_DOCUMENTS = 300
-SPEED_DOCUMENTS = 256
 
 
 @dataclass
@@ -70,45 +69,46 @@ def sample(folder: Path, split: str, max_queries: int, max_documents: int, seed:
     return ({q: queries[q] for q in qids}, {q: qrels[q] for q in qids}, {d: corpus[d] for d in chosen}, calibration)
 
 
-def exact_ndcg(encoder, queries: dict[str, str], qrels: dict, documents: dict[str, str], progress=progress) -> float:
+def encode_in_turns(encoders: list, documents: dict[str, str], block: int = 64, progress=progress):
+    """Every document's vector by each encoder, the encoders taking turns block by block (a
+    shared machine's load falls on all alike), and each one's documents per second."""
     ids = list(documents)
-    vectors = []
-    for start in progress(range(0, len(ids), 256), desc=f"{encoder.precision}: documents", unit="block"):
-        vectors.append(encoder.encode_documents([documents[d] for d in ids[start:start + 256]]))
-    matrix = np.concatenate(vectors)
+    vectors = {e.precision: [] for e in encoders}
+    seconds = {e.precision: 0.0 for e in encoders}
+    for start in progress(range(0, len(ids), block), desc="documents, float32 and int8 in turns", unit="block"):
+        texts = [documents[d] for d in ids[start:start + block]]
+        for encoder in encoders:
+            started = time.perf_counter()
+            vectors[encoder.precision].append(encoder.encode_documents(texts))
+            seconds[encoder.precision] += time.perf_counter() - started
+    speed = {name: round(len(ids) / seconds[name], 2) for name in seconds}
+    return ids, {name: np.concatenate(parts) for name, parts in vectors.items()}, speed
+
+
+def exact_ndcg(encoder, ids: list[str], matrix: np.ndarray, queries: dict[str, str], qrels: dict) -> float:
     qids = list(queries)
     scores = encoder.encode_queries([queries[q] for q in qids]) @ matrix.T
     run = {q: [ids[i] for i in np.argsort(-row, kind="stable")[:100]] for q, row in zip(qids, scores)}
     return evaluate_run(run, qrels, {"ndcg": 10})["mean"]["ndcg@10"]
 
 
-def documents_per_second(encoders: list, texts: list[str], rounds: int = 2) -> dict[str, float]:
-    """Each encoder in turn on the same texts, `rounds` times, the best round kept: a shared
-    machine's load falls on both alike."""
-    best = {e.precision: 0.0 for e in encoders}
-    for _ in range(rounds):
-        for encoder in encoders:
-            started = time.perf_counter()
-            encoder.encode_documents(texts)
-            best[encoder.precision] = max(best[encoder.precision], len(texts) / (time.perf_counter() - started))
-    return {k: round(v, 1) for k, v in best.items()}
-
-
 def quantize_and_judge(model_id: str, folder: Path, split: str = "train", max_queries: int = 300,
-                       max_documents: int = 2000, progress=progress) -> Int8Judgment:
+                       max_documents: int = 2000, quantize: bool = True, progress=progress) -> Int8Judgment:
+    """`quantize=False` judges the int8 model made before (on another sample, say) again."""
     model_dir = Path(resolve_model_path(model_id))
     if not model_dir.is_dir():
         raise ValueError(f"{model_id!r} is not an installed model or a directory (manage.py install_model)")
     queries, qrels, documents, calibration = sample(folder, split, max_queries, max_documents)
     if len(queries) < 20:
         raise ValueError(f"{folder}: {len(queries)} judged queries in {split}; judging int8 needs at least 20")
-    quantize_openvino(model_dir, models_dir(), calibration)
+    if quantize:
+        quantize_openvino(model_dir, models_dir(), calibration)
     float32 = OpenVinoEncoder(model_id, str(model_dir), models_dir(), int8=False)
     int8 = OpenVinoEncoder(model_id, str(model_dir), models_dir(), int8=True)
-    speed_texts = list(documents.values())[:SPEED_DOCUMENTS]
-    speed = {"documents_per_second": documents_per_second([float32, int8], speed_texts), "cpu": cpu_summary()}
-    f32 = exact_ndcg(float32, queries, qrels, documents, progress=progress)
-    i8 = exact_ndcg(int8, queries, qrels, documents, progress=progress)
+    ids, matrices, rates = encode_in_turns([float32, int8], documents, progress=progress)
+    speed = {"documents_per_second": rates, "cpu": cpu_summary()}
+    f32 = exact_ndcg(float32, ids, matrices["float32"], queries, qrels)
+    i8 = exact_ndcg(int8, ids, matrices["int8"], queries, qrels)
     record = record_int8_judgment(model_dir, models_dir(), f32, i8, len(queries),
                                   f"{folder.name} {split} ({len(documents)} documents)", speed=speed)
     return Int8Judgment(float32_ndcg=f32, int8_ndcg=i8, queries=len(queries), documents=len(documents),

@@ -26,6 +26,7 @@ class Command(BaseCommand):
         parser.add_argument("--split", default="train", help="qrels split judged on (default train; keep dev for reports)")
         parser.add_argument("--queries", type=int, default=300, help="judged queries sampled (default 300)")
         parser.add_argument("--documents", type=int, default=2000, help="documents searched (default 2000)")
+        parser.add_argument("--judge-only", action="store_true", help="judge the int8 model made before again")
 
     def handle(self, *args, **options):
         folder = options["judge_on"]
@@ -34,7 +35,7 @@ class Command(BaseCommand):
                 raise CommandError(f"{folder} has no {needed}")
         try:
             result = quantize_and_judge(options["model"], folder, options["split"], options["queries"],
-                                        options["documents"])
+                                        options["documents"], quantize=not options["judge_only"])
         except ValueError as exc:
             raise CommandError(str(exc)) from None
         speed = result.speed["documents_per_second"]
