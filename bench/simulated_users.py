@@ -13,7 +13,8 @@ first stage and a pseudo-only reranker on held-out dev queries. Not a test: it p
 4. `manage.py click_judgments`: the implicit judgments (analytics/click_model.py), and how well
    they agree with the dev qrels of the click half.
 5. Unless --skip-training: train_reranker --pseudo-only and train_reranker --judgments implicit
-   (the CPU recipe of relevance/collection_training.RECIPES, --no-install), then evaluate
+   --pseudo-queries 0 (the clicks alone; otherwise the CPU recipe of
+   relevance/collection_training.RECIPES, --no-install), then evaluate
    hybrid with each on the held-out half (and the first stage).
 
     flock /tmp/bench.lock .venv/bin/python bench/simulated_users.py --documents 0 --searches 2000
@@ -151,7 +152,7 @@ def main() -> None:
         heldout_files = write_beir(TMP / "heldout", queries, {q: dev[q] for q in heldout_half})
         recipe = RECIPES["cpu"]
         models = {}
-        for name, extra in (("pseudo-only", {"pseudo_only": True}), ("click-trained", {"judgments": "implicit"})):
+        for name, extra in (("pseudo-only", {"pseudo_only": True}), ("click-trained", {"judgments": "implicit", "pseudo_queries": 0})):
             out = io.StringIO()
             started = time.perf_counter()
             before = set((TMP / "models").glob("scifact-reranker-*"))
@@ -170,7 +171,8 @@ def main() -> None:
             print(f"{name}: trained in {time.perf_counter() - started:.0f} s, {directory.name}: {verdict}")
         for name, directory in [("first stage", None), *models.items()]:
             out = io.StringIO()
-            options = dict(queries=str(heldout_files[0]), qrels=str(heldout_files[1]), modes="hybrid", stdout=out)
+            options = dict(queries=str(heldout_files[0]), qrels=str(heldout_files[1]), modes="hybrid", stdout=out,
+                           output=str(TMP / "evaluations" / name.replace(" ", "-")))
             if directory:
                 options.update(rerank=True, rerank_top="50", reranker_model=directory)
             call_command("evaluate", "scifact", **options)
