@@ -387,9 +387,6 @@ UPLOAD_MAX_BYTES = env_int("UPLOAD_MAX_BYTES", 50 * 1024 * 1024)
 # more is answered with a message, nothing imported (indexer/upload_limits.py).
 UPLOAD_MAX_FILES = env_int("UPLOAD_MAX_FILES", 500)
 DATA_UPLOAD_MAX_NUMBER_FILES = UPLOAD_MAX_FILES
-# Who may search a new collection (admin, `import_corpus --create`) unless told otherwise:
-# public, authenticated or groups (checked in indexer/models.py). `groups` with no group
-# selected means superusers only, until an admin opens it up: a confidential folder imported
 # The API's limits (docs/api.md; checked in api/apps.py): a POST of documents (bytes, documents
 # per body), a POST /api/rerank (bytes, documents, characters per document).
 API_DOCUMENTS_MAX_BYTES = env_int("API_DOCUMENTS_MAX_BYTES", 8 * 1024 * 1024)
@@ -397,6 +394,9 @@ API_DOCUMENTS_MAX_LINES = env_int("API_DOCUMENTS_MAX_LINES", 1000)
 API_RERANK_MAX_BYTES = env_int("API_RERANK_MAX_BYTES", 1024 * 1024)
 API_RERANK_MAX_DOCUMENTS = env_int("API_RERANK_MAX_DOCUMENTS", 100)
 API_RERANK_MAX_CHARS = env_int("API_RERANK_MAX_CHARS", 4000)
+# Who may search a new collection (admin, `import_corpus --create`) unless told otherwise:
+# public, authenticated or groups (checked in indexer/models.py). `groups` with no group
+# selected means superusers only, until an admin opens it up: a confidential folder imported
 # from the shell must not be searchable by anyone the moment it is indexed. The demo
 # (`load_demo`) asks for public explicitly.
 DEFAULT_COLLECTION_VISIBILITY = env("DEFAULT_COLLECTION_VISIBILITY", "groups")
