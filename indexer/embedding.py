@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from pathlib import Path
 
 from django.conf import settings
@@ -55,8 +56,20 @@ def check_model_id(model_id: str) -> None:
         raise UnloadableModel(f"cannot load model {model_id!r}: {exc}") from None
 
 
-@functools.lru_cache(maxsize=4)
+# The web tier's threads may ask for the model at once on the first searches of a process: one
+# loads it (transformers' lazy imports are not safe to run from several threads), the others wait
+# for the cached encoder.
+_loading = threading.Lock()
+
+
 def load_embedding_model(model_id: str, device: str | None = None, runtime: str | None = None):
+    """The bi-encoder of `model_id`, loaded once per process (see _load_embedding_model)."""
+    with _loading:
+        return _load_embedding_model(model_id, device, runtime)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_embedding_model(model_id: str, device: str | None = None, runtime: str | None = None):
     """The bi-encoder of `model_id`, loaded once per process (indexer/encoders.py): torch on CUDA
     (fp16), OpenVINO on a CPU (int8 where the model's int8 record allows, else float32) unless
     EMBEDDING_RUNTIME says otherwise. A model the

@@ -316,7 +316,8 @@ TASK_TIME_LIMIT_KINDS = {
     "INDEX_BUILD_SOFT_TIME_LIMIT": (INDEX_BUILD_SOFT_TIME_LIMIT, (
         "indexer.tasks.prepare_build", "indexer.tasks.finalize_build")),
     "INDEX_MAINTENANCE_SOFT_TIME_LIMIT": (INDEX_MAINTENANCE_SOFT_TIME_LIMIT, (
-        "indexer.tasks.reconcile", "indexer.tasks.drop_indices")),
+        "indexer.tasks.reconcile", "indexer.tasks.drop_indices",
+        "analytics.tasks.prune_search_log", "analytics.tasks.derive_click_judgments")),
     "QUERY_SOFT_TIME_LIMIT": (QUERY_SOFT_TIME_LIMIT, ("reranker.tasks.rerank", "search.tasks.embed_queries")),
     "MODEL_LOAD_SOFT_TIME_LIMIT": (MODEL_LOAD_SOFT_TIME_LIMIT, ("reranker.tasks.warm_up",)),
     "RERANKER_RUN_SOFT_TIME_LIMIT": (RERANKER_RUN_SOFT_TIME_LIMIT, (
@@ -338,8 +339,9 @@ EMBEDDING_MODEL_ZH = env("EMBEDDING_MODEL_ZH", "bge-small-zh-v1.5")
 # "auto" picks cuda (fp16) when present, else mps, else cpu.
 EMBEDDING_DEVICE = env("EMBEDDING_DEVICE", "auto")
 EMBEDDING_BATCH_SIZE = env_int("EMBEDDING_BATCH_SIZE", 64)
-# auto: torch on CUDA (fp16), OpenVINO float32 on a CPU (indexer/encoders.py); torch or openvino
-# force one. Checked by the indexer app (indexer/apps.py).
+# auto: torch on CUDA (fp16), OpenVINO on a CPU (indexer/encoders.py): int8 where the model's int8
+# record allows it (manage.py quantize_embedding), else float32; torch, openvino (float32) or
+# openvino-int8 force one. Checked by the indexer app (indexer/apps.py).
 EMBEDDING_RUNTIME = env("EMBEDDING_RUNTIME", "auto")
 # Threads of the OpenVINO encoder in one process; 0: every core the process may use.
 EMBEDDING_THREADS = env_int("EMBEDDING_THREADS", 0)

@@ -76,7 +76,10 @@ def reference_logits(es, query: str, results: list[dict]) -> list[float]:
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_each_mode_reranked_by_the_worker(api, es, mode):
+def test_each_mode_reranked_by_the_worker(api, es, settings, mode):
+    # Plain RRF, so that the fused scores can be recomputed from the ranks below (the default
+    # rules: tests/integration/test_hybrid_fusion.py).
+    settings.SEARCH_HYBRID_FUSION = "rrf:0.5:60"
     body = api(q=QUERY, mode=mode, k=50, group="off")
     assert body["rerank"]["applied"] is True and body["not_reranked"] is None
     assert body["rerank"]["model"] == build_reranker()
@@ -105,9 +108,9 @@ def test_each_mode_reranked_by_the_worker(api, es, mode):
         assert all(r["scores"]["keyword_rank"] and r["scores"]["semantic_rank"] is None for r in results)
         assert all("<mark>" in r["snippet_html"] + r["title_html"] for r in results)
     else:
-        for r in results:  # reciprocal rank fusion, k = 60
+        for r in results:  # reciprocal rank fusion, k = 60, each list weighted 0.5
             ranks = [x for x in (r["scores"]["semantic_rank"], r["scores"]["keyword_rank"]) if x]
-            assert r["scores"]["first_stage"] == pytest.approx(sum(1 / (60 + x) for x in ranks), abs=1e-6)
+            assert r["scores"]["first_stage"] == pytest.approx(sum(0.5 / (60 + x) for x in ranks), abs=1e-6)
     timings = body["timings_ms"]
     assert timings["elasticsearch"] > 0 and timings["rerank"] > 0
     assert timings["total"] >= timings["embed"] + timings["elasticsearch"] + timings["rerank"]
