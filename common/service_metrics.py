@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 
 import redis
 from django.conf import settings
 from prometheus_client import Counter, Gauge, Histogram
+
+from .quick_redis import quick_redis
 
 log = logging.getLogger(__name__)
 
@@ -53,21 +54,6 @@ SEARCHES_RATE_LIMITED = Counter(
 
 # --------------------------------------------------------------------------- shared counters
 
-_clients: dict[str, redis.Redis] = {}
-_lock = threading.Lock()
-REDIS_TIMEOUT = 0.25
-
-
-def _redis() -> redis.Redis:
-    url = settings.REDIS_URL
-    with _lock:
-        client = _clients.get(url)
-        if client is None:
-            client = _clients[url] = redis.Redis.from_url(url, socket_timeout=REDIS_TIMEOUT,
-                                                          socket_connect_timeout=REDIS_TIMEOUT)
-        return client
-
-
 def shared_counters_key() -> str:
     return f"{settings.CELERY_KEY_PREFIX}metrics:counters"
 
@@ -92,7 +78,7 @@ def count_shared(name: str, amount: int = 1, **labels: str) -> None:
         return
     field = json.dumps([name, sorted(labels.items())])
     try:
-        _redis().hincrby(shared_counters_key(), field, amount)
+        quick_redis().hincrby(shared_counters_key(), field, amount)
     except redis.RedisError as exc:
         log.warning("metric %s not counted: %s", name, exc)
 
@@ -100,7 +86,7 @@ def count_shared(name: str, amount: int = 1, **labels: str) -> None:
 def read_shared() -> list[tuple[str, dict[str, str], int]]:
     """Every shared counter as (name, labels, value); Redis errors are raised to the caller."""
     counters = []
-    for field, value in _redis().hgetall(shared_counters_key()).items():
+    for field, value in quick_redis().hgetall(shared_counters_key()).items():
         try:
             name, labels = json.loads(field)
         except ValueError:

@@ -20,32 +20,18 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 import time
 from typing import NamedTuple
 
 import redis
 from django.conf import settings
 
+from common.quick_redis import quick_redis
+
 log = logging.getLogger(__name__)
 
 # A pool process that served a model this recently still serves it.
 ACTIVE_SECONDS = 120.0
-# Redis is asked at most this long per call (seconds): the query path must not hang on it.
-REDIS_TIMEOUT = 0.25
-
-_clients: dict[str, redis.Redis] = {}
-_lock = threading.Lock()
-
-
-def _redis() -> redis.Redis:
-    url = settings.REDIS_URL
-    with _lock:
-        client = _clients.get(url)
-        if client is None:
-            client = _clients[url] = redis.Redis.from_url(url, socket_timeout=REDIS_TIMEOUT,
-                                                          socket_connect_timeout=REDIS_TIMEOUT)
-        return client
 
 
 def _backlog_key(model_id: str) -> str:
@@ -71,7 +57,7 @@ def read_backlog(model_id: str, now: float | None = None) -> Backlog | None:
     """The work waiting for `model_id`, or None when Redis cannot be asked."""
     now = time.time() if now is None else now
     try:
-        pipe = _redis().pipeline(transaction=False)
+        pipe = quick_redis().pipeline(transaction=False)
         pipe.zremrangebyscore(_backlog_key(model_id), "-inf", now)
         pipe.zrange(_backlog_key(model_id), 0, -1)
         pipe.zremrangebyscore(_processes_key(model_id), "-inf", now - ACTIVE_SECONDS)
@@ -87,7 +73,7 @@ def read_backlog(model_id: str, now: float | None = None) -> Backlog | None:
 def add_request(model_id: str, task_id: str, pairs: int, deadline: float) -> None:
     """A request sent: `pairs` pairs for `model_id` that nobody needs after `deadline` (Unix time)."""
     try:
-        _redis().zadd(_backlog_key(model_id), {f"{task_id}:{pairs}": deadline})
+        quick_redis().zadd(_backlog_key(model_id), {f"{task_id}:{pairs}": deadline})
     except redis.RedisError as exc:
         log.warning("rerank request not entered in the backlog: %s", exc)
 
@@ -95,7 +81,7 @@ def add_request(model_id: str, task_id: str, pairs: int, deadline: float) -> Non
 def remove_request(model_id: str, task_id: str, pairs: int) -> None:
     """A request answered, dropped, or no longer waited for."""
     try:
-        _redis().zrem(_backlog_key(model_id), f"{task_id}:{pairs}")
+        quick_redis().zrem(_backlog_key(model_id), f"{task_id}:{pairs}")
     except redis.RedisError as exc:
         log.warning("rerank request not removed from the backlog: %s", exc)
 
@@ -103,6 +89,6 @@ def remove_request(model_id: str, task_id: str, pairs: int) -> None:
 def note_process(model_id: str, now: float | None = None) -> None:
     """This pool process serves `model_id` (called by the worker as it answers)."""
     try:
-        _redis().zadd(_processes_key(model_id), {process_name(): time.time() if now is None else now})
+        quick_redis().zadd(_processes_key(model_id), {process_name(): time.time() if now is None else now})
     except redis.RedisError as exc:
         log.warning("rerank process not noted: %s", exc)
