@@ -14,7 +14,6 @@ rule chosen on one half is measured on the other, and the two halves' figures ar
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -57,11 +56,6 @@ def best(split_lists, qrels, qids):
     return max(scored, key=lambda item: (round(item[0], 6), item[1] == PLAIN_RRF))
 
 
-def halves(qids):
-    a = [q for q in qids if int(hashlib.sha1(q.encode()).hexdigest(), 16) % 2 == 0]
-    return a, [q for q in qids if q not in set(a)]
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dumps", nargs="+", type=Path)
@@ -69,6 +63,7 @@ def main():
     import django
 
     django.setup()
+    from relevance.fusion_choice import folds
     from relevance.judgments import read_qrels
     from search.hybrid_fusion import LANGUAGE_DEFAULTS, PLAIN_RRF, FusionRule
 
@@ -91,7 +86,7 @@ def main():
             chosen, how = score(dev, dev_qrels, rule, dev_ids), f"train, {len(train_qrels)} queries"
             rules = [rule]
         else:
-            a, b = halves(dev_ids)
+            a, b = folds(dev_ids)
             rule_a, rule_b = best(dev, dev_qrels, a)[1], best(dev, dev_qrels, b)[1]
             chosen = (score(dev, dev_qrels, rule_a, b) * len(b) + score(dev, dev_qrels, rule_b, a) * len(a)) / len(dev_ids)
             how, rules = "2-fold on dev", [rule_a, rule_b]
