@@ -106,6 +106,12 @@ class Collection(models.Model):
         max_length=500, blank=True,
         help_text="Cross-encoder id or directory for this collection; empty uses the site default.",
     )
+    # Why an automatic training run (relevance/auto_reranker.py) installed no reranker; a search
+    # of the collection without one says it ("not reranked: ..."). Cleared when one is installed.
+    reranker_note = models.TextField(
+        blank=True, editable=False,
+        help_text="Why the collection's automatic reranker training installed no model.",
+    )
     # Set by `manage.py choose_fusion` (relevance/fusion_choice.py): {"rule": {...}, "model": the
     # bi-encoder it was chosen with, "queries", "ndcg", "default_ndcg", "chosen_at"}. Read by the
     # hybrid mode (search/retrieval.py collection_fusion) only while the live index serves that model.

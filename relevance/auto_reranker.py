@@ -52,7 +52,8 @@ def after_build(sender, collection_id: int, documents: int, first: bool, **kwarg
         return None
     recipe = RECIPES["cuda" if pick_device("auto") == "cuda" else "cpu"]
     try:
-        run = start_run(collection, RerankerRun.Kind.TRAIN, {**recipe, "pseudo_only": True})
+        run = start_run(collection, RerankerRun.Kind.TRAIN, {**recipe, "pseudo_only": True},
+                        trigger=RerankerRun.Trigger.FIRST_BUILD)
     except RunRefused as exc:
         log.error("automatic reranker run for %s refused: %s", collection.slug, exc)
         return None

@@ -289,8 +289,7 @@ def train_collection(collection: Collection, options: dict, stdout, progress=pro
     if not on_cpu:
         export_for_cpu(directory, stdout)
     if not options["no_install"]:
-        collection.reranker_model = str(directory)
-        collection.save(update_fields=["reranker_model", "updated_at"])
+        install(collection, directory)
         send_warm_up(directory, stdout)
     return Trained(directory=directory, installed=not options["no_install"],
                    message=f"saved {directory} (model card: {directory / 'README.md'}); installed: {installed}")
@@ -302,6 +301,13 @@ def export_for_cpu(directory: Path, stdout) -> None:
         export(directory)
     except ExportError as exc:
         stdout.write(f"no OpenVINO export ({exc}); CPU workers will run it in torch")
+
+
+def install(collection: Collection, directory: Path) -> None:
+    """Make the model the collection's reranker (a note on why it had none no longer holds)."""
+    collection.reranker_model = str(directory)
+    collection.reranker_note = ""
+    collection.save(update_fields=["reranker_model", "reranker_note", "updated_at"])
 
 
 def send_warm_up(directory: Path, stdout) -> None:
@@ -342,7 +348,6 @@ def install_trained(collection: Collection, directory: Path, stdout) -> str:
     if not reranked > first:
         raise CommandError(f"NOT INSTALLED: held-out nDCG@10 {first:.4f} → {reranked:.4f} does not beat "
                            "the first stage")
-    collection.reranker_model = str(directory)
-    collection.save(update_fields=["reranker_model", "updated_at"])
+    install(collection, directory)
     send_warm_up(directory, stdout)
     return f"installed {directory} as the reranker of {collection.slug} (held-out nDCG@10 {first:.4f} → {reranked:.4f})"

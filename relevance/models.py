@@ -111,6 +111,11 @@ class RerankerRun(models.Model):
         DONE = "done", "Done"
         FAILED = "failed", "Failed"
 
+    class Trigger(models.TextChoices):
+        STAFF = "staff", "Started by staff"
+        FIRST_BUILD = "first_build", "Automatic: the first build went live"
+        NEW_JUDGMENTS = "new_judgments", "Automatic: the judgments grew"
+
     FINISHED = (Status.DONE, Status.FAILED)
 
     collection = models.ForeignKey(Collection, on_delete=models.CASCADE, related_name="reranker_runs")
@@ -118,6 +123,10 @@ class RerankerRun(models.Model):
     # The command's options (option name → value), as `manage.py evaluate|train_reranker` takes them.
     parameters = models.JSONField(default=dict)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    trigger = models.CharField(max_length=20, choices=Trigger.choices, default=Trigger.STAFF)
+    # Train runs: the collection's staff + implicit judgments when queued (relevance/auto_reranker.py
+    # counts the growth since the last train run against it).
+    judgments = models.PositiveIntegerField(null=True, blank=True)
     # The current stage's progress ("hybrid", "training", ...): done of total, and its line.
     progress_done = models.PositiveIntegerField(default=0)
     progress_total = models.PositiveIntegerField(default=0)

@@ -64,12 +64,19 @@ def option_choices(kind: str, option: str) -> tuple:
     return tuple(parser._option_string_actions[option].choices)
 
 
-def start_run(collection, kind: str, parameters: dict, user=None) -> RerankerRun:
+def judgment_count(collection) -> int:
+    """The collection's staff and implicit judgments, what a train run records when queued."""
+    return collection.judgments.count() + collection.implicit_judgments.count()
+
+
+def start_run(collection, kind: str, parameters: dict, user=None,
+              trigger: str = RerankerRun.Trigger.STAFF) -> RerankerRun:
     """Record a run and queue its task (once the record is committed)."""
     if kind not in COMMANDS:
         raise RunRefused(f"unknown kind of run {kind!r}; choose from {', '.join(COMMANDS)}")
     command_options(kind, collection.slug, parameters)  # refuse a bad name before anything is queued
-    run = RerankerRun.objects.create(collection=collection, kind=kind, parameters=parameters,
+    run = RerankerRun.objects.create(collection=collection, kind=kind, parameters=parameters, trigger=trigger,
+                                     judgments=judgment_count(collection) if kind == RerankerRun.Kind.TRAIN else None,
                                      started_by=user if user is not None and user.is_authenticated else None)
     task = {RerankerRun.Kind.EVALUATE: evaluate_run, RerankerRun.Kind.TRAIN: train_run}[kind]
 
@@ -107,6 +114,22 @@ def _begin(run_id: int, task_id: str) -> RerankerRun | None:
 def _finish(run_id: int, status: str, result: dict | None = None, error: str = "") -> None:
     RerankerRun.objects.filter(pk=run_id).update(status=status, result=result, error=error,
                                                  finished_at=timezone.now())
+    if status == RerankerRun.Status.FAILED:
+        note_no_reranker(run_id)
+
+
+def note_no_reranker(run_id: int) -> None:
+    """An automatic train run that ended without installing, on a collection left without a
+    reranker: the collection keeps why, and its searches say it (search/rerank_client.py)."""
+    run = RerankerRun.objects.select_related("collection").filter(pk=run_id).first()
+    if run is None or run.kind != RerankerRun.Kind.TRAIN or run.trigger == RerankerRun.Trigger.STAFF:
+        return
+    collection = run.collection
+    if collection.reranker_model.strip():
+        return
+    reason = (run.error or "it ended without a model").strip()
+    collection.reranker_note = f"its automatic training (run #{run.pk}) installed no reranker: {reason}"
+    collection.save(update_fields=["reranker_note", "updated_at"])
 
 
 def _run(task, run_id: int, body) -> None:
@@ -179,6 +202,7 @@ class RunTask(Task):
         it): the run ends `failed` with the reason, unless it already ended."""
         RerankerRun.objects.filter(pk=args[0], status__in=[RerankerRun.Status.QUEUED, RerankerRun.Status.RUNNING]) \
             .update(status=RerankerRun.Status.FAILED, error=error_text(exc, self), finished_at=timezone.now())
+        note_no_reranker(args[0])
 
 
 @shared_task(name="relevance.run_tasks.evaluate", bind=True, base=RunTask, acks_late=False)

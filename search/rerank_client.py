@@ -167,8 +167,16 @@ def plan_shares(hits: list[Hit], collections: dict) -> tuple[list[Share], str | 
         sent += 1
         shares.setdefault(model, Share(model=model, sent_model=own, positions=[])).positions.append(position)
     if not shares:
-        return [], "no reranker model configured"
+        return [], no_model_reason(hits, collections)
     return list(shares.values()), None
+
+
+def no_model_reason(hits: list[Hit], collections: dict) -> str:
+    """Why none of these hits has a reranker: the generic reason, unless a collection's automatic
+    training said why it installed none (Collection.reranker_note, relevance/run_tasks.py)."""
+    notes = [f"{slug}: {collections[slug].reranker_note}" for slug in dict.fromkeys(hit.collection for hit in hits)
+             if collections[slug].reranker_note]
+    return "; ".join(notes) if notes else "no reranker model configured"
 
 
 class RerankSaturated(Exception):
