@@ -123,9 +123,10 @@ class TrainForm(forms.Form):
                                   help_text="The collection's judgments to read: staff, implicit (from clicks) or "
                                             "both (staff win a pair judged both ways).")
     pseudo_queries = forms.IntegerField(min_value=0, label="Pseudo-queries",
-                                        help_text="Documents whose title becomes a query for their text.")
+                                        help_text="Documents whose title (with Pseudo-queries only: else "
+                                                  "leading sentence, else key terms) becomes a query for their text.")
     pseudo_only = forms.BooleanField(required=False, label="Pseudo-queries only",
-                                     help_text="Train on title pseudo-queries alone (no judgments needed): judged "
+                                     help_text="Train on pseudo-queries alone (no judgments needed): judged "
                                                "queries, if any, decide the install, else held-out silver ones; "
                                                "pseudo-queries 0 means 2000.")
     epochs = forms.IntegerField(min_value=1)

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,11 +19,13 @@ from indexer.models import Collection, Document
 from reranker.cross_encoder import RerankerUnavailable, load_reranker
 from reranker.fusion import ModelFusion
 from relevance.judgments import collection_qrels
+from relevance.pseudo_queries import KINDS as PSEUDO_KINDS
+from relevance.pseudo_queries import pseudo_queries as make_pseudo_queries
 from reranker.openvino_export import ExportError, calibration_pairs, export
 from common.precision import pick_device
 from reranker.scorers import OpenVinoScorer, thread_count
 from reranker.training import (CHUNK_KEY, JudgedQuery, TrainingData, TrainingError, TrainingSettings, int8_judgment,
-                               save, split_queries, train)
+                               query_kinds, save, split_queries, train)
 from search import offline
 from search.errors import SearchBackendError
 
@@ -44,37 +45,32 @@ RECIPES = {
 }
 
 
-# Pseudo-only training: title pseudo-queries asked for when --pseudo-queries is not given, and
+# Pseudo-only training: pseudo-queries asked for when --pseudo-queries is not given, and
 # the fewest that make a training (fewer: the run says why nothing was trained).
 PSEUDO_ONLY_QUERIES = 2000
 PSEUDO_ONLY_MIN_QUERIES = 50
-_FILE_NAME = re.compile(r"\.(pdf|docx?|odt|rtf|txt|md|html?|xml|jsonl?|csv|tsv|pptx?|xlsx?)$", re.IGNORECASE)
-_IDENTIFIER = re.compile(r"^[\w.\-]+$")
 
 
-def looks_like_title(title: str, text: str) -> bool:
-    """Whether a document's title can stand for a query about its text: a few words of prose, not
-    a file name or an identifier, and not the text's own first line (the passage would then
-    hold the query word for word)."""
-    words = title.split()
-    if not 2 <= len(words) <= 30 or _FILE_NAME.search(title.strip()):
-        return False
-    if _IDENTIFIER.match(title.strip()) and ("_" in title or not any(c.isspace() for c in title)):
-        return False
-    letters = sum(c.isalpha() for c in title)
-    if letters < 0.5 * len(title.replace(" ", "")):
-        return False
-    head = " ".join(text.split()[:len(words) + 5]).lower()
-    return not head.startswith(" ".join(words).lower())
+def no_pseudo_queries(collection: Collection, total: int, made, kinds: tuple[str, ...]) -> str:
+    """Why pseudo-only training cannot start: how many documents gave a pseudo-query of each kind."""
+    ways = {"title": "a title that reads like a query (a few words, not a file name, not the text's first line)",
+            "sentence": "a leading sentence that does (4 to 40 words of prose, with text after it)",
+            "terms": "key terms (3 or more words that other documents use too)"}
+    counts = {kind: sum(q.kind == kind for q in made) for kind in kinds}
+    gave = "; ".join(f"{counts[kind]} gave {ways[kind]}" for kind in kinds)
+    return (f"nothing trained, no reranker installed: of the {total} documents of {collection.slug!r}, {gave}; "
+            f"pseudo-only training needs {PSEUDO_ONLY_MIN_QUERIES} pseudo-queries. Give the documents titles, "
+            "or judge some queries (import_judgments, the search page).")
 
 
 def mine(collection: Collection, mode: str, depth: int, pseudo_queries: int, seed: int, stdout,
          progress=progress, judgments: str = "staff", pseudo_only: bool = False,
-         heldout: float = 0.2) -> TrainingData:
+         heldout: float = 0.2, pseudo_kinds: tuple[str, ...] = ()) -> TrainingData:
     """Training data from the collection's judged queries (`judgments`: relevance/judgments.py)
-    and `pseudo_queries` title pseudo-queries. `pseudo_only`: train on title pseudo-queries
-    alone; the judged queries, where there are any, all decide the install, else a `heldout`
-    share of the pseudo-queries (silver queries, never trained on) does."""
+    and `pseudo_queries` pseudo-queries (relevance/pseudo_queries.py) of `pseudo_kinds` (default:
+    every kind with `pseudo_only`, else titles). `pseudo_only`: train on pseudo-queries alone;
+    the judged queries, where there are any, all decide the install, else a `heldout` share of
+    the pseudo-queries (silver queries, never trained on) does."""
     queries, qrels = collection_qrels(collection, judgments)
     if pseudo_only and not pseudo_queries:
         pseudo_queries = PSEUDO_ONLY_QUERIES
@@ -108,31 +104,32 @@ def mine(collection: Collection, mode: str, depth: int, pseudo_queries: int, see
 
         pseudo = []
         if pseudo_queries:
-            titled = [row for row in Document.objects.filter(collection=collection).exclude(title="")
-                      .values_list("external_id", "title", "text") if looks_like_title(row[1], row[2])]
-            if pseudo_only and len(titled) < PSEUDO_ONLY_MIN_QUERIES:
-                total = Document.objects.filter(collection=collection).count()
-                raise CommandError(
-                    f"nothing trained, no reranker installed: {len(titled)} of the {total} documents of "
-                    f"{collection.slug!r} have a title that reads like a query (a few words, not a file name, "
-                    f"not the text's first line); pseudo-only training needs {PSEUDO_ONLY_MIN_QUERIES}. "
-                    "Give the documents titles, or judge some queries (import_judgments, the search page).")
+            kinds = tuple(pseudo_kinds or (PSEUDO_KINDS if pseudo_only else ("title",)))
+            rows = list(Document.objects.filter(collection=collection).values_list("external_id", "title", "text"))
+            try:
+                made = make_pseudo_queries(rows, collection.language, kinds)
+            except ValueError as exc:
+                raise CommandError(str(exc)) from None
+            if pseudo_only and len(made) < PSEUDO_ONLY_MIN_QUERIES:
+                raise CommandError(no_pseudo_queries(collection, len(rows), made, kinds))
             # A seeded, stable choice of documents.
-            titled.sort(key=lambda row: hashlib.sha256(f"{seed}:{row[0]}".encode()).hexdigest())
-            chosen = titled[:pseudo_queries]
-            titles = offline.encoded_in_batches(collection, [title for _, title, _ in chosen])
-            for (external_id, title, text), _ in progress(zip(chosen, titles), total=len(chosen),
-                                                          desc="mining title pseudo-queries", unit="query"):
-                hits = offline.first_stage_hits(collection, title, mode, depth)
+            made.sort(key=lambda q: hashlib.sha256(f"{seed}:{q.external_id}".encode()).hexdigest())
+            chosen = made[:pseudo_queries]
+            encoded = offline.encoded_in_batches(collection, [q.query for q in chosen])
+            for made_query, _ in progress(zip(chosen, encoded), total=len(chosen),
+                                          desc="mining pseudo-queries", unit="query"):
+                hits = offline.first_stage_hits(collection, made_query.query, mode, depth)
                 best = {}
                 for hit in hits:
                     best.setdefault(hit.external_id, hit)
-                # The title is the query, so no passage may contain a title (the positive's own
-                # title would give the answer away): chunk texts only.
+                # A title query must not meet a passage with a title (the positive's own title
+                # would give the answer away): chunk texts only. The positive is the text the
+                # query stands for (a leading sentence's: the text after it).
                 for other_id, hit in best.items():
                     documents.setdefault(BODY + other_id, hit.text)
-                documents[BODY + external_id] = text
-                pseudo.append(JudgedQuery(title, {BODY + external_id: 1}, [BODY + d for d in best], kind="title"))
+                documents[BODY + made_query.external_id] = made_query.passage
+                pseudo.append(JudgedQuery(made_query.query, {BODY + made_query.external_id: 1},
+                                          [BODY + d for d in best], kind=made_query.kind))
     except SearchBackendError as exc:
         raise CommandError(f"the first stage failed while mining: {exc}") from None
     if not any(q.candidates for q in [*judged_queries, *pseudo]):
@@ -146,19 +143,21 @@ def mine(collection: Collection, mode: str, depth: int, pseudo_queries: int, see
     for external_id, title, text in Document.objects.filter(collection=collection, external_id__in=missing) \
             .values_list("external_id", "title", "text"):
         documents[external_id] = f"{title}\n{text}" if title else text
-    stdout.write(f"mined {len(judged_queries)} judged queries and {len(pseudo)} title pseudo-queries "
+    stdout.write(f"mined {len(judged_queries)} judged queries and {len(pseudo)} pseudo-queries "
+                 f"({query_kinds(pseudo) or 'none'}) "
                  f"({mode} first stage, {depth} chunks each); {len(documents)} passages")
     first_stage = f"{mode}, depth {depth} chunks, collection {collection.slug}"
     if not pseudo_only:
         return TrainingData(queries=judged_queries, documents=documents, pseudo_queries=pseudo,
                             first_stage=first_stage, mode=mode)
     if judged_queries:
-        stdout.write(f"pseudo-only: training on the {len(pseudo)} title pseudo-queries; the {len(judged_queries)} "
+        stdout.write(f"pseudo-only: training on the {len(pseudo)} pseudo-queries; the {len(judged_queries)} "
                      "judged queries decide the install (none trained on)")
         return TrainingData(queries=judged_queries, documents=documents, pseudo_queries=pseudo, first_stage=first_stage,
                             mode=mode, heldout_only=True, heldout_kind="judged")
     trained, silver = split_queries(pseudo, heldout, seed)
-    stdout.write(f"pseudo-only: no judged queries; {len(silver)} title pseudo-queries held out as silver queries "
+    stdout.write(f"pseudo-only: no judged queries; {len(silver)} pseudo-queries ({query_kinds(silver)}) "
+                 "held out as silver queries "
                  f"(never trained on) decide the install, {len(trained)} are trained on")
     return TrainingData(queries=silver, documents=documents, pseudo_queries=trained, first_stage=first_stage,
                         mode=mode, heldout_only=True, heldout_kind="silver")
@@ -246,7 +245,8 @@ def train_collection(collection: Collection, options: dict, stdout, progress=pro
     else:
         data = mine(collection, options["mode"], depth, options["pseudo_queries"], options["seed"], stdout,
                     progress=progress, judgments=options.get("judgments", "staff"),
-                    pseudo_only=options.get("pseudo_only", False), heldout=options["heldout"])
+                    pseudo_only=options.get("pseudo_only", False), heldout=options["heldout"],
+                    pseudo_kinds=tuple(options.get("pseudo_kinds") or ()))
     if options["save_data"]:
         data.to_json(options["save_data"])
         stdout.write(f"training data written to {options['save_data']}")

@@ -39,6 +39,7 @@ import os
 import platform
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -67,7 +68,7 @@ class JudgedQuery:
     query: str
     judged: dict[str, int]
     candidates: list[str]
-    kind: str = "judged"          # "judged" (from Judgment rows) or "title" (pseudo-query)
+    kind: str = "judged"          # "judged" (from judgments), or a pseudo-query's: "title", "sentence", "terms"
     # The candidates of each first-stage mode (held-out queries: a fusion is chosen per mode),
     # and the key in `TrainingData.documents` of the passage the search would send the reranker
     # for each of them (that query's best chunk of the document in that mode).
@@ -568,6 +569,7 @@ def train(data: TrainingData, settings: TrainingSettings, progress: Callable | N
         "judged_queries": len(data.queries), "train_queries": len(train_queries),
         "heldout_queries": len(heldout_queries), "heldout_kind": data.heldout_kind,
         "pseudo_queries": len(data.pseudo_queries),
+        "pseudo_query_kinds": query_kinds(data.pseudo_queries), "heldout_query_kinds": query_kinds(heldout_queries),
         "groups_per_epoch": groups_per_epoch, "documents_with_text": len(data.documents),
         "first_stage": data.first_stage,
     }
@@ -577,6 +579,12 @@ def train(data: TrainingData, settings: TrainingSettings, progress: Callable | N
 
 
 # --------------------------------------------------------------------------- saving
+
+
+def query_kinds(queries: Sequence[JudgedQuery]) -> str:
+    """How many queries of each kind (judged, title, sentence, terms), most first: "12 title, 3 sentence"."""
+    counts = Counter(q.kind for q in queries)
+    return ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
 
 def _fmt(metrics: dict) -> str:
@@ -630,8 +638,9 @@ def model_card(result: TrainingResult, name: str, installed: str) -> str:
         f"scored by {h.get('runtime', 'torch')})",
         "",
         "These decided the install: " + (
-            "silver queries, title pseudo-queries held out and never trained on (the collection has no "
-            "judged queries of the kind asked for)." if h.get("kind") == "silver" else
+            f"silver queries, pseudo-queries ({result.data_summary.get('heldout_query_kinds', 'title')}) held out "
+            "and never trained on (the collection has no judged queries of the kind asked for)."
+            if h.get("kind") == "silver" else
             "judged queries, never trained on." if result.data_summary.get("train_queries") == 0 else
             "judged queries held out of training."),
         "",

@@ -47,3 +47,22 @@ def test_pseudo_only_mining_holds_out_silver_queries_or_lets_judgments_decide(es
         assert len(data.pseudo_queries) == len(SCIENCE) and data.split(0.34, 1)[0] == []
     finally:
         drop_collections(es, collection)
+
+
+def test_a_collection_without_titles_gets_leading_sentence_pseudo_queries(es, monkeypatch):
+    monkeypatch.setattr(collection_training, "PSEUDO_ONLY_MIN_QUERIES", 2)
+    collection = Collection.objects.create(name="No titles", slug="no-titles")
+    add_documents(collection, [(f"n{i}", "", text, {}) for i, (_, text) in enumerate(SCIENCE)])
+    index_now(es, collection)
+    try:
+        data = mine(collection, "hybrid", 20, 0, 1, Lines(), pseudo_only=True, heldout=0.34)
+        made = data.queries + data.pseudo_queries
+        assert data.heldout_kind == "silver" and {q.kind for q in made} <= {"sentence", "terms"}
+        by_document = {q.positives[0][len(BODY):]: q for q in made}
+        first = by_document["n0"]
+        assert (first.kind, first.query) == ("sentence", "Telomerase adds telomeric repeats to chromosome ends.")
+        # The positive is the text after the sentence; the real first stage found candidates.
+        assert data.documents[BODY + "n0"].startswith("Stem cells keep high telomerase activity")
+        assert first.candidates and all(c.startswith(BODY) for c in first.candidates)
+    finally:
+        drop_collections(es, collection)

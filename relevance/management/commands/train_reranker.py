@@ -4,7 +4,8 @@
 
 1. Mining, through the project's own search (search/offline.py): each judged query's first-stage
    candidates (hard negatives; judged-relevant documents are never negatives), and optionally
-   documents' titles as pseudo-queries for their text, with their own candidates.
+   pseudo-queries made from documents (their titles, leading sentences or key terms:
+   relevance/pseudo_queries.py), with their own candidates.
 2. Training (CUDA when present), a seeded share of the judged queries held out.
 3. A versioned model directory with a model card; installed as the collection's reranker only
    when its held-out nDCG@10 beats the first stage's, otherwise the command fails and says so.
@@ -15,6 +16,7 @@
 """
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from django.conf import settings
@@ -23,9 +25,17 @@ from django.core.management.base import BaseCommand, CommandError
 from indexer.models import Collection
 from relevance.collection_training import check_options, install_trained, train_collection
 from relevance.judgments import JUDGMENT_KINDS
+from relevance.pseudo_queries import KINDS
 from common.precision import PRECISIONS
 from reranker.training import TrainingSettings
 from search import offline
+
+
+def pseudo_kinds(value: str) -> tuple[str, ...]:
+    kinds = tuple(kind.strip() for kind in value.split(",") if kind.strip())
+    if not kinds or any(kind not in KINDS for kind in kinds):
+        raise argparse.ArgumentTypeError(f"choose among {', '.join(KINDS)}, comma-separated, not {value!r}")
+    return kinds
 
 
 class Command(BaseCommand):
@@ -47,8 +57,11 @@ class Command(BaseCommand):
         parser.add_argument("--judgments", choices=JUDGMENT_KINDS, default="staff",
                             help="judgments to train and decide on: staff (imported, search page, admin), implicit "
                                  "(from clicks) or both, staff winning a pair judged both ways (default staff)")
+        parser.add_argument("--pseudo-kinds", type=pseudo_kinds, default=None, metavar="KIND,KIND",
+                            help=f"pseudo-queries to make, in order of preference per document: {', '.join(KINDS)} "
+                                 "(relevance/pseudo_queries.py; default: all with --pseudo-only, else title)")
         parser.add_argument("--pseudo-only", action="store_true",
-                            help="train on title pseudo-queries alone (no judgment trained on; --pseudo-queries "
+                            help="train on pseudo-queries alone (no judgment trained on; --pseudo-queries "
                                  "defaults to 2000): the judged queries, if any, all decide the install, else a "
                                  "--heldout share of the pseudo-queries held out as silver queries does")
         parser.add_argument("--mode", choices=offline.REPORT_ORDER, default="hybrid", help="first stage to mine from")
