@@ -28,6 +28,7 @@ os.environ["SEARCH_RATE_LIMIT_ENABLED"] = "0"
 # No automatic reranker training after a test's first build (relevance/auto_reranker.py): it would
 # queue runs that no test waits for; tests/unit/test_auto_reranker.py switches it on.
 os.environ["AUTO_RERANKER_MIN_DOCUMENTS"] = "0"
+os.environ["AUTO_RERANKER_NEW_JUDGMENTS"] = "0"  # nor after click judgments (tests/unit/test_auto_retrain.py)
 
 import django  # noqa: E402
 

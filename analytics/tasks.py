@@ -5,6 +5,8 @@ import logging
 
 from celery import shared_task
 
+from relevance.auto_reranker import after_new_judgments
+
 from .click_judgments import derive_implicit_judgments
 from .search_log import prune
 
@@ -21,7 +23,12 @@ def prune_search_log() -> int:
 
 @shared_task(name="analytics.tasks.derive_click_judgments")
 def derive_click_judgments() -> str:
-    """The log's clicks as implicit judgments (analytics/click_judgments.py)."""
+    """The log's clicks as implicit judgments (analytics/click_judgments.py); then a reranker run
+    for each collection whose judgments grew by AUTO_RERANKER_NEW_JUDGMENTS (relevance/auto_reranker.py)."""
     summary = derive_implicit_judgments().summary()
     logger.info("click judgments: %s", summary)
+    runs = after_new_judgments()
+    if runs:
+        summary += "; reranker runs queued for new judgments: " + ", ".join(
+            f"#{run.pk} ({run.collection.slug})" for run in runs)
     return summary

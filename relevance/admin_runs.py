@@ -230,8 +230,9 @@ def metrics_rows(report: dict) -> tuple[list[str], list[dict]]:
 
 @admin.register(RerankerRun)
 class RerankerRunAdmin(admin.ModelAdmin):
-    list_display = ("__str__", "collection", "kind", "status", "progress", "started_by", "created_at", "finished_at")
-    list_filter = ("kind", "status", "collection")
+    list_display = ("__str__", "collection", "kind", "trigger", "status", "progress", "started_by", "created_at",
+                    "finished_at")
+    list_filter = ("kind", "trigger", "status", "collection")
     list_select_related = ("collection", "started_by")
 
     def has_add_permission(self, request):

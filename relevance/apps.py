@@ -8,6 +8,12 @@ class RelevanceConfig(AppConfig):
     verbose_name = "Relevance"
 
     def ready(self):
+        from common.settings_checks import install
+
+        from .auto_reranker import check_settings
+
+        install(check_settings, self.label)
+
         # The search page shows staff the grade each result already has (search/page_hooks.py).
         from search import page_hooks
 

@@ -24,8 +24,8 @@ from relevance.pseudo_queries import pseudo_queries as make_pseudo_queries
 from reranker.openvino_export import ExportError, calibration_pairs, export
 from common.precision import pick_device
 from reranker.scorers import OpenVinoScorer, thread_count
-from reranker.training import (CHUNK_KEY, JudgedQuery, TrainingData, TrainingError, TrainingSettings, int8_judgment,
-                               query_kinds, save, split_queries, train)
+from reranker.training import (CHUNK_KEY, JudgedQuery, TrainingData, TrainingError, TrainingSettings, heldout_metrics,
+                               int8_judgment, query_kinds, save, split_queries, train)
 from search import offline
 from search.errors import SearchBackendError
 
@@ -284,7 +284,21 @@ def train_collection(collection: Collection, options: dict, stdout, progress=pro
             f"NOT INSTALLED: reranking makes the held-out queries worse or no better (nDCG@10 {first:.4f} → "
             f"{final:.4f}); the model is kept for inspection in {directory}. Try more data "
             "(--pseudo-queries), more steps (--epochs) or a GPU."))
+    incumbent = collection.reranker_model.strip()
+    if options.get("replace_if_better") and incumbent and not options["no_install"]:
+        held = installed_model_figure(incumbent, data, train_settings, stdout, progress)
+        if held is not None:
+            result.heldout["installed_model"] = {"model": incumbent, "final": {"ndcg@10": held}}
+            if not final > held:
+                save(result, directory, name, f"no: held-out nDCG@10 {final:.4f} does not beat the installed "
+                     f"model's {held:.4f} on the same queries", weights=not on_cpu)
+                return Trained(directory=directory, message=f"saved {directory}; not installed", refusal=(
+                    f"NOT INSTALLED: the installed reranker ({incumbent}) is as good or better on the same "
+                    f"{h['queries']} held-out queries (nDCG@10 {held:.4f}, the new one {final:.4f}); it stays. "
+                    f"The new model is kept for inspection in {directory}."))
     installed = "no (--no-install)" if options["no_install"] else f"yes, as the reranker of {collection.slug}"
+    if "installed_model" in result.heldout:
+        installed += f" (the model it replaces scored nDCG@10 {result.heldout['installed_model']['final']['ndcg@10']:.4f})"
     save(result, directory, name, installed, weights=not on_cpu)
     if not on_cpu:
         export_for_cpu(directory, stdout)
@@ -293,6 +307,25 @@ def train_collection(collection: Collection, options: dict, stdout, progress=pro
         send_warm_up(directory, stdout)
     return Trained(directory=directory, installed=not options["no_install"],
                    message=f"saved {directory} (model card: {directory / 'README.md'}); installed: {installed}")
+
+
+def installed_model_figure(model_id: str, data: TrainingData, train_settings: TrainingSettings, stdout,
+                           progress=progress) -> float | None:
+    """Held-out nDCG@10 of the search with the installed reranker (its fusion chosen on the
+    queries, cross-validated, as for the new model) on this training's held-out queries; None
+    when it cannot be loaded (then nothing stands in the new model's way)."""
+    _, heldout = data.split(train_settings.heldout_fraction, train_settings.seed)
+    try:
+        scorer = load_reranker(model_id).scorer
+    except RerankerUnavailable as exc:
+        stdout.write(f"the installed reranker cannot be loaded to compare with ({exc}); it is replaced")
+        return None
+    figures = heldout_metrics(scorer, heldout, data.documents, train_settings.rerank_top, data.mode,
+                              train_settings.seed, lambda total, desc: progress(total=total, desc=f"{desc}, installed "
+                                                                                "model", unit="query"))
+    held = (figures.get("final") or figures["reranked"])["ndcg@10"]
+    stdout.write(f"the installed reranker on the same {figures['queries']} held-out queries: nDCG@10 {held:.4f}")
+    return held
 
 
 def export_for_cpu(directory: Path, stdout) -> None:

@@ -10,8 +10,9 @@ Messages are acknowledged when a worker takes them (Celery's default, not `acks_
 takes longer than Redis's visibility timeout may allow, and a run is not safe to repeat
 unasked (a second training, a second model directory). A run past its time limit
 (RERANKER_RUN_SOFT_TIME_LIMIT), or whose pool process was killed, ends `failed` saying so
-(`on_failure`); one whose whole worker died stays `running`, and its page says when it last
-reported.
+(`on_failure`); one whose whole worker died stays `running`, its page saying when it last
+reported, until it is past any task's time limit: then the next automatic run's check marks it
+failed (fail_dead_runs).
 """
 from __future__ import annotations
 
@@ -19,9 +20,11 @@ import base64
 import io
 import json
 import logging
+from datetime import timedelta
 from pathlib import Path
 
 from celery import Task, shared_task
+from django.conf import settings
 from django.core.management import CommandError, load_command_class
 from django.db import transaction
 from django.utils import timezone
@@ -116,6 +119,23 @@ def _finish(run_id: int, status: str, result: dict | None = None, error: str = "
                                                  finished_at=timezone.now())
     if status == RerankerRun.Status.FAILED:
         note_no_reranker(run_id)
+
+
+def fail_dead_runs(collection) -> int:
+    """Mark failed the collection's runs still `running` past the longest any task may run
+    (RERANKER_RUN_SOFT_TIME_LIMIT + TASK_HARD_TIME_LIMIT_GRACE): their worker died without a word
+    (on_failure covers a killed pool process, not a whole worker gone). Returns how many."""
+    limit = settings.RERANKER_RUN_SOFT_TIME_LIMIT + settings.TASK_HARD_TIME_LIMIT_GRACE
+    dead = list(RerankerRun.objects.filter(collection=collection, status=RerankerRun.Status.RUNNING,
+                                           started_at__lt=timezone.now() - timedelta(seconds=limit))
+                .values_list("pk", flat=True))
+    for run_id in dead:
+        RerankerRun.objects.filter(pk=run_id, status=RerankerRun.Status.RUNNING).update(
+            status=RerankerRun.Status.FAILED, finished_at=timezone.now(),
+            error=f"its worker died: still running after RERANKER_RUN_SOFT_TIME_LIMIT + TASK_HARD_TIME_LIMIT_GRACE "
+                  f"({limit} s), longer than any task may run")
+        note_no_reranker(run_id)
+    return len(dead)
 
 
 def note_no_reranker(run_id: int) -> None:

@@ -364,6 +364,10 @@ RECONCILE_OLDER_THAN = env_int("RECONCILE_OLDER_THAN", 3600)
 # of its reranker from its own documents (relevance/auto_reranker.py, train_reranker
 # --pseudo-only); 0: never.
 AUTO_RERANKER_MIN_DOCUMENTS = env_int("AUTO_RERANKER_MIN_DOCUMENTS", 500)
+# A collection whose judgments (staff + implicit) grew by this many since its last train run
+# trains again, the new model replacing the installed one only if better on the same held-out
+# queries (checked after each derivation of click judgments); 0: never.
+AUTO_RERANKER_NEW_JUDGMENTS = env_int("AUTO_RERANKER_NEW_JUDGMENTS", 200)
 # Search analytics (analytics/, docs/analytics.md): every search and click is logged unless
 # SEARCH_LOG_ENABLED is off; rows older than SEARCH_LOG_DAYS are deleted every
 # SEARCH_LOG_PRUNE_INTERVAL seconds (celery beat).

@@ -4,6 +4,7 @@ run or a collection with a model leaves no note, and installing a model clears i
 from __future__ import annotations
 
 import pytest
+from django.urls import reverse
 
 from indexer.builds import build_live
 from indexer.models import Collection, Document, IndexBuild
@@ -32,7 +33,7 @@ def files(settings):
     return collection
 
 
-def test_an_automatic_run_that_installs_nothing_says_why_in_the_run_and_the_search(files, settings,
+def test_an_automatic_run_that_installs_nothing_says_why_in_the_run_and_the_search(files, settings, admin_client,
                                                                                    django_capture_on_commit_callbacks):
     settings.AUTO_RERANKER_MIN_DOCUMENTS = 50
     with django_capture_on_commit_callbacks():  # the run is recorded; its task is run here, not queued
@@ -45,6 +46,9 @@ def test_an_automatic_run_that_installs_nothing_says_why_in_the_run_and_the_sear
     assert run.status == "failed" and "nothing trained, no reranker installed" in run.error
     assert files.reranker_note == f"its automatic training (run #{run.pk}) installed no reranker: {run.error}"
     assert plan_shares([hit("files")], {"files": files}) == ([], f"files: {files.reranker_note}")
+    page = admin_client.get(reverse("admin:relevance_rerankerrun_change", args=[run.pk])).content.decode()
+    assert "Automatic: the first build went live; 0 judgments then" in page
+    assert '<p class="run-error" id="run-error">nothing trained, no reranker installed: of the 60 documents' in page
 
     install(files, "/models/trained-elsewhere")
     files.refresh_from_db()

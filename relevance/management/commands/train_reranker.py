@@ -87,6 +87,9 @@ class Command(BaseCommand):
         parser.add_argument("--output", help="parent folder of the versioned model directory "
                                              "(default var/rerankers)")
         parser.add_argument("--no-install", action="store_true", help="never make it the collection's reranker")
+        parser.add_argument("--replace-if-better", action="store_true",
+                            help="where the collection has a reranker, install the new one only if it also beats "
+                                 "that one on the same held-out queries (the runs for new judgments do)")
         parser.add_argument("--save-data", help="mine, write the training data to this file (.json or .json.gz), stop")
         parser.add_argument("--data", help="train from a file written by --save-data instead of mining")
         parser.add_argument("--install-trained", metavar="DIR",
