@@ -96,7 +96,7 @@ def why_not_retrain(collection: Collection, judgments: int) -> str | None:
     last = collection.reranker_runs.filter(kind=RerankerRun.Kind.TRAIN, judgments__isnull=False) \
         .order_by("-created_at", "-pk").first()
     if last is None and collection.reranker_model.strip():
-        return "its reranker was not trained by a run: no judgment count to start from"
+        return "no train run of it counted its judgments (its reranker came from elsewhere, e.g. demo_reranker)"
     since = f"run #{last.pk}" if last else "it has none"
     grown = judgments - (last.judgments if last else 0)
     if grown < needed:

@@ -79,7 +79,8 @@ def test_where_no_count_starts_and_off(collection, settings):
     settings.AUTO_RERANKER_NEW_JUDGMENTS = 2
     judge(collection, range(5))
     # A reranker installed without a run (demo_reranker, the command): no count to start from.
-    assert why_not_retrain(collection, 5) == "its reranker was not trained by a run: no judgment count to start from"
+    assert why_not_retrain(collection, 5) == ("no train run of it counted its judgments (its reranker came from "
+                                              "elsewhere, e.g. demo_reranker)")
     collection.reranker_model = ""
     assert why_not_retrain(collection, 5) is None      # no reranker yet: counted from 0
     settings.AUTO_RERANKER_NEW_JUDGMENTS = 0
