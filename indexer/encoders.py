@@ -42,6 +42,15 @@ INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 INT8_XML = "encoder-int8.xml"
 INT8_RECORD = "int8.json"
 INT8_TOLERANCE = 0.005  # nDCG@10 int8 may lose against float32 on held-out queries
+# Padded tokens per OpenVINO batch: on a 2-core CPU, 8 texts of 512 tokens ran 1.9x faster than
+# 64 (the activations of a smaller batch stay in cache; docs/models.md), while short texts
+# still fill a batch of `batch_size`.
+OPENVINO_BATCH_TOKENS = 4096
+# Queries are padded to a multiple of QUERY_PAD_TO tokens, so that a few input shapes serve every
+# query and each is prepared at load (widths up to QUERY_WARM_UP_TOKENS) rather than by a search:
+# first-seen shapes made query p95 35 ms against 14 ms once seen (docs/models.md).
+QUERY_PAD_TO = 16
+QUERY_WARM_UP_TOKENS = 96
 
 
 class EncoderError(RuntimeError):
@@ -245,8 +254,18 @@ class OpenVinoEncoder:
                   "INFERENCE_NUM_THREADS": threads or cpu_threads()}
         self.compiled = ov.Core().compile_model(str(xml.parent / INT8_XML if use_int8 else xml), "CPU", config)
         self.dimension = int(self.compiled.output(0).get_partial_shape()[2].get_length())
+        self._warm_up_query_widths()
 
-    def _encode(self, texts: list[str], prompt: str, batch_size: int) -> np.ndarray:
+    def _warm_up_query_widths(self) -> None:
+        """Run each padded query width once: OpenVINO prepares its kernels for an input shape the
+        first time it sees it (about 25 ms on 2 cores), which a search should not pay."""
+        request = self.compiled.create_infer_request()
+        for width in range(QUERY_PAD_TO, QUERY_WARM_UP_TOKENS + 1, QUERY_PAD_TO):
+            ids = np.full((1, width), self.tokenizer.pad_token_id or 0, dtype=np.int64)
+            features = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+            request.infer({name: features[name] for name in self.inputs})
+
+    def _encode(self, texts: list[str], prompt: str, batch_size: int, pad_to: int | None = None) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         texts = [prompt + t for t in texts]
@@ -255,10 +274,9 @@ class OpenVinoEncoder:
         order = sorted(range(len(texts)), key=lambda i: -lengths[i])
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
         request = self.compiled.create_infer_request()
-        for start in range(0, len(order), batch_size):
-            batch = order[start:start + batch_size]
+        for batch in token_budget_batches(order, lengths, batch_size):
             features = self.tokenizer([texts[i] for i in batch], padding=True, truncation=True,
-                                      max_length=self.max_seq_length, return_tensors="np")
+                                      max_length=self.max_seq_length, pad_to_multiple_of=pad_to, return_tensors="np")
             request.infer({name: features[name].astype(np.int64) for name in self.inputs})
             hidden = request.get_output_tensor(0).data
             mask = features["attention_mask"].astype(np.float32)[:, :, None]
@@ -273,7 +291,20 @@ class OpenVinoEncoder:
         return self._encode(texts, self.layout.prompts.get("document", ""), batch_size)
 
     def encode_queries(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
-        return self._encode(texts, self.layout.prompts.get("query", ""), batch_size)
+        return self._encode(texts, self.layout.prompts.get("query", ""), batch_size, pad_to=QUERY_PAD_TO)
+
+
+def token_budget_batches(order: list[int], lengths: list[int], batch_size: int,
+                         budget: int = OPENVINO_BATCH_TOKENS) -> list[list[int]]:
+    """`order` (longest first) cut into batches of at most `batch_size` texts whose padded size
+    (texts x the first one's tokens) stays within `budget`."""
+    batches, start = [], 0
+    while start < len(order):
+        width = max(1, lengths[order[start]])
+        size = max(1, min(batch_size, budget // width))
+        batches.append(order[start:start + size])
+        start += size
+    return batches
 
 
 def pick_runtime(setting: str, device: str) -> tuple[str, bool | None]:

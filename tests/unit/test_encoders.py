@@ -115,3 +115,29 @@ def test_int8_serves_only_where_its_judgment_allows(prompted, tmp_path):
     assert not refused["allowed"] and "more than 0.005 below" in refused["reason"]
     fallback = OpenVinoEncoder("m", str(prompted), tmp_path)
     assert fallback.precision == "float32" and "more than 0.005 below" in fallback.int8_reason
+
+
+def test_batches_keep_the_padded_tokens_within_the_budget():
+    from indexer.encoders import token_budget_batches
+
+    lengths = [512, 500, 300, 120, 40, 40, 12, 9, 3]
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches = token_budget_batches(order, lengths, batch_size=4, budget=1024)
+    assert [i for batch in batches for i in batch] == order  # every text once, in order
+    for batch in batches:
+        assert len(batch) <= 4 and (len(batch) == 1 or len(batch) * lengths[batch[0]] <= 1024)
+    assert batches == [[0, 1], [2, 3, 4], [5, 6, 7, 8]]  # shorter texts fill a batch, up to batch_size
+    assert token_budget_batches(order, [2000] + lengths[1:], 4, budget=1024)[0] == [0]  # one over the budget alone
+
+
+def test_padded_queries_give_the_unpadded_vectors(prompted, tmp_path):
+    """Queries are padded to a multiple of QUERY_PAD_TO tokens (few input shapes, prepared at load);
+    the attention mask keeps the vector what it was."""
+    from indexer.encoders import QUERY_PAD_TO
+
+    openvino = OpenVinoEncoder("m", str(prompted), tmp_path)
+    for text in ("aspirin", "does aspirin lower the risk of a first heart attack in adults over fifty"):
+        padded = openvino.encode_queries([text])[0]
+        plain = openvino._encode([text], "query: ", batch_size=1)[0]
+        assert float(padded @ plain) >= 0.99999
+    assert QUERY_PAD_TO > 1
