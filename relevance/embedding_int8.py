@@ -17,7 +17,7 @@ import numpy as np
 from common.cpu import cpu_summary
 from common.progress import progress
 from indexer.embedding import resolve_model_path
-from indexer.encoders import OpenVinoEncoder, quantize_openvino, record_int8_judgment
+from indexer.encoders import OpenVinoEncoder, export_dir, quantize_openvino, read_int8, record_int8_judgment
 from indexer.model_catalog import models_dir
 from reranker.metrics import evaluate_run
 from relevance.judgments import read_qrels, read_queries
@@ -49,7 +49,8 @@ def read_corpus(path: Path) -> dict[str, str]:
     return corpus
 
 
-def sample(folder: Path, split: str, max_queries: int, max_documents: int, seed: int = 13):
+def sample(folder: Path, split: str, max_queries: int, max_documents: int, seed: int = 13,
+           calibration_documents: int = CALIBRATION_DOCUMENTS):
     """(queries, qrels, documents judged or not, calibration documents): every document a chosen
     query judges, filled up with others to `max_documents`; calibration from the rest."""
     queries = read_queries(folder / "queries.jsonl")
@@ -65,7 +66,7 @@ def sample(folder: Path, split: str, max_queries: int, max_documents: int, seed:
     rng.shuffle(others)
     fill = max(0, max_documents - len(judged))
     chosen = judged + others[:fill]
-    calibration = [corpus[d] for d in others[fill:fill + CALIBRATION_DOCUMENTS]]
+    calibration = [corpus[d] for d in others[fill:fill + calibration_documents]]
     return ({q: queries[q] for q in qids}, {q: qrels[q] for q in qids}, {d: corpus[d] for d in chosen}, calibration)
 
 
@@ -92,13 +93,25 @@ def exact_ndcg(encoder, ids: list[str], matrix: np.ndarray, queries: dict[str, s
     return evaluate_run(run, qrels, {"ndcg": 10})["mean"]["ndcg@10"]
 
 
-def quantize_and_judge(model_id: str, folder: Path, split: str = "train", max_queries: int = 300,
-                       max_documents: int = 2000, quantize: bool = True, progress=progress) -> Int8Judgment:
-    """`quantize=False` judges the int8 model made before (on another sample, say) again."""
+def installed_dir(model_id: str) -> Path:
     model_dir = Path(resolve_model_path(model_id))
     if not model_dir.is_dir():
         raise ValueError(f"{model_id!r} is not an installed model or a directory (manage.py install_model)")
-    queries, qrels, documents, calibration = sample(folder, split, max_queries, max_documents)
+    return model_dir
+
+
+def existing_judgment(model_id: str) -> dict:
+    """The judgment of the int8 model beside this model's export ({} when none was made or judged)."""
+    return read_int8(export_dir(installed_dir(model_id), models_dir()) / "encoder.xml").get("judgment") or {}
+
+
+def quantize_and_judge(model_id: str, folder: Path, split: str = "train", max_queries: int = 300,
+                       max_documents: int = 2000, quantize: bool = True, progress=progress,
+                       calibration_documents: int = CALIBRATION_DOCUMENTS) -> Int8Judgment:
+    """`quantize=False` judges the int8 model made before (on another sample, say) again."""
+    model_dir = installed_dir(model_id)
+    queries, qrels, documents, calibration = sample(folder, split, max_queries, max_documents,
+                                                    calibration_documents=calibration_documents)
     if len(queries) < 20:
         raise ValueError(f"{folder}: {len(queries)} judged queries in {split}; judging int8 needs at least 20")
     if quantize:
