@@ -8,8 +8,9 @@
 2. End to end: a real `embed` Celery worker; from enqueueing every document to every chunk being
    searchable after a refresh (statuses `indexed`, count checked). Prints both throughputs and
    their ratio (target: end-to-end >= 0.90 x raw).
-With --baseline, step 1 also encodes the same documents with a second model on its runtime, the
-two taking turns block by block (a shared machine's load falls on both alike), and prints
+With --baseline, step 1 also encodes the same documents with a second model on its runtime, each
+model in its own process, the two taking turns block by block (a shared machine's load falls on
+both alike), and prints
 documents per second of each and their ratio, and the query embedding latency (one query at a
 time, as a search embeds it) of the default model.
 3. Recall@10 of the engine's kNN against exact cosine top-10 for 300 queries, for each
@@ -38,8 +39,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-RUN = secrets.token_hex(3)
-TMP = Path(tempfile.mkdtemp(prefix=f"bench-indexing-{RUN}-"))
+# The encoding processes of the side-by-side step (spawned, so they import this module again)
+# take the parent's run id and scratch folder from the environment.
+RUN = os.environ.setdefault("BENCH_INDEXING_RUN", secrets.token_hex(3))
+TMP = Path(os.environ.get("BENCH_INDEXING_TMP") or tempfile.mkdtemp(prefix=f"bench-indexing-{RUN}-"))
+os.environ["BENCH_INDEXING_TMP"] = str(TMP)
 # Isolation, before Django reads its settings.
 os.environ["ELASTICSEARCH_INDEX_PREFIX"] = f"bench-{RUN}"
 os.environ["CELERY_KEY_PREFIX"] = f"bench-{RUN}:"
@@ -126,41 +130,81 @@ def raw_encode(planned, model_id: str, batch_size: int):
     return np.asarray(vectors, dtype=np.float32), seconds
 
 
+def encoding_process(conn, model_id: str, runtime: str | None, blocks: list[list[str]], queries: list[str],
+                     batch_size: int) -> None:
+    """One model in its own process, as an embed worker holds one: it encodes the block of texts
+    it is sent and answers the seconds; "queries" answers one-at-a-time query latencies (ms)."""
+    import django
+
+    django.setup()
+    from indexer.embedding import load_embedding_model
+
+    model = load_embedding_model(model_id, runtime=runtime)
+    model.encode_documents(blocks[0][:batch_size], batch_size=batch_size)  # warm-up
+    conn.send((model.runtime, model.precision))
+    while (task := conn.recv()) is not None:
+        if task == "queries":
+            latencies = []
+            for query in queries:
+                started = time.perf_counter()
+                model.encode_queries([query])
+                latencies.append((time.perf_counter() - started) * 1000)
+            conn.send(latencies)
+        else:
+            started = time.perf_counter()
+            model.encode_documents(blocks[task], batch_size=batch_size)
+            conn.send(time.perf_counter() - started)
+
+
 def side_by_side(docs, collection, model_id: str, baseline: str, baseline_runtime: str, batch_size: int,
-                 blocks: int = 4) -> None:
+                 blocks: int = 8) -> None:
     """Documents per second of the default model (its runtime as EMBEDDING_RUNTIME says) and of
-    `baseline` on `baseline_runtime`, block by block in turns; then query latency."""
+    `baseline` on `baseline_runtime`, each in its own process (two runtimes in one process disturb
+    each other's threads), block by block in turns; then query latency."""
+    import multiprocessing
+
     import numpy as np
 
-    from indexer.embedding import load_embedding_model
     from indexer.pipeline import plan_chunks
 
     names = {"default": model_id, "baseline": baseline}
-    models = {"default": load_embedding_model(model_id), "baseline": load_embedding_model(baseline, runtime=baseline_runtime)}
-    # Each model cuts its own chunks (its tokenizer and token limit); blocks of documents are the same.
-    planned = {name: plan_chunks(docs, collection, names[name]) for name in models}
-    for name, model in models.items():
-        model.encode_documents([p.embed_text for p in planned[name][:batch_size]], batch_size=batch_size)  # warm-up
-    seconds = {name: 0.0 for name in models}
+    runtimes = {"default": None, "baseline": baseline_runtime}
     per_block = -(-len(docs) // blocks)
-    for block in range(blocks):
-        wanted = {id(d) for d in docs[block * per_block:(block + 1) * per_block]}
-        for name, model in models.items():
-            chunk_texts = [p.embed_text for p in planned[name] if id(p.document) in wanted]
-            started = time.perf_counter()
-            model.encode_documents(chunk_texts, batch_size=batch_size)
-            seconds[name] += time.perf_counter() - started
-    rate = {name: len(docs) / seconds[name] for name in models}
-    for name, model in models.items():
-        print(f"{name:8s} {names[name]:22s} {model.runtime} {model.precision}: {len(planned[name])} chunks, "
+    block_of = {id(doc): i // per_block for i, doc in enumerate(docs)}
+    queries = [d.title or d.text[:120] for d in docs[:200]]
+    context = multiprocessing.get_context("spawn")
+    processes, pipes, chunks = {}, {}, {}
+    try:
+        for name in names:
+            # Each model cuts its own chunks (its tokenizer and token limit); blocks of documents are the same.
+            planned = plan_chunks(docs, collection, names[name])
+            chunks[name] = len(planned)
+            texts = [[] for _ in range(blocks)]
+            for item in planned:
+                texts[block_of[id(item.document)]].append(item.embed_text)
+            pipes[name], child = context.Pipe()
+            processes[name] = context.Process(target=encoding_process, daemon=True,
+                                              args=(child, names[name], runtimes[name], texts, queries, batch_size))
+            processes[name].start()
+        loaded = {name: pipes[name].recv() for name in names}
+        seconds = {name: 0.0 for name in names}
+        for block in range(blocks):
+            for name in names:
+                pipes[name].send(block)
+                seconds[name] += pipes[name].recv()
+        pipes["default"].send("queries")
+        latencies = pipes["default"].recv()
+    finally:
+        for name, process in processes.items():
+            if process.is_alive():
+                pipes[name].send(None)
+                process.join(30)
+    rate = {name: len(docs) / seconds[name] for name in names}
+    for name in names:
+        runtime, precision = loaded[name]
+        print(f"{name:8s} {names[name]:22s} {runtime} {precision}: {chunks[name]} chunks, "
               f"{seconds[name]:7.1f} s, {rate[name]:6.1f} documents/s")
     print(f"ratio documents/s {model_id} / {baseline}: {rate['default'] / rate['baseline']:.2f}  (target >= 1.0)")
-    latencies = []
-    queries = [d.title or d.text[:120] for d in docs[:200]]
-    for query in queries:
-        started = time.perf_counter()
-        models["default"].encode_queries([query])
-        latencies.append((time.perf_counter() - started) * 1000)
     p50, p95 = np.percentile(latencies, 50), np.percentile(latencies, 95)
     print(f"query embedding, {model_id}, one at a time, {len(queries)} queries: p50 {p50:.1f} ms, p95 {p95:.1f} ms "
           "(target p95 <= 30 ms)", flush=True)
