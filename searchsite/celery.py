@@ -28,4 +28,5 @@ app.conf.worker_proc_alive_timeout = 300
 app.autodiscover_tasks()
 app.autodiscover_tasks(["relevance"], related_name="run_tasks")  # the admin's evaluate/train runs
 
-import reranker.warm_up  # noqa: E402,F401  (connects the warm-up to the worker's signals)
+import indexer.warm_up  # noqa: E402,F401  (connects the warm-ups to the worker's signals)
+import reranker.warm_up  # noqa: E402,F401

@@ -33,6 +33,10 @@ def test_a_batch_past_its_soft_time_limit_ends_failed_saying_so(es):
         # One message reserved per pool process, not Celery's default of four.
         stats = app.control.inspect([worker.name], timeout=5).stats()
         assert stats[worker.name]["prefetch_count"] == 1
+        # The pool process loads the bi-encoder as it starts (indexer/warm_up.py): the batch only
+        # encodes, and the soft limit fires in that loop, not inside the model's loading code.
+        wait_for(lambda: f"warm-up: embedding model {settings.EMBEDDING_MODEL} ready" in worker.log_since_start(),
+                 timeout=120, what="the embed worker's warm-up")
 
         ids = list(collection.documents.values_list("pk", flat=True))
         Document.objects.filter(pk__in=ids).update(status=Document.Status.QUEUED)
