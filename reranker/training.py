@@ -11,7 +11,8 @@ Why it is built the way it is (what was tried before it: docs/relevance.md, "The
   trained to give useful *mean-pooled* token states. The reranker therefore mean-pools the
   (query, passage) pair's token states and puts one linear layer on top (sentence-transformers
   `Transformer → Pooling(mean) → Dense(1, output "scores")`). It saves and loads as an ordinary
-  `CrossEncoder`. Its CLS pooler, never trained for anything, is not used.
+  `CrossEncoder`. Its CLS pooler, never trained for anything, is not used. A base whose
+  sentence-transformers pooling is CLS (bge) gets CLS pooling instead (`pooling="auto"`).
 - **A head that starts neutral and learns fast.** The head starts at zero (every pair scores
   0: exactly the constant predictor, no random noise for the body to undo) and has its own,
   higher learning rate; both rates warm up linearly, then decay linearly.
@@ -145,6 +146,7 @@ class TrainingSettings:
     seed: int = 13
     max_steps: int = 0             # 0: no limit (epochs decide)
     layers: int = 0                # keep the base's first N transformer layers (0: all); a CPU tier
+    pooling: str = "auto"          # auto: the base's own sentence-transformers pooling (mean when it has none)
     freeze_embeddings: bool = False  # train without updating the token embeddings (faster steps on a CPU)
     device: str = "auto"
     precision: str = "auto"        # auto: bf16 autocast on CUDA and on CPUs with native bf16 (precision.py)
@@ -215,10 +217,27 @@ def is_cross_encoder(path: str) -> bool:
     return False
 
 
-def build_model(base: str, max_length: int, device: str, layers: int = 0):
+POOLINGS = ("auto", "mean", "cls")
+
+
+def base_pooling(path: str) -> str:
+    """The pooling a sentence-transformers base was trained with (its `1_Pooling/config.json`):
+    "cls" for bge, "mean" for all-MiniLM-L6-v2 and for a plain transformer."""
+    config = Path(path) / "1_Pooling" / "config.json"
+    try:
+        modes = json.loads(config.read_text())
+    except (OSError, ValueError):
+        return "mean"
+    return "cls" if modes.get("pooling_mode_cls_token") and not modes.get("pooling_mode_mean_tokens") else "mean"
+
+
+def build_model(base: str, max_length: int, device: str, layers: int = 0, pooling: str = "auto"):
     """A CrossEncoder: an existing cross-encoder directory is fine-tuned as it is; any other
-    transformer gets mean pooling and a zero-initialised linear head (see the module docstring).
-    `layers` keeps only the first N transformer layers (a shallower, faster model)."""
+    transformer gets pooling (`auto`: the base's own, see base_pooling) and a zero-initialised
+    linear head (see the module docstring). `layers` keeps only the first N transformer layers
+    (a shallower, faster model)."""
+    if pooling not in POOLINGS:
+        raise TrainingError(f"pooling {pooling!r}: choose one of {', '.join(POOLINGS)}")
     import torch
     from sentence_transformers import CrossEncoder
     from sentence_transformers.base.modules import Dense, Transformer
@@ -234,7 +253,7 @@ def build_model(base: str, max_length: int, device: str, layers: int = 0):
     transformer = Transformer(path, transformer_task="feature-extraction", max_seq_length=max_length)
     truncate_layers(transformer.auto_model, layers)
     dim = transformer.get_embedding_dimension()
-    pooling = Pooling(dim, "mean")
+    pooling = Pooling(dim, base_pooling(path) if pooling == "auto" else pooling)
     head = Dense(dim, 1, activation_function=None, init_weight=torch.zeros(1, dim), init_bias=torch.zeros(1),
                  module_output_name="scores")
     return CrossEncoder(modules=[transformer, pooling, head], device=device)
@@ -483,7 +502,7 @@ def train(data: TrainingData, settings: TrainingSettings, progress: Callable | N
         total_steps = min(total_steps, settings.max_steps)
     constant_loss = math.log(settings.negatives + 1)
 
-    model = build_model(settings.base, settings.max_length, device, settings.layers)
+    model = build_model(settings.base, settings.max_length, device, settings.layers, settings.pooling)
     model.to(device).float()  # fp32 master weights (a base stored in fp16 would otherwise train in fp16)
     if settings.freeze_embeddings:
         for parameter in model[0].auto_model.embeddings.word_embeddings.parameters():

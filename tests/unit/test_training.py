@@ -124,3 +124,22 @@ def test_tiny_training_run_saves_a_loadable_model_that_learned(tmp_path):
     again = train(data, TrainingSettings(**TINY), echo=lambda line: None, log_every=2)
     np.testing.assert_allclose(score_pairs(again.model, pairs), score_pairs(result.model, pairs), atol=1e-6)
     assert again.loss_log == result.loss_log
+
+
+def test_a_new_head_reads_the_base_the_way_the_base_was_trained(tmp_path):
+    # all-MiniLM-L6-v2 was trained mean-pooled, bge-small-en-v1.5 on its CLS token (each says so in
+    # its 1_Pooling/config.json); a plain transformer directory gets mean pooling.
+    from indexer.embedding import resolve_model_path
+    from reranker.training import TrainingError, base_pooling
+
+    def pooling_of(model):
+        return model[1].pooling_mode
+
+    assert base_pooling(resolve_model_path("sentence-transformers/all-MiniLM-L6-v2")) == "mean"
+    assert base_pooling(str(tmp_path)) == "mean"
+    bge = resolve_model_path("bge-small-en-v1.5")
+    assert base_pooling(bge) == "cls"
+    assert pooling_of(build_model(bge, 64, "cpu", layers=1)) == "cls"
+    assert pooling_of(build_model(bge, 64, "cpu", layers=1, pooling="mean")) == "mean"
+    with pytest.raises(TrainingError, match="pooling 'max'"):
+        build_model(bge, 64, "cpu", layers=1, pooling="max")

@@ -27,7 +27,7 @@ from relevance.collection_training import check_options, install_trained, train_
 from relevance.judgments import JUDGMENT_KINDS
 from relevance.pseudo_queries import KINDS
 from common.precision import PRECISIONS
-from reranker.training import TrainingSettings
+from reranker.training import POOLINGS, TrainingSettings
 from search import offline
 
 
@@ -44,7 +44,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         d = TrainingSettings()
         parser.add_argument("collection", help="collection slug")
-        parser.add_argument("--base", default=d.base, help="base model: a transformer (gets mean pooling and a "
+        parser.add_argument("--base", default=d.base, help="base model: a transformer (gets --pooling and a "
                             "new head) or a CrossEncoder directory (default: the packaged all-MiniLM-L6-v2)")
         parser.add_argument("--epochs", type=int, default=d.epochs)
         parser.add_argument("--max-length", type=int, default=d.max_length, help="tokens per (query, passage) pair")
@@ -82,6 +82,9 @@ class Command(BaseCommand):
         parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
         parser.add_argument("--layers", type=int, default=d.layers,
                             help="keep the base's first N transformer layers (0: all; 2 gives a CPU-speed reranker)")
+        parser.add_argument("--pooling", choices=POOLINGS, default=d.pooling,
+                            help="how a new head reads the pair's token states: auto (the base's own "
+                                 "sentence-transformers pooling: mean for MiniLM, cls for bge), mean or cls")
         parser.add_argument("--freeze-embeddings", action="store_true",
                             help="do not update the token embeddings (faster steps on a CPU)")
         parser.add_argument("--output", help="parent folder of the versioned model directory "
