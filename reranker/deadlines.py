@@ -63,11 +63,20 @@ class ScoredPrefix:
     offered: int = 0
     stopped: str | None = None  # "expired" (deadline passed before scoring), "deadline" (trimmed)
     late: bool = False  # scoring ended after the deadline: the answer is for nobody
+    overrun: float = 0.0  # seconds past the deadline when late
+    batches: list[tuple[int, float]] = field(default_factory=list)  # (pairs, seconds) of each batch scored
+    planned_speed: float = 0.0  # pairs/s the first batch was planned at (0: unknown)
 
 
 # Of the time left, the share a worker plans to fill: scoring runs at the speed the machine has
-# at that moment, which on shared cores wavers around the measured figure.
+# at that moment, which on shared cores wavers around the measured figure. The first batch is
+# planned on the speed other requests measured, which under load runs up to twice too fast
+# (docs/operating.md, "Under load"); later batches on the speed this request has seen.
 DEADLINE_SAFETY = 0.9
+FIRST_BATCH_SAFETY = 0.5
+# What a batch costs besides its pairs (tokenising, one run of the graph, the result): a batch of
+# a few pairs is not a few pairs' time.
+BATCH_FIXED_SECONDS = 0.03
 
 
 def score_before(deadline: float | None, passages: Sequence[str], score: Callable[[Sequence[str]], Sequence[float]],
@@ -77,18 +86,21 @@ def score_before(deadline: float | None, passages: Sequence[str], score: Callabl
     one batch at a time. Before each batch the clock is read again and the batch is cut to the
     pairs that still fit in DEADLINE_SAFETY of the time left, at the slower of the measured
     `pairs_per_second` and the speed this request's batches have shown so far (unknown: the whole
-    batch while time is left); nothing more is scored once the deadline has passed."""
+    batch while time is left), less a batch's fixed cost, and the first batch to FIRST_BATCH_SAFETY
+    of it; nothing more is scored once the deadline has passed."""
     result = ScoredPrefix(offered=len(passages))
     if deadline is not None and clock() >= deadline:
         result.stopped = "expired"
         return result
     speed = pairs_per_second or 0.0
+    result.planned_speed = speed
     start = 0
     while start < len(passages):
         size = min(batch_size, len(passages) - start)
         if deadline is not None:
             left = deadline - clock()
-            fit = size if not speed and left > 0 else pairs_that_fit(left * DEADLINE_SAFETY, speed)
+            share = DEADLINE_SAFETY if result.batches else FIRST_BATCH_SAFETY
+            fit = size if not speed and left > 0 else pairs_that_fit(left * share - BATCH_FIXED_SECONDS, speed)
             if fit < size:
                 size = fit
                 result.stopped = "deadline"
@@ -97,10 +109,13 @@ def score_before(deadline: float | None, passages: Sequence[str], score: Callabl
         began = clock()
         result.logits.extend(float(x) for x in score(passages[start:start + size]))
         took = clock() - began
+        result.batches.append((size, took))
         if took > 0:
             speed = min(speed, size / took) if speed else size / took
         start += size
         if result.stopped:
             break
     result.late = deadline is not None and clock() > deadline
+    if result.late:
+        result.overrun = clock() - deadline
     return result

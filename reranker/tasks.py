@@ -1,4 +1,5 @@
 """Tasks of the `rerank` queue."""
+import logging
 import time
 
 from celery import shared_task
@@ -11,6 +12,8 @@ from .cross_encoder import configured_model, load_reranker
 from .deadlines import score_before
 from .speed import read_speed, write_speed
 from .warm_up import warm_up_models
+
+log = logging.getLogger(__name__)
 
 
 @shared_task(name="reranker.tasks.ping", bind=True)
@@ -54,6 +57,10 @@ def _score(task, query: str, passages: list[str], model_id: str, deadline: float
     if scored.logits and not loaded_now:
         write_speed(reranker, len(scored.logits) / max(seconds, 1e-6), task.request.hostname)
     # late: scored, but answered after the web process stopped waiting (the target is none).
+    if scored.late:
+        log.warning("scored %.3f s after its deadline (%d pairs planned at %.0f pairs/s): batches %s",
+                    scored.overrun, len(passages), scored.planned_speed,
+                    ", ".join(f"{n} pairs in {took:.3f} s" for n, took in scored.batches))
     outcome = "late" if scored.late else scored.stopped or "scored"
     count_shared("rerank_worker_requests_total", outcome=outcome)
     count_shared("rerank_worker_pairs_total", len(scored.logits))

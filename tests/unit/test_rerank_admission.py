@@ -47,10 +47,11 @@ def test_unknown_speed_sends_everything_wanted():
 
 
 class Clock:
-    """A clock that each scored pair moves forward by `per_pair` seconds."""
+    """A clock that each scored pair moves forward by `per_pair` seconds, and each batch by
+    `per_batch` more."""
 
-    def __init__(self, now: float, per_pair: float):
-        self.now, self.per_pair = now, per_pair
+    def __init__(self, now: float, per_pair: float, per_batch: float = 0.0):
+        self.now, self.per_pair, self.per_batch = now, per_pair, per_batch
         self.batches: list[int] = []
 
     def __call__(self) -> float:
@@ -58,7 +59,7 @@ class Clock:
 
     def score(self, passages):
         self.batches.append(len(passages))
-        self.now += self.per_pair * len(passages)
+        self.now += self.per_batch + self.per_pair * len(passages)
         return [float(len(p)) for p in passages]
 
 
@@ -69,12 +70,13 @@ def test_a_request_taken_after_its_deadline_is_not_scored():
 
 
 def test_the_worker_scores_only_what_ends_before_the_deadline_batch_by_batch():
-    # 0.35 s left at 100 pairs/s, planning 90% of what is left: 10, 10, 10, then 0.05 s × 0.9 → 4 pairs.
+    # 0.35 s left at 100 pairs/s: the first batch planned in half of it, the next in 90%, each less
+    # a batch's fixed cost (0.03 s): 10, 10, 10, then 0.05 s × 0.9 − 0.03 → 1 pair.
     clock = Clock(now=100.0, per_pair=0.01)
     passages = [f"p{i}" for i in range(40)]
     result = score_before(100.35, passages, clock.score, 100.0, 10, clock=clock)
-    assert clock.batches == [10, 10, 10, 4]
-    assert result.logits == [float(len(p)) for p in passages[:34]] and result.stopped == "deadline"
+    assert clock.batches == [10, 10, 10, 1]
+    assert result.logits == [float(len(p)) for p in passages[:31]] and result.stopped == "deadline"
     assert not result.late and result.offered == 40
 
 
@@ -92,6 +94,22 @@ def test_a_slower_worker_than_measured_stops_before_the_next_batch():
     result = score_before(100.4, ["x"] * 30, clock.score, 100.0, 10, clock=clock)
     assert clock.batches == [10] and len(result.logits) == 10 and result.stopped == "deadline"
     assert result.late  # counted: the first batch ended after the deadline
+
+
+def test_a_request_taken_late_is_planned_for_a_machine_twice_as_slow_as_measured():
+    # Taken with 0.3 s left, measured 160 pairs/s, but the loaded machine scores at 80 and each batch
+    # costs 0.03 s more: planned on 90% of what is left, 43 pairs would take 0.57 s (late);
+    # planned on half, 19 pairs take 0.27 s and end in time.
+    clock = Clock(now=100.0, per_pair=1 / 80, per_batch=0.03)
+    result = score_before(100.3, ["x"] * 50, clock.score, 160.0, 32, clock=clock)
+    assert clock.batches[0] == 19 and result.stopped == "deadline" and not result.late and clock.now <= 100.3
+
+
+def test_a_batch_of_a_few_pairs_is_not_started_when_its_fixed_cost_does_not_fit():
+    # 0.05 s left: half of it is less than a batch's fixed cost, so nothing is scored (and nothing late).
+    clock = Clock(now=100.0, per_pair=0.005, per_batch=0.03)
+    result = score_before(100.05, ["x"] * 10, clock.score, 200.0, 32, clock=clock)
+    assert clock.batches == [] and result.logits == [] and result.stopped == "deadline" and not result.late
 
 
 def test_no_deadline_scores_everything():
