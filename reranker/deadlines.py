@@ -27,6 +27,13 @@ def expected_wait(backlog_pairs: int, pairs_per_second: float, processes: int) -
     return backlog_pairs / (pairs_per_second * max(1, processes))
 
 
+def pairs_a_worker_scores(seconds_left: float, pairs_per_second: float) -> int:
+    """The pairs a worker surely scores of a request it takes `seconds_left` before its deadline:
+    its first batch's plan (score_before). Admission sends no more, so that what it sends is
+    scored, and sends nothing when the worker would score nothing."""
+    return pairs_that_fit(seconds_left * FIRST_BATCH_SAFETY - BATCH_FIXED_SECONDS, pairs_per_second)
+
+
 @dataclass
 class Admission:
     """What the web process may send to one model: `pairs` of the head (0: none), and why fewer
@@ -47,12 +54,13 @@ SATURATED = "the rerank workers are saturated"
 def admit(wanted: int, budget: float, pairs_per_second: float | None, backlog_pairs: int, processes: int,
           round_trip: float) -> Admission:
     """The part of the head (`wanted` pairs) that comes back within `budget` seconds: the wait
-    for the backlog, the scoring, and `round_trip` (queue, result, polling) must all fit. Speed
+    for the backlog, the scoring as the worker plans it (pairs_a_worker_scores), and `round_trip`
+    (queue, result, polling) must all fit. Speed
     unknown: everything wanted (no worker has measured it; the worker still trims to its deadline)."""
     if not pairs_per_second:
         return Admission(wanted, wanted)
     wait = expected_wait(backlog_pairs, pairs_per_second, processes)
-    fit = min(wanted, pairs_that_fit(budget - wait - round_trip, pairs_per_second))
+    fit = min(wanted, pairs_a_worker_scores(budget - wait - round_trip, pairs_per_second))
     return Admission(fit, wanted, wait, None if fit else SATURATED)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reranker.deadlines import SATURATED, admit, expected_wait, pairs_that_fit, score_before
+from reranker.deadlines import SATURATED, admit, expected_wait, pairs_a_worker_scores, pairs_that_fit, score_before
 
 
 def test_pairs_that_fit_rounds_down_and_never_goes_negative():
@@ -27,9 +27,19 @@ def test_an_idle_worker_gets_the_whole_head():
 
 
 def test_a_busy_worker_gets_the_part_of_the_head_that_fits():
-    # 150 pairs waiting at 100 pairs/s: 1.5 s of wait, 2.0 - 1.5 - 0.1 = 0.4 s left: 40 of 50.
+    # 150 pairs waiting at 100 pairs/s: 1.5 s of wait, 2.0 - 1.5 - 0.1 = 0.4 s left, of which the
+    # worker plans its first batch in half, less a batch's fixed cost: 0.17 s, 17 of 50.
     admission = admit(wanted=50, budget=2.0, pairs_per_second=100.0, backlog_pairs=150, processes=1, round_trip=0.1)
-    assert admission.pairs == 40 and admission.expected_wait == pytest.approx(1.5)
+    assert admission.pairs == 17 and admission.expected_wait == pytest.approx(1.5)
+    assert admission.pairs == pairs_a_worker_scores(0.4, 100.0)
+
+
+def test_admission_sends_nothing_that_the_worker_would_not_score():
+    # 0.05 s left after the wait: the worker would score nothing (half of it is under a batch's
+    # fixed cost), so nothing is sent and the answer says "saturated" at once.
+    admission = admit(wanted=50, budget=2.0, pairs_per_second=100.0, backlog_pairs=185, processes=1, round_trip=0.1)
+    assert pairs_that_fit(2.0 - 1.85 - 0.1, 100.0) >= 4  # the time left alone would have sent a few
+    assert admission.pairs == 0 and admission.saturated
 
 
 def test_a_saturated_worker_gets_nothing_and_says_so():
@@ -38,7 +48,7 @@ def test_a_saturated_worker_gets_nothing_and_says_so():
     assert SATURATED == "the rerank workers are saturated"
     # Two processes halve the wait: the same backlog then leaves room.
 
-    assert admit(50, 2.0, 100.0, 195, 2, 0.1).pairs == min(50, pairs_that_fit(2.0 - 0.975 - 0.1, 100.0))
+    assert admit(50, 2.0, 100.0, 195, 2, 0.1).pairs == min(50, pairs_a_worker_scores(2.0 - 0.975 - 0.1, 100.0)) == 43
 
 
 def test_unknown_speed_sends_everything_wanted():
