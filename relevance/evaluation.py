@@ -145,6 +145,20 @@ class Evaluation:
     lines: list[str] = field(default_factory=list)  # what is printed after the table
 
 
+def new_output_dir(parent: Path, name: str) -> Path:
+    """A directory of its own under `parent`: `name`, or `name-2`, `name-3`... when two
+    evaluations of one collection start in the same second (they would overwrite each other)."""
+    parent.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 1000):
+        candidate = parent / (name if n == 1 else f"{name}-{n}")
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        return candidate
+    raise FileExistsError(f"{parent / name}: 999 evaluations of this second already")
+
+
 def evaluate_collection(collection: Collection, options: dict, progress=progress,
                         warn=lambda line: None) -> Evaluation:
     """The body of `manage.py evaluate` (options: the command's, by their option names), also
@@ -239,9 +253,12 @@ def evaluate_collection(collection: Collection, options: dict, progress=progress
         report_device = str(scorer.model.device)
     else:
         report_device = None
-    output = Path(options["output"] or settings.BASE_DIR / "var" / "evaluations"
-                  / f"{collection.slug}-{timezone.now():%Y%m%d-%H%M%S}")
-    output.mkdir(parents=True, exist_ok=True)
+    if options["output"]:
+        output = Path(options["output"])
+        output.mkdir(parents=True, exist_ok=True)
+    else:
+        output = new_output_dir(settings.BASE_DIR / "var" / "evaluations",
+                                f"{collection.slug}-{timezone.now():%Y%m%d-%H%M%S}")
     report = {
         "collection": collection.slug, "queries_file": options["queries"], "qrels_file": options["qrels"],
         "queries": len(qids),
