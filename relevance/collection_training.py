@@ -234,7 +234,7 @@ def train_collection(collection: Collection, options: dict, stdout, progress=pro
         groups_per_batch=options["batch_groups"], lr_body=options["lr_body"], lr_head=options["lr_head"],
         heldout_fraction=options["heldout"], rerank_top=options["rerank_top"], seed=options["seed"],
         max_steps=options["max_steps"], device=options["device"], precision=options["precision"],
-        layers=options["layers"], pooling=options.get("pooling", "auto"),
+        layers=options["layers"], pooling=options["pooling"],
         freeze_embeddings=options["freeze_embeddings"],
     )
     depth = max(train_settings.negatives_from_top, train_settings.rerank_top) * 2

@@ -27,11 +27,24 @@ def expected_wait(backlog_pairs: int, pairs_per_second: float, processes: int) -
     return backlog_pairs / (pairs_per_second * max(1, processes))
 
 
-def pairs_a_worker_scores(seconds_left: float, pairs_per_second: float) -> int:
-    """The pairs a worker surely scores of a request it takes `seconds_left` before its deadline:
-    its first batch's plan (score_before). Admission sends no more, so that what it sends is
-    scored, and sends nothing when the worker would score nothing."""
-    return pairs_that_fit(seconds_left * FIRST_BATCH_SAFETY - BATCH_FIXED_SECONDS, pairs_per_second)
+# Of the time left, the share a worker plans to fill: scoring runs at the speed the machine has
+# at that moment, which on shared cores wavers around the measured figure. The first batch is
+# planned on the speed other requests measured, which under load runs up to twice too fast
+# (docs/operating.md, "Under load"); later batches on the speed this request has seen.
+DEADLINE_SAFETY = 0.9
+FIRST_BATCH_SAFETY = 0.5
+# What a batch costs besides its pairs (tokenising, one run of the graph, the result): a batch of
+# a few pairs is not a few pairs' time.
+BATCH_FIXED_SECONDS = 0.03
+
+
+def pairs_a_worker_scores(seconds_left: float, pairs_per_second: float, first_batch: bool = True) -> int:
+    """The pairs a worker plans for its next batch with `seconds_left` to the deadline
+    (score_before); for the first batch, what it surely scores of a request it takes then.
+    Admission sends no more, so that what it sends is scored, and nothing when the worker
+    would score nothing."""
+    share = FIRST_BATCH_SAFETY if first_batch else DEADLINE_SAFETY
+    return pairs_that_fit(seconds_left * share - BATCH_FIXED_SECONDS, pairs_per_second)
 
 
 @dataclass
@@ -73,18 +86,6 @@ class ScoredPrefix:
     late: bool = False  # scoring ended after the deadline: the answer is for nobody
     overrun: float = 0.0  # seconds past the deadline when late
     batches: list[tuple[int, float]] = field(default_factory=list)  # (pairs, seconds) of each batch scored
-    planned_speed: float = 0.0  # pairs/s the first batch was planned at (0: unknown)
-
-
-# Of the time left, the share a worker plans to fill: scoring runs at the speed the machine has
-# at that moment, which on shared cores wavers around the measured figure. The first batch is
-# planned on the speed other requests measured, which under load runs up to twice too fast
-# (docs/operating.md, "Under load"); later batches on the speed this request has seen.
-DEADLINE_SAFETY = 0.9
-FIRST_BATCH_SAFETY = 0.5
-# What a batch costs besides its pairs (tokenising, one run of the graph, the result): a batch of
-# a few pairs is not a few pairs' time.
-BATCH_FIXED_SECONDS = 0.03
 
 
 def score_before(deadline: float | None, passages: Sequence[str], score: Callable[[Sequence[str]], Sequence[float]],
@@ -101,14 +102,12 @@ def score_before(deadline: float | None, passages: Sequence[str], score: Callabl
         result.stopped = "expired"
         return result
     speed = pairs_per_second or 0.0
-    result.planned_speed = speed
     start = 0
     while start < len(passages):
         size = min(batch_size, len(passages) - start)
         if deadline is not None:
             left = deadline - clock()
-            share = DEADLINE_SAFETY if result.batches else FIRST_BATCH_SAFETY
-            fit = size if not speed and left > 0 else pairs_that_fit(left * share - BATCH_FIXED_SECONDS, speed)
+            fit = size if not speed and left > 0 else pairs_a_worker_scores(left, speed, not result.batches)
             if fit < size:
                 size = fit
                 result.stopped = "deadline"
@@ -123,7 +122,7 @@ def score_before(deadline: float | None, passages: Sequence[str], score: Callabl
         start += size
         if result.stopped:
             break
-    result.late = deadline is not None and clock() > deadline
-    if result.late:
-        result.overrun = clock() - deadline
+    if deadline is not None:
+        result.overrun = max(0.0, clock() - deadline)
+        result.late = result.overrun > 0
     return result

@@ -50,7 +50,8 @@ def _score(task, query: str, passages: list[str], model_id: str, deadline: float
     reranker = load_reranker(model_id)
     loaded_now = load_reranker.cache_info().misses > loads_before
     scoring = time.perf_counter()
-    scored = score_before(deadline, passages, lambda part: reranker.score(query, part), read_speed(model_id),
+    measured_speed = read_speed(model_id)
+    scored = score_before(deadline, passages, lambda part: reranker.score(query, part), measured_speed,
                           settings.RERANKER_BATCH_SIZE)
     seconds = time.perf_counter() - scoring
     note_process(model_id)
@@ -59,7 +60,7 @@ def _score(task, query: str, passages: list[str], model_id: str, deadline: float
     # late: scored, but answered after the web process stopped waiting (the target is none).
     if scored.late:
         log.warning("scored %.3f s after its deadline (%d pairs planned at %.0f pairs/s): batches %s",
-                    scored.overrun, len(passages), scored.planned_speed,
+                    scored.overrun, len(passages), measured_speed or 0,
                     ", ".join(f"{n} pairs in {took:.3f} s" for n, took in scored.batches))
     outcome = "late" if scored.late else scored.stopped or "scored"
     count_shared("rerank_worker_requests_total", outcome=outcome)
