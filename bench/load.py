@@ -2,7 +2,8 @@
 and off, then a burst of many clients. Not a test: it prints numbers.
 
     .venv/bin/python bench/load.py [--clients 50] [--seconds 60] [--burst-clients 200] [--burst-seconds 30]
-                                   [--web-workers 4] [--web-threads 8] [--json out.json]
+                                   [--web-workers 4] [--web-threads 8] [--web-server gthread|gevent|uvicorn]
+                                   [--json out.json]
     .venv/bin/python bench/load.py --url http://127.0.0.1:8000 ...   # a stack that is already running
 
 Without --url it starts, on a free loopback port, what production runs: gunicorn (`--web-workers`
@@ -26,7 +27,8 @@ A client answered 503 waits its Retry-After (at most what is left of the phase) 
 request, as a well-behaved client does. For every phase: requests/s, p50/p95/p99 latency (client
 side, request sent to body read), status counts, connection errors, the share of 200s reranked and
 why the others were not, 503s without Retry-After, and what the rerank workers did (their shared
-counters: requests scored, cut at the deadline, dropped as expired, and late: scored after the
+counters: requests scored, cut at the deadline, dropped as expired, overran: answered after the
+deadline but within the round trip the web process still waits, and late: scored after the
 deadline, for nobody). Targets (docs/operating.md, "Under load"): no 5xx but 503, no connection
 error, every 200 reranked or saying why not, every 503 with Retry-After, no late request; the
 load p95 beside the single-client p95, requests/s on and off. The CPU and its flags come first: the
@@ -161,7 +163,7 @@ def start_stack(stack: Stack, args, port: int) -> dict:
     if waiting:
         raise SystemExit(f"no answer from the workers {sorted(waiting)} in {STARTUP_SECONDS} s")
     wait_for_web(stack, port)
-    return {"web": f"gunicorn -w {args.web_workers} --threads {args.web_threads} (gthread) on 127.0.0.1:{port}",
+    return {"web": web_description(args, port),
             "workers": ", ".join(f"{q} (-c {settings.RERANK_CONCURRENCY if q == settings.RERANK_QUEUE else 1})"
                                  for q in queues),
             "query_embedding": settings.QUERY_EMBEDDING,
@@ -173,11 +175,27 @@ def start_stack(stack: Stack, args, port: int) -> dict:
 ADMISSION_OFF = {"RERANK_ADMISSION": "0", "SEARCH_MAX_IN_FLIGHT": "0"}
 
 
+# gunicorn's worker kinds this script can start (--web-server), each with its own arguments:
+# gthread holds a thread per search (what the Procfile and the image run); gevent a greenlet
+# (the sockets patched, the CPU work still one at a time per process); uvicorn runs the ASGI
+# application, where Django runs each request's synchronous view in a thread of its own.
+WEB_SERVERS = {
+    "gthread": lambda args: ["searchsite.wsgi", "--threads", str(args.web_threads)],
+    "gevent": lambda args: ["searchsite.wsgi", "-k", "gevent", "--worker-connections", "1000"],
+    "uvicorn": lambda args: ["searchsite.asgi", "-k", "uvicorn_worker.UvicornWorker"],
+}
+
+
+def web_description(args, port: int) -> str:
+    per_process = f"--threads {args.web_threads}" if args.web_server == "gthread" else ""
+    return f"gunicorn -w {args.web_workers} {per_process} ({args.web_server}) on 127.0.0.1:{port}".replace("  ", " ")
+
+
 def start_web(stack: Stack, args, port: int, env: dict | None = None) -> None:
     # Keep-alive longer than any pause between a client's requests: a connection the server
     # closes between two requests would show up as a reconnect, not as the server's work.
-    stack.start("web", [sys.executable, "-m", "gunicorn", "searchsite.wsgi", "-c", "searchsite/gunicorn_conf.py",
-                        "-b", f"127.0.0.1:{port}", "-w", str(args.web_workers), "--threads", str(args.web_threads),
+    stack.start("web", [sys.executable, "-m", "gunicorn", *WEB_SERVERS[args.web_server](args),
+                        "-c", "searchsite/gunicorn_conf.py", "-b", f"127.0.0.1:{port}", "-w", str(args.web_workers),
                         "--timeout", "120", "--keep-alive", "30"],
                 {"PROMETHEUS_MULTIPROC_DIR": str(stack.logs / "prometheus"), **(env or {})})
 
@@ -421,6 +439,8 @@ def main() -> int:
     parser.add_argument("--web-threads", type=int, default=8,
                         help="threads per gunicorn process (without --url); more than SEARCH_MAX_IN_FLIGHT, so "
                              "that the threads past the bound answer its 503s")
+    parser.add_argument("--web-server", choices=sorted(WEB_SERVERS), default="gthread",
+                        help="gunicorn's worker kind (without --url; default gthread, as deployed)")
     parser.add_argument("--burst-clients", type=int, default=200, help="clients of the burst phase (0: none)")
     parser.add_argument("--burst-seconds", type=float, default=30, help="length of the burst phase")
     parser.add_argument("--no-compare", action="store_true",
@@ -569,7 +589,8 @@ def main() -> int:
         checks[f"{name}: every 200 reranked or saying why not"] = phase["unexplained_200s"] == 0
         checks[f"{name}: every 503 with Retry-After"] = phase["unavailable_without_retry_after"] == 0
         if name in workers:
-            checks[f"{name}: no rerank request scored after its deadline"] = workers[name].get("late", 0) == 0
+            checks[f"{name}: no rerank request answered after the web process stopped waiting"] = \
+                workers[name].get("late", 0) == 0
     print("targets: " + "; ".join(f"{name}: {'met' if ok else 'NOT met'}" for name, ok in checks.items()))
     refused = sum(p["statuses"].get("429", 0) for p in phases.values())
     if refused:

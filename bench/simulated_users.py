@@ -12,10 +12,11 @@ first stage and a pseudo-only reranker on held-out dev queries. Not a test: it p
    0.75^(rank-1) (POST /api/clicks). Seeded.
 4. `manage.py click_judgments`: the implicit judgments (analytics/click_model.py), and how well
    they agree with the dev qrels of the click half.
-5. Unless --skip-training: train_reranker --pseudo-only and train_reranker --judgments implicit
-   --pseudo-queries 0 (the clicks alone; otherwise the CPU recipe of
-   relevance/collection_training.RECIPES, --no-install), then evaluate
-   hybrid with each on the held-out half (and the first stage).
+5. Unless --skip-training, three models with the CPU recipe of relevance/collection_training.RECIPES
+   (--no-install): train_reranker --pseudo-only; --judgments implicit --pseudo-queries 0 (the
+   clicks alone); --judgments both (the clicks and the recipe's title pseudo-queries: what the
+   automatic run for new judgments trains), then evaluate hybrid with each on the held-out half
+   (and the first stage).
 
     flock /tmp/bench.lock .venv/bin/python bench/simulated_users.py --documents 0 --searches 2000
 """
@@ -152,7 +153,11 @@ def main() -> None:
         heldout_files = write_beir(TMP / "heldout", queries, {q: dev[q] for q in heldout_half})
         recipe = RECIPES["cpu"]
         models = {}
-        for name, extra in (("pseudo-only", {"pseudo_only": True}), ("click-trained", {"judgments": "implicit", "pseudo_queries": 0})):
+        # clicks + pseudo is what the product trains when judgments grow (relevance/auto_reranker.py:
+        # the recipe, its title pseudo-queries and --judgments both; no staff judgments here).
+        trainings = (("pseudo-only", {"pseudo_only": True}), ("clicks alone", {"judgments": "implicit", "pseudo_queries": 0}),
+                     ("clicks + pseudo", {"judgments": "both"}))
+        for name, extra in trainings:
             out = io.StringIO()
             started = time.perf_counter()
             before = set((TMP / "models").glob("scifact-reranker-*"))

@@ -61,8 +61,9 @@ def shared_counters_key() -> str:
 # The counters workers keep, with their help text (the only names count_shared takes).
 SHARED_COUNTERS = {
     "rerank_worker_requests": "Rerank requests taken by a worker, by outcome: scored whole, cut at the deadline "
-                              "(deadline), dropped unscored because taken after it (expired), or answered "
-                              "after it (late: scored for nobody)",
+                              "(deadline), dropped unscored because taken after it (expired), answered after "
+                              "it but while the web process still waited (overran), or after the web process "
+                              "stopped waiting (late: scored for nobody)",
     "rerank_worker_pairs": "(query, passage) pairs scored by the rerank workers",
     "indexing_documents": "Documents indexed (outcome=indexed) or given up on (outcome=failed) by the embed workers",
     "indexing_chunks": "Chunks written to the engine by the embed workers",

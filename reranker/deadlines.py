@@ -83,20 +83,23 @@ class ScoredPrefix:
     logits: list[float] = field(default_factory=list)
     offered: int = 0
     stopped: str | None = None  # "expired" (deadline passed before scoring), "deadline" (trimmed)
-    late: bool = False  # scoring ended after the deadline: the answer is for nobody
-    overrun: float = 0.0  # seconds past the deadline when late
+    # Seconds the scoring ended past `deadline` (0: in time). The web process waits a round trip
+    # longer (RERANK_ROUND_TRIP_SECONDS), so an answer that overran a little is still read.
+    overrun: float = 0.0
+    late: bool = False  # scoring ended after `answer_by` (without it, `deadline`): for nobody
     batches: list[tuple[int, float]] = field(default_factory=list)  # (pairs, seconds) of each batch scored
 
 
 def score_before(deadline: float | None, passages: Sequence[str], score: Callable[[Sequence[str]], Sequence[float]],
                  pairs_per_second: float | None, batch_size: int,
-                 clock: Callable[[], float] = time.time) -> ScoredPrefix:
+                 clock: Callable[[], float] = time.time, answer_by: float | None = None) -> ScoredPrefix:
     """Score the longest prefix of `passages` that ends before `deadline` (Unix time; None: all),
     one batch at a time. Before each batch the clock is read again and the batch is cut to the
     pairs that still fit in DEADLINE_SAFETY of the time left, at the slower of the measured
     `pairs_per_second` and the speed this request's batches have shown so far (unknown: the whole
     batch while time is left), less a batch's fixed cost, and the first batch to FIRST_BATCH_SAFETY
-    of it; nothing more is scored once the deadline has passed."""
+    of it; nothing more is scored once the deadline has passed. `answer_by` (Unix time, after
+    `deadline`): when the web process stops waiting; scoring that ends after it is `late`."""
     result = ScoredPrefix(offered=len(passages))
     if deadline is not None and clock() >= deadline:
         result.stopped = "expired"
@@ -123,6 +126,7 @@ def score_before(deadline: float | None, passages: Sequence[str], score: Callabl
         if result.stopped:
             break
     if deadline is not None:
-        result.overrun = max(0.0, clock() - deadline)
-        result.late = result.overrun > 0
+        finished = clock()
+        result.overrun = max(0.0, finished - deadline)
+        result.late = finished > (answer_by if answer_by is not None else deadline)
     return result

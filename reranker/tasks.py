@@ -23,24 +23,28 @@ def ping(self) -> dict:
 
 
 @shared_task(name="reranker.tasks.rerank", bind=True)
-def rerank(self, query: str, passages: list[str], model: str = "", deadline: float | None = None) -> dict:
+def rerank(self, query: str, passages: list[str], model: str = "", deadline: float | None = None,
+           answer_by: float | None = None) -> dict:
     """Score (query, passage) pairs with the cross-encoder; one raw logit per passage, in order.
 
     `model` is a collection's own reranker; empty uses this worker's RERANKER_MODEL setting.
     `deadline` (Unix time, set by search/rerank_client.py): after it the web process no longer
     waits, so a request taken after it is dropped unscored, and the pairs scored are cut to those
     that end before it (reranker/deadlines.py): the logits may cover only a prefix of `passages`.
+    `answer_by` (Unix time, a round trip after `deadline`): when the web process stops waiting;
+    an answer scored after it is counted late (for nobody).
     Raises RerankerUnavailable when neither model is set: the web process shows "not reranked".
     """
     model_id = configured_model(model)
     try:
-        return _score(self, query, passages, model_id, deadline)
+        return _score(self, query, passages, model_id, deadline, answer_by)
     finally:
         # Answered, dropped or failed: no longer waiting (reranker/backlog.py).
         remove_request(model_id, self.request.id, len(passages))
 
 
-def _score(task, query: str, passages: list[str], model_id: str, deadline: float | None) -> dict:
+def _score(task, query: str, passages: list[str], model_id: str, deadline: float | None,
+           answer_by: float | None) -> dict:
     started = time.perf_counter()
     if deadline is not None and time.time() >= deadline:
         # Taken too late (the queue was longer than the web process expected): no CPU spent.
@@ -52,17 +56,19 @@ def _score(task, query: str, passages: list[str], model_id: str, deadline: float
     scoring = time.perf_counter()
     measured_speed = read_speed(model_id)
     scored = score_before(deadline, passages, lambda part: reranker.score(query, part), measured_speed,
-                          settings.RERANKER_BATCH_SIZE)
+                          settings.RERANKER_BATCH_SIZE, answer_by=answer_by)
     seconds = time.perf_counter() - scoring
     note_process(model_id)
     if scored.logits and not loaded_now:
         write_speed(reranker, len(scored.logits) / max(seconds, 1e-6), task.request.hostname)
-    # late: scored, but answered after the web process stopped waiting (the target is none).
-    if scored.late:
-        log.warning("scored %.3f s after its deadline (%d pairs planned at %.0f pairs/s): batches %s",
-                    scored.overrun, len(passages), measured_speed or 0,
+    # late: scored, but answered after the web process stopped waiting (the target is none);
+    # overran: past the deadline, within the round trip the web process still waits.
+    if scored.overrun:
+        log.warning("scored %.3f s after its deadline%s (%d pairs planned at %.0f pairs/s): batches %s",
+                    scored.overrun, ", for nobody" if scored.late else ", still awaited",
+                    len(passages), measured_speed or 0,
                     ", ".join(f"{n} pairs in {took:.3f} s" for n, took in scored.batches))
-    outcome = "late" if scored.late else scored.stopped or "scored"
+    outcome = "late" if scored.late else "overran" if scored.overrun else scored.stopped or "scored"
     count_shared("rerank_worker_requests_total", outcome=outcome)
     count_shared("rerank_worker_pairs_total", len(scored.logits))
     return {

@@ -223,7 +223,8 @@ def send_and_wait(query: str, jobs: list[tuple[Share, list[str]]], budget: float
     all of them; each share gets its logits (for a prefix of its positions, when the worker cut
     the request at its deadline) or the reason it has none."""
     started = time.perf_counter()
-    deadline = time.time() + budget - settings.RERANK_ROUND_TRIP_SECONDS if settings.RERANK_ADMISSION else None
+    answer_by = time.time() + budget
+    deadline = answer_by - settings.RERANK_ROUND_TRIP_SECONDS if settings.RERANK_ADMISSION else None
     pending = []
     for share, passages in jobs:
         task_id = str(uuid.uuid4())
@@ -232,10 +233,12 @@ def send_and_wait(query: str, jobs: list[tuple[Share, list[str]]], budget: float
         try:
             # `expires`: a worker that takes the message after the budget drops it instead of
             # scoring for nobody (at least 1 s, for clocks of different hosts that disagree a
-            # little); with admission control the worker also reads `deadline` (reranker/tasks.py).
+            # little); with admission control the worker also reads `deadline`, and `answer_by`
+            # to count what it answers after the wait is over (reranker/tasks.py).
             # `retry=False`: a broker that is down fails now, not after retries.
             result = current_app.send_task(RERANK_TASK, args=[query, passages, share.sent_model],
-                                           kwargs={"deadline": deadline} if deadline is not None else {},
+                                           kwargs={"deadline": deadline, "answer_by": answer_by}
+                                           if deadline is not None else {},
                                            task_id=task_id, queue=settings.RERANK_QUEUE,
                                            expires=max(budget, 1.0), retry=False)
         except Exception as exc:

@@ -106,6 +106,15 @@ def test_a_slower_worker_than_measured_stops_before_the_next_batch():
     assert result.late  # counted: the first batch ended after the deadline
 
 
+def test_an_answer_past_the_deadline_is_late_only_once_the_web_process_stopped_waiting():
+    # The first batch of 10 ends at 100.5: 0.1 s past the deadline. The web process waits until
+    # answer_by; before it the answer is still read (overrun, not late), after it it is for nobody.
+    for answer_by, late in ((100.6, False), (100.45, True)):
+        clock = Clock(now=100.0, per_pair=0.05)
+        result = score_before(100.4, ["x"] * 30, clock.score, 100.0, 10, clock=clock, answer_by=answer_by)
+        assert clock.batches == [10] and abs(result.overrun - 0.1) < 1e-9 and result.late is late
+
+
 def test_a_request_taken_late_is_planned_for_a_machine_twice_as_slow_as_measured():
     # Taken with 0.3 s left, measured 160 pairs/s, but the loaded machine scores at 80 and each batch
     # costs 0.03 s more: planned on 90% of what is left, 43 pairs would take 0.57 s (late);
