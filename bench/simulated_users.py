@@ -163,7 +163,7 @@ def main() -> None:
             before = set((TMP / "models").glob("scifact-reranker-*"))
             try:
                 call_command("train_reranker", "scifact", no_install=True, output=str(TMP / "models"), stdout=out,
-                             **recipe, **extra)
+                             **{**recipe, **extra})
                 verdict = "beats the first stage on its held-out queries"
             except CommandError as exc:  # refused by the install rule: the model is kept, and measured all the same
                 verdict = str(exc)
