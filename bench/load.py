@@ -187,8 +187,8 @@ WEB_SERVERS = {
 
 
 def web_description(args, port: int) -> str:
-    per_process = f"--threads {args.web_threads}" if args.web_server == "gthread" else ""
-    return f"gunicorn -w {args.web_workers} {per_process} ({args.web_server}) on 127.0.0.1:{port}".replace("  ", " ")
+    threads = f" --threads {args.web_threads}" if args.web_server == "gthread" else ""
+    return f"gunicorn -w {args.web_workers}{threads} ({args.web_server}) on 127.0.0.1:{port}"
 
 
 def start_web(stack: Stack, args, port: int, env: dict | None = None) -> None:
